@@ -1,0 +1,68 @@
+"""`superserve ...`: the command-line entry point.
+
+Each subcommand lives in `superserve.commands.<name>` and exposes
+`add_arguments(parser)` and `run(args) -> int`. Command modules import heavy packages
+(torch, uvicorn, matplotlib) inside `run`, so `superserve trace ...` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> one-line help. The module superserve.commands.<name> implements it.
+COMMANDS: dict[str, str] = {
+    "train": "train a supernet family on MNIST-5k (sandwich rule, in-place distillation)",
+    "models": "list the shipped supernets with their accuracy and latency",
+    "profile": "search the Pareto subnets and profile them into a ProfileTable; `profile show`",
+    "trace": "generate, save and inspect request traces (`trace show SPEC`)",
+    "simulate": "replay a trace against a policy in the discrete-event simulator",
+    "experiment": "run one of the paper's experiments (simulated or live) to CSV + PNG",
+    "bench": "micro-benchmarks: subnetact, scheduler, router",
+    "serve": "serve a supernet over KServe v2 HTTP and gRPC",
+    "loadgen": "open-loop load generator against a running server",
+    "demo": "the main job: serve the default model under a bursty trace vs the baselines",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superserve", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"superserve.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"superserve.commands.{name}":
+                raise
+            continue  # not built yet
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from superserve.errors import SuperServeError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except SuperServeError as e:
+        print(f"superserve {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The exception tree of SuperServe.
+
+    SuperServeError
+    +-- ConfigError (ValueError)        a config or CLI value is out of range
+    +-- InvalidSpecError (ValueError)   a subnet spec lies outside the search space
+    +-- TraceSpecError (ValueError)     a malformed trace spec or trace file
+    +-- TableError (ValueError)         a malformed, mismatched or unsupported ProfileTable
+    +-- CheckpointError (ValueError)    a malformed or unsupported checkpoint
+    +-- InvalidInputError (ValueError)  a request's payload is wrong (HTTP 400)
+    +-- ModelNotFoundError (LookupError) unknown model name (HTTP 404)
+    +-- PayloadTooLargeError            request body over the size limit (HTTP 413)
+    +-- OverloadedError                 admission control refused the request (HTTP 429)
+    +-- DeadlineExceededError           the request cannot or did not meet its deadline (HTTP 504)
+    +-- ShuttingDownError               the server is draining (HTTP 503)
+    +-- WorkerFailedError               a worker failed while serving (HTTP 500 with message)
+
+Errors are raised where they are detected and mapped to protocol statuses once, at the edge
+(server/). Messages name the offending field and value.
+"""
+
+from __future__ import annotations
+
+
+class SuperServeError(Exception):
+    """Base class of every error SuperServe raises on purpose."""
+
+
+class ConfigError(SuperServeError, ValueError):
+    pass
+
+
+class InvalidSpecError(SuperServeError, ValueError):
+    pass
+
+
+class TraceSpecError(SuperServeError, ValueError):
+    pass
+
+
+class TableError(SuperServeError, ValueError):
+    pass
+
+
+class CheckpointError(SuperServeError, ValueError):
+    pass
+
+
+class InvalidInputError(SuperServeError, ValueError):
+    pass
+
+
+class ModelNotFoundError(SuperServeError, LookupError):
+    pass
+
+
+class PayloadTooLargeError(SuperServeError):
+    pass
+
+
+class OverloadedError(SuperServeError):
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(SuperServeError):
+    pass
+
+
+class ShuttingDownError(SuperServeError):
+    pass
+
+
+class WorkerFailedError(SuperServeError):
+    pass

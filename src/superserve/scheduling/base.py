@@ -1,0 +1,63 @@
+"""The contract between the queue owners (simulator, live router) and the policies.
+
+A policy is pure: `policy.decide(view, now_s) -> Plan | None`, a function of a small view of
+the queue, the current time, and the ProfileTable the policy was built with (offline work such
+as SlackFit's buckets happens once, at construction). No clock reads, no sleeps, no I/O, no
+torch. The simulator and the live router call the very same objects.
+
+Protocol of the caller, identical in the simulator and the router, whenever a worker is free
+and the queue is non-empty:
+
+    1. pop and answer DROPPED_DEADLINE every EDF head for which `cannot_meet(...)` is true
+       (the shared drop rule: not even the fastest subnet at the smallest batch can finish
+       before its deadline, so no compute is spent on it);
+    2. plan = policy.decide(view, now_s); None means "leave the worker idle for now";
+    3. pop min(plan.batch_size, len(queue)) earliest-deadline requests (a queue shorter than the
+       planned batch is taken whole) and run them on plan.subnet, after plan.load_s seconds of
+       actuation (model loading; 0 for SubNetAct).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from superserve.profiling.table import ProfileTable
+
+__all__ = ["QueueView", "Plan", "Policy", "cannot_meet"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What a policy may know when it decides for one free worker."""
+
+    length: int  # requests waiting (> 0)
+    head_deadline_s: float  # absolute deadline of the earliest-deadline request
+    worker_id: int = 0  # the free worker being scheduled
+    worker_subnet: int | None = None  # subnet currently loaded on it (model-loading baselines)
+    arrival_rate_qps: float = 0.0  # recent arrival rate, as measured by the caller
+    overhead_s: float = 0.0  # known per-batch overhead beyond the profiled compute
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Run up to `batch_size` earliest-deadline requests on `subnet` (an id in the table)."""
+
+    subnet: int
+    batch_size: int
+    load_s: float = 0.0  # actuation delay the worker pays first (switching a loaded model)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str
+    table: ProfileTable
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None: ...
+
+
+def cannot_meet(head_deadline_s: float, now_s: float, table: ProfileTable,
+                overhead_s: float = 0.0) -> bool:
+    """The shared drop rule: true when even the fastest subnet at the smallest batch size
+    cannot finish before the deadline."""
+    return head_deadline_s - now_s - overhead_s < table.fastest_s
