@@ -1,0 +1,1 @@
+"""Benchmarks, load generation and experiments."""
