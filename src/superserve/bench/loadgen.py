@@ -1,0 +1,359 @@
+"""Open-loop load generator for a KServe v2 server (HTTP or gRPC).
+
+Requests leave at the trace's arrival times whatever the responses do (open loop, as in the
+paper's evaluation): a late response never delays the next send. Each request carries one
+held-out MNIST-5k test image and its label is kept, so the run reports the accuracy actually
+achieved as well as the profiled accuracy of the subnets that served.
+
+Every request ends in exactly one terminal outcome as the client saw it:
+
+    completed         HTTP 200 / gRPC OK (deadline_met says whether within the SLO)
+    dropped_deadline  HTTP 504 / DEADLINE_EXCEEDED
+    rejected          HTTP 429 or 503 / RESOURCE_EXHAUSTED or UNAVAILABLE
+    failed            anything else, including a client-side timeout or a broken connection
+
+SLO attainment counts a request as met when it completed and its end-to-end latency measured
+by the client is within the SLO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from superserve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoadgenConfig", "RequestRecord", "run_loadgen", "summarize", "write_csv", "plot_timeseries"]
+
+OUTCOMES = ("completed", "dropped_deadline", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class LoadgenConfig:
+    url: str  # http://127.0.0.1:8000 (HTTP) or 127.0.0.1:8001 (gRPC)
+    slo_ms: float = 50.0  # sent as the request's `slo_ms` parameter
+    protocol: str = "http"  # "http" | "grpc"
+    model: str = "resnet"
+    timeout_s: float = 10.0  # client-side bound per request; past it the request is `failed`
+    max_duration_s: float = 900.0  # hard bound on a whole run (sending + draining)
+    seed: int = 0  # picks which test images are sent
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("http", "grpc"):
+            raise ConfigError(f"protocol must be 'http' or 'grpc', got {self.protocol!r}")
+        if not self.slo_ms > 0:
+            raise ConfigError(f"slo_ms must be > 0, got {self.slo_ms!r}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+            raise ConfigError(f"the load generator only targets loopback addresses, got {self.url!r}")
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    scheduled_s: float  # trace arrival time, relative to the run's start
+    sent_s: float = math.nan  # actual send time, relative to the run's start
+    outcome: str = "failed"
+    status: str = ""  # HTTP status code or gRPC status name
+    latency_ms: float = math.nan
+    deadline_met: bool = False
+    subnet_id: int = -1
+    subnet_accuracy: float = math.nan
+    batch_size: int = 0
+    queue_ms: float = math.nan
+    service_ms: float = math.nan
+    label: int = -1
+    predicted: int = -1
+    correct: bool = False
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- client seam
+class _Client:
+    """One protocol's way to send one image and fill a record."""
+
+    async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover
+        pass
+
+
+def _fill_from_parameters(rec: RequestRecord, params: dict[str, Any]) -> None:
+    rec.subnet_id = int(params.get("subnet_id", -1))
+    rec.subnet_accuracy = float(params.get("subnet_accuracy", math.nan))
+    rec.batch_size = int(params.get("batch_size", 0))
+    rec.queue_ms = float(params.get("queue_ms", math.nan))
+    rec.service_ms = float(params.get("service_ms", math.nan))
+
+
+class _HttpClient(_Client):
+    def __init__(self, cfg: LoadgenConfig) -> None:
+        import httpx
+
+        base = cfg.url if "://" in cfg.url else f"http://{cfg.url}"
+        self._url = f"{base.rstrip('/')}/v2/models/{cfg.model}/infer"
+        self._params = {"slo_ms": cfg.slo_ms}
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        self._client = httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits)
+        self._bodies: dict[int, bytes] = {}
+
+    def body(self, key: int, image: np.ndarray) -> bytes:
+        b = self._bodies.get(key)
+        if b is None:
+            payload = {"inputs": [{"name": "input", "shape": [1, *image.shape], "datatype": "FP32",
+                                   "data": image.ravel().tolist()}],
+                       "parameters": self._params}
+            b = self._bodies[key] = json.dumps(payload).encode()
+        return b
+
+    async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:
+        r = await self._client.post(self._url, content=self.body(key, image),
+                                    headers={"content-type": "application/json"})
+        rec.status = str(r.status_code)
+        if r.status_code == 200:
+            out = r.json()
+            _fill_from_parameters(rec, out.get("parameters") or {})
+            rec.predicted = _predicted_from_outputs(out.get("outputs") or [])
+            rec.outcome = "completed"
+        else:
+            rec.outcome = {504: "dropped_deadline", 429: "rejected", 503: "rejected"}.get(
+                r.status_code, "failed")
+            rec.message = r.text[:200]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _predicted_from_outputs(outputs: list[dict[str, Any]]) -> int:
+    by_name = {o.get("name"): o for o in outputs}
+    if "predicted" in by_name:
+        return int(by_name["predicted"]["data"][0])
+    if "logits" in by_name:
+        return int(np.argmax(by_name["logits"]["data"][:10]))
+    return -1
+
+
+class _GrpcClient(_Client):
+    def __init__(self, cfg: LoadgenConfig) -> None:
+        import grpc
+
+        from superserve.server import proto
+
+        self._pb, self._grpc = proto.pb2(), grpc
+        target = cfg.url.split("://", 1)[-1]
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = proto.pb2_grpc().GRPCInferenceServiceStub(self._channel)
+        self._cfg = cfg
+        self._reqs: dict[int, Any] = {}
+
+    def request(self, key: int, image: np.ndarray) -> Any:
+        req = self._reqs.get(key)
+        if req is None:
+            pb = self._pb
+            req = pb.ModelInferRequest(model_name=self._cfg.model)
+            req.parameters["slo_ms"].double_param = float(self._cfg.slo_ms)
+            t = req.inputs.add(name="input", datatype="FP32", shape=[1, *image.shape])
+            t.contents.fp32_contents.extend(image.ravel().tolist())
+            self._reqs[key] = req
+        return req
+
+    async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:
+        grpc = self._grpc
+        try:
+            resp = await self._stub.ModelInfer(self.request(key, image), timeout=self._cfg.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            rec.status = code.name
+            rec.message = (e.details() or "")[:200]
+            rec.outcome = {grpc.StatusCode.DEADLINE_EXCEEDED: "dropped_deadline",
+                           grpc.StatusCode.RESOURCE_EXHAUSTED: "rejected",
+                           grpc.StatusCode.UNAVAILABLE: "rejected"}.get(code, "failed")
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and "client" in rec.message.lower():
+                rec.outcome = "failed"
+            return
+        rec.status = "OK"
+        params = {k: _param_value(v) for k, v in resp.parameters.items()}
+        _fill_from_parameters(rec, params)
+        rec.predicted = _predicted_from_grpc(resp)
+        rec.outcome = "completed"
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _param_value(p: Any) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def _predicted_from_grpc(resp: Any) -> int:
+    for i, out in enumerate(resp.outputs):
+        if out.name == "predicted":
+            if out.contents.int64_contents:
+                return int(out.contents.int64_contents[0])
+            if i < len(resp.raw_output_contents):
+                return int(np.frombuffer(resp.raw_output_contents[i], dtype=np.int64)[0])
+    for i, out in enumerate(resp.outputs):
+        if out.name == "logits":
+            vals = list(out.contents.fp32_contents) or \
+                np.frombuffer(resp.raw_output_contents[i], dtype=np.float32).tolist()
+            return int(np.argmax(vals[:10]))
+    return -1
+
+
+def _make_client(cfg: LoadgenConfig) -> _Client:
+    return _HttpClient(cfg) if cfg.protocol == "http" else _GrpcClient(cfg)
+
+
+# --------------------------------------------------------------------------- the open loop
+async def run_loadgen(cfg: LoadgenConfig, arrivals_s: Sequence[float], images: np.ndarray,
+                      labels: np.ndarray, progress: Callable[[int, int], None] | None = None,
+                      client: _Client | None = None) -> list[RequestRecord]:
+    """Send one request per arrival time (seconds from the start), open loop; return one
+    record per request, each in exactly one terminal outcome."""
+    arrivals = np.sort(np.asarray(arrivals_s, dtype=float))
+    n = len(arrivals)
+    if n == 0:
+        return []
+    if len(images) == 0 or len(images) != len(labels):
+        raise ConfigError("the load generator needs test images with one label each")
+    rng = np.random.default_rng(cfg.seed)
+    picks = rng.integers(0, len(images), size=n)
+    client = client or _make_client(cfg)
+    records = [RequestRecord(index=i, scheduled_s=float(arrivals[i]),
+                             label=int(labels[picks[i]])) for i in range(n)]
+    done = 0
+    loop = asyncio.get_running_loop()
+
+    async def one(rec: RequestRecord, key: int) -> None:
+        nonlocal done
+        t_send = time.perf_counter()
+        rec.sent_s = t_send - t0
+        try:
+            await asyncio.wait_for(client.infer(key, images[key], rec), timeout=cfg.timeout_s)
+        except asyncio.TimeoutError:
+            rec.outcome, rec.message = "failed", f"client timeout after {cfg.timeout_s} s"
+        except Exception as e:  # a broken connection is a failed request, never a lost one
+            rec.outcome, rec.message = "failed", f"{type(e).__name__}: {e}"[:200]
+        rec.latency_ms = (time.perf_counter() - t_send) * 1e3
+        rec.deadline_met = rec.outcome == "completed" and rec.latency_ms <= cfg.slo_ms
+        rec.correct = rec.outcome == "completed" and rec.predicted == rec.label
+        done += 1
+        if progress is not None:
+            progress(done, n)
+
+    tasks: list[asyncio.Task[None]] = []
+    t0 = time.perf_counter()
+    t_limit = t0 + cfg.max_duration_s
+    try:
+        for rec in records:
+            target = t0 + rec.scheduled_s
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.perf_counter() > t_limit:
+                break
+            tasks.append(loop.create_task(one(rec, int(picks[rec.index]))))
+        remaining = max(0.0, t_limit - time.perf_counter()) + cfg.timeout_s
+        if tasks:
+            await asyncio.wait(tasks, timeout=remaining)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+    for rec in records:  # not sent within the run's bound: says so, never silently absent
+        if math.isnan(rec.sent_s):
+            rec.outcome, rec.message = "failed", "not sent: run exceeded max_duration_s"
+    return records
+
+
+# --------------------------------------------------------------------------- reporting
+def summarize(records: Sequence[RequestRecord], slo_ms: float) -> dict[str, Any]:
+    n = len(records)
+    outcomes = {k: 0 for k in OUTCOMES}
+    for r in records:
+        outcomes[r.outcome] += 1
+    met = [r for r in records if r.deadline_met]
+    lat = np.array([r.latency_ms for r in records if r.outcome == "completed"], dtype=float)
+    lags = [r.sent_s - r.scheduled_s for r in records if not math.isnan(r.sent_s)]
+    accs = [r.subnet_accuracy for r in met if not math.isnan(r.subnet_accuracy)]
+    return {
+        "requests": n,
+        "slo_ms": slo_ms,
+        "slo_attainment": len(met) / n if n else 0.0,
+        "mean_serving_accuracy": float(np.mean(accs)) if accs else 0.0,
+        "realized_accuracy": sum(r.correct for r in met) / len(met) if met else 0.0,
+        "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+        "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+        "outcomes": outcomes,
+        "completed_late": sum(1 for r in records if r.outcome == "completed" and not r.deadline_met),
+        "max_send_lag_ms": max(lags) * 1e3 if lags else 0.0,
+        "duration_s": max((r.scheduled_s for r in records), default=0.0),
+    }
+
+
+def write_csv(records: Sequence[RequestRecord], path: str | Path) -> None:
+    fields = list(RequestRecord.__dataclass_fields__)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in records:
+            w.writerow(asdict(r))
+
+
+def plot_timeseries(records: Sequence[RequestRecord], path: str | Path, title: str = "",
+                    bin_s: float = 1.0) -> None:
+    """The paper's Fig. 8c, live: request rate, chosen subnet accuracy, batch size and SLO
+    misses per time bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    t = np.array([r.scheduled_s for r in records])
+    nbins = max(1, int(math.ceil((t.max() + 1e-9) / bin_s)))
+    idx = np.minimum((t / bin_s).astype(int), nbins - 1)
+    x = (np.arange(nbins) + 0.5) * bin_s
+    rate = np.bincount(idx, minlength=nbins) / bin_s
+    miss = np.bincount(idx, weights=[0.0 if r.deadline_met else 1.0 for r in records],
+                       minlength=nbins)
+    acc_w = np.array([r.subnet_accuracy if r.outcome == "completed" else 0.0 for r in records])
+    acc_n = np.array([1.0 if r.outcome == "completed" else 0.0 for r in records])
+    acc_w = np.nan_to_num(acc_w)
+    bs_w = np.array([float(r.batch_size) if r.outcome == "completed" else 0.0 for r in records])
+    served = np.bincount(idx, weights=acc_n, minlength=nbins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(idx, weights=acc_w, minlength=nbins) / served * 100.0
+        bs = np.bincount(idx, weights=bs_w, minlength=nbins) / served
+    fig, axes = plt.subplots(4, 1, figsize=(9, 8), sharex=True)
+    axes[0].plot(x, rate, color="tab:blue")
+    axes[0].set_ylabel("requests/s")
+    axes[1].plot(x, acc, color="tab:green")
+    axes[1].set_ylabel("subnet acc. (%)")
+    axes[2].plot(x, bs, color="tab:orange")
+    axes[2].set_ylabel("mean batch")
+    axes[3].bar(x, miss, width=bin_s * 0.9, color="tab:red")
+    axes[3].set_ylabel("SLO misses")
+    axes[3].set_xlabel("time (s)")
+    if title:
+        axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
