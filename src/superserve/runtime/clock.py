@@ -1,0 +1,81 @@
+"""The router's only view of time: `now()` and `call_at(t, callback)`.
+
+`LoopClock` is the asyncio event loop's monotonic clock (production). `ManualClock` is a
+virtual clock that tests advance by hand, so router tests never sleep and are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from typing import Callable, Protocol
+
+__all__ = ["Clock", "TimerHandle", "LoopClock", "ManualClock"]
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def call_at(self, when_s: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class LoopClock:
+    """The running event loop's clock (monotonic seconds)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def call_at(self, when_s: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._loop.call_at(when_s, callback)
+
+
+class _ManualHandle:
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """Virtual time: timers fire only inside `advance`/`run_until`, in time order."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self._now = start_s
+        self._timers: list[tuple[float, int, _ManualHandle, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, when_s: float, callback: Callable[[], None]) -> TimerHandle:
+        h = _ManualHandle()
+        heapq.heappush(self._timers, (when_s, next(self._seq), h, callback))
+        return h
+
+    def run_until(self, t_s: float) -> None:
+        """Fire every timer due at or before `t_s` (including ones they schedule), then set
+        the time to `t_s`."""
+        while self._timers and self._timers[0][0] <= t_s:
+            when, _, h, cb = heapq.heappop(self._timers)
+            if h.cancelled:
+                continue
+            self._now = max(self._now, when)
+            cb()
+        self._now = max(self._now, t_s)
+
+    def advance(self, dt_s: float) -> None:
+        self.run_until(self._now + dt_s)
+
+    def pending(self) -> int:
+        return sum(1 for _, _, h, _ in self._timers if not h.cancelled)

@@ -1,0 +1,62 @@
+"""The one seam between the router and execution: batches go out, results come back.
+
+The router sees a `WorkerPool` (local processes, Ray actors, or the in-process fake) and
+receives its events through the `PoolListener` callbacks, always on the router's thread
+(the event loop). Workers are pull-based: a worker announces `worker_ready` once, and after
+that the router knows it is free again whenever its batch ends (done, failed or lost).
+
+Wire format between the router process and a worker process (multiprocessing Pipe, pickled
+tuples; images and logits travel as float32 numpy arrays, never tensors):
+
+    router -> worker   ("run", batch_id, subnet_id, images[B,C,H,W] float32, load_s)
+                       ("stop",)
+    worker -> router   ("ready", info: dict)        once, after loading and warm-up
+                       ("done", batch_id, logits[B,K] float32, service_s)
+                       ("error", batch_id, message)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["BatchTask", "PoolListener", "WorkerPool"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTask:
+    batch_id: int
+    subnet: int  # id in the ProfileTable
+    images: np.ndarray  # float32 [B, C, H, W], values in [0, 1]
+    load_s: float = 0.0  # actuation delay to pay first (0 with SubNetAct)
+
+    def message(self) -> tuple[Any, ...]:
+        return ("run", self.batch_id, self.subnet, self.images, self.load_s)
+
+
+class PoolListener(Protocol):
+    def worker_ready(self, worker_id: int) -> None: ...
+
+    def batch_done(self, worker_id: int, batch_id: int, logits: np.ndarray,
+                   service_s: float) -> None: ...
+
+    def batch_failed(self, worker_id: int, batch_id: int, message: str) -> None: ...
+
+    def worker_lost(self, worker_id: int, reason: str) -> None: ...
+
+
+class WorkerPool(Protocol):
+    """N workers behind one interface. `submit` is only called for a worker that is ready and
+    has no batch in flight."""
+
+    n_workers: int
+
+    def start(self, listener: PoolListener) -> None: ...
+
+    def submit(self, worker_id: int, task: BatchTask) -> None: ...
+
+    def alive(self) -> int: ...
+
+    async def close(self) -> None: ...

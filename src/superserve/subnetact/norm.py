@@ -1,0 +1,205 @@
+"""SubnetNorm: BatchNorm statistics stored per (served subnet, BN layer).
+
+Running statistics collected while training describe no subnet in particular; using them for a
+small subnet can wreck its accuracy (the paper saw a collapse to ~10%). So statistics are
+calibrated per subnet by forward passes over training images and stored per spec, while
+gamma/beta stay shared. Storage is compact: one float16 tensor [2, C] per spec (means, then
+variances, of every active BN layer in forward order), about 4 bytes per active channel.
+
+The statistics reach the BN layers through a per-call `NormContext`, never through module
+state, so calls with different specs can overlap safely.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from superserve.errors import CheckpointError, InvalidSpecError
+from superserve.subnetact.spec import SubnetSpec, spec_from_dict
+
+__all__ = ["NormMode", "NormContext", "NormStore", "ElasticBN", "calibrate_specs"]
+
+BN_EPS = 1e-5
+
+
+class NormMode(enum.Enum):
+    TRAIN = "train"  # normalise with batch statistics (training)
+    EVAL = "eval"  # normalise with the spec's stored statistics (serving)
+    CALIBRATE = "calibrate"  # normalise with batch statistics and record them
+    BATCH = "batch"  # normalise with batch statistics, touch nothing
+    SHARED = "shared"  # the running statistics training shared across subnets (no SubnetNorm)
+
+
+class NormContext:
+    """Per-call state of BN layers: where the next layer's statistics come from or go."""
+
+    __slots__ = ("mode", "_means", "_vars", "records")
+
+    def __init__(self, mode: NormMode, stats: tuple[Sequence[torch.Tensor],
+                 Sequence[torch.Tensor]] | None = None) -> None:
+        self.mode = mode
+        self._means: Iterator[torch.Tensor] | None = None
+        self._vars: Iterator[torch.Tensor] | None = None
+        if stats is not None:
+            self._means, self._vars = iter(stats[0]), iter(stats[1])
+        self.records: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+
+    def next_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._means is not None and self._vars is not None
+        return next(self._means), next(self._vars)
+
+
+class ElasticBN(nn.Module):
+    """Shared gamma/beta of one BN layer at its largest width, plus the running statistics
+    training accumulates over whatever subnets it samples (kept only to show why SubnetNorm
+    is needed: NormMode.SHARED uses them)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}"
+
+    def forward(self, x: torch.Tensor, ctx: NormContext) -> torch.Tensor:
+        """BatchNorm over the first x.shape[1] channels. x: (B, C, ...)."""
+        c = x.shape[1]
+        w, b = self.weight[:c], self.bias[:c]
+        mode = ctx.mode
+        if mode is NormMode.EVAL:
+            mean, var = ctx.next_stats()
+            return F.batch_norm(x, mean, var, w, b, False, 0.0, BN_EPS)
+        if mode is NormMode.TRAIN:
+            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, True,
+                                0.1, BN_EPS)
+        if mode is NormMode.SHARED:
+            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, False,
+                                0.0, BN_EPS)
+        if mode is NormMode.CALIBRATE:
+            dims = [0] + list(range(2, x.dim()))
+            xd = x.double()
+            ctx.records.append((xd.sum(dims), (xd * xd).sum(dims), x.numel() // c))
+        return F.batch_norm(x, None, None, w, b, True, 0.0, BN_EPS)  # BATCH, CALIBRATE
+
+
+class NormStore:
+    """Calibrated statistics of many subnets: spec -> float16 [2, C] plus layer sizes."""
+
+    def __init__(self) -> None:
+        self._stats: dict[SubnetSpec, torch.Tensor] = {}
+        self._sizes: dict[SubnetSpec, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def __contains__(self, spec: object) -> bool:
+        return spec in self._stats
+
+    def has(self, spec: SubnetSpec) -> bool:
+        return spec in self._stats
+
+    def specs(self) -> list[SubnetSpec]:
+        return list(self._stats)
+
+    def put(self, spec: SubnetSpec, means: Sequence[torch.Tensor], variances: Sequence[torch.Tensor]
+            ) -> None:
+        sizes = [int(m.numel()) for m in means]
+        packed = torch.stack([torch.cat([m.float() for m in means]),
+                              torch.cat([v.float() for v in variances])]).to(torch.float16)
+        self._stats[spec] = packed.contiguous()
+        self._sizes[spec] = sizes
+
+    def get(self, spec: SubnetSpec) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Per-layer (means, variances) as float32 views, in forward order."""
+        packed = self._stats.get(spec)
+        if packed is None:
+            raise InvalidSpecError(
+                f"no SubnetNorm statistics for subnet {spec.to_dict()}: calibrate it first "
+                "(superserve.subnetact.calibrate)")
+        full = packed.float()
+        sizes = self._sizes[spec]
+        return full[0].split(sizes), full[1].split(sizes)
+
+    def nbytes(self, spec: SubnetSpec | None = None) -> int:
+        if spec is not None:
+            return self._stats[spec].numel() * self._stats[spec].element_size()
+        return sum(t.numel() * t.element_size() for t in self._stats.values())
+
+    def subset(self, specs: Iterable[SubnetSpec]) -> "NormStore":
+        out = NormStore()
+        for s in specs:
+            if s not in self._stats:
+                raise InvalidSpecError(f"no SubnetNorm statistics for subnet {s.to_dict()}")
+            out._stats[s], out._sizes[s] = self._stats[s], self._sizes[s]
+        return out
+
+    def update(self, other: "NormStore") -> None:
+        self._stats.update(other._stats)
+        self._sizes.update(other._sizes)
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        return {"specs": [s.to_dict() for s in self._stats],
+                "sizes": [self._sizes[s] for s in self._stats],
+                "stats": [self._stats[s] for s in self._stats]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "NormStore":
+        out = cls()
+        try:
+            for d, sizes, t in zip(state["specs"], state["sizes"], state["stats"], strict=True):
+                spec = spec_from_dict(d)
+                out._stats[spec] = t.to(torch.float16).contiguous()
+                out._sizes[spec] = [int(s) for s in sizes]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"malformed SubnetNorm statistics: {e!r}") from e
+        return out
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"schema_version": 1, **self.state()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NormStore":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("schema_version") != 1:
+            raise CheckpointError(f"{path}: unsupported SubnetNorm schema_version "
+                                  f"{state.get('schema_version')!r}")
+        return cls.from_state(state)
+
+
+def pooled_stats(records: list[list[tuple[torch.Tensor, torch.Tensor, int]]]
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Exact per-channel mean and (biased) variance over all calibration batches."""
+    means, variances = [], []
+    for layer in zip(*records):
+        s1 = sum(r[0] for r in layer)
+        s2 = sum(r[1] for r in layer)
+        n = sum(r[2] for r in layer)
+        m = s1 / n
+        means.append(m.float())
+        variances.append((s2 / n - m * m).clamp_min(0.0).float())
+    return means, variances
+
+
+def calibrate_specs(forward: Callable[[torch.Tensor, SubnetSpec, NormContext], torch.Tensor],
+                    store: NormStore, specs: Iterable[SubnetSpec], images: torch.Tensor,
+                    batch_size: int = 1000) -> None:
+    """Run each spec over `images` in CALIBRATE mode and store its pooled statistics."""
+    with torch.inference_mode():
+        for spec in specs:
+            records = []
+            for i in range(0, len(images), batch_size):
+                ctx = NormContext(NormMode.CALIBRATE)
+                forward(images[i:i + batch_size], spec, ctx)
+                records.append(ctx.records)
+            if records and records[0]:
+                store.put(spec, *pooled_stats(records))
