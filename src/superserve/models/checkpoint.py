@@ -44,7 +44,7 @@ def provenance(device: str = "cpu") -> dict[str, Any]:
                                 cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"git_commit": commit or "unknown", "torch_version": torch.__version__,
+    return {"git_commit": commit or "unknown", "torch_version": str(torch.__version__),
             "device": device, "cpu_count": os.cpu_count(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 

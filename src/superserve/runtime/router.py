@@ -1,0 +1,457 @@
+"""The router: admission control, one global EDF queue, timer-driven expiry, pull-based
+dispatch to workers, and exactly one terminal state per request.
+
+A client request carries N images. Each image is one scheduler job, so the images of one
+request may be batched with other requests' images; the request completes when all its
+images are done, and fails or is dropped as a whole as soon as one image does. All jobs of a
+request share its deadline.
+
+Everything runs on one thread (the event loop): `submit` from the front ends, the
+`PoolListener` callbacks from the worker pool, and the expiry timer. Time comes only from
+the injected `Clock`, so tests drive the router with a virtual clock and a fake pool.
+
+Expiry: the EDF head is the only request that can expire next, so one timer, armed at the
+head's drop point (the latest time at which even the fastest subnet at batch 1 could still
+finish: `deadline - overhead - fastest`), answers expired requests at once, whether or not a
+worker is free. The same drop rule (`cannot_meet`) is applied before every dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from superserve.errors import (ConfigError, DeadlineExceededError, OverloadedError,
+                               ShuttingDownError, SuperServeError, WorkerFailedError)
+from superserve.runtime.clock import Clock, TimerHandle
+from superserve.runtime.protocol import BatchTask, WorkerPool
+from superserve.scheduling.base import Policy, QueueView, cannot_meet
+from superserve.scheduling.edf import EDFQueue
+from superserve.types import Outcome
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RouterConfig", "InferenceResult", "RouterListener", "Router"]
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    max_queue: int = 1024  # images waiting in the EDF queue; more are refused (429)
+    max_images_per_request: int = 256  # N of one request's [N, C, H, W] input
+    overhead_s: float = 0.001  # known per-batch cost beyond profiled compute (IPC, dispatch)
+    retry_after_s: float = 1.0  # Retry-After sent with an overload refusal
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_queue, int) and self.max_queue >= 1):
+            raise ConfigError(f"max_queue must be an int >= 1, got {self.max_queue!r}")
+        if not (isinstance(self.max_images_per_request, int) and self.max_images_per_request >= 1):
+            raise ConfigError("max_images_per_request must be an int >= 1, got "
+                              f"{self.max_images_per_request!r}")
+        if not self.overhead_s >= 0:
+            raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
+        if not self.retry_after_s > 0:
+            raise ConfigError(f"retry_after_s must be > 0, got {self.retry_after_s!r}")
+
+
+@dataclass
+class InferenceResult:
+    """What a client learns. `error` is set for every outcome but a completion."""
+
+    request_id: int
+    outcome: Outcome
+    arrival_s: float
+    deadline_s: float
+    end_s: float = 0.0
+    logits: np.ndarray | None = None  # [N, K] float32 when completed
+    error: SuperServeError | None = None
+    deadline_met: bool = False
+    subnet_id: int = -1  # the subnet of the batch that finished the request
+    subnet_accuracy: float = float("nan")  # mean profiled accuracy over its images
+    batch_size: int = 0  # size of the batch that finished the request
+    queue_s: float = 0.0  # arrival -> dispatch of the batch that finished the request
+    service_s: float = 0.0  # dispatch -> result of that batch, as the router saw it
+
+    @property
+    def latency_s(self) -> float:
+        return self.end_s - self.arrival_s
+
+    def raise_for_outcome(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class RouterListener(Protocol):
+    """Observability hooks (metrics); called on the event loop, must be cheap."""
+
+    def on_terminal(self, result: InferenceResult) -> None: ...
+
+    def on_batch(self, subnet_id: int, batch_size: int) -> None: ...
+
+
+class _Request:
+    __slots__ = ("result", "future", "n", "remaining", "acc_sum")
+
+    def __init__(self, result: InferenceResult, future: asyncio.Future[InferenceResult],
+                 n: int) -> None:
+        self.result = result
+        self.future = future
+        self.n = n
+        self.remaining = n
+        self.acc_sum = 0.0
+
+
+@dataclass(slots=True)
+class _Job:
+    request: _Request
+    index: int  # which image of the request
+    image: np.ndarray  # [C, H, W]
+
+
+@dataclass
+class _InFlight:
+    batch_id: int
+    subnet: int
+    jobs: list[_Job]
+    dispatched_s: float
+
+
+@dataclass
+class _Stats:
+    submitted: int = 0
+    terminal: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
+    batches: int = 0
+    requeued: int = 0
+
+
+class Router:
+    def __init__(self, policy: Policy, pool: WorkerPool, clock: Clock,
+                 config: RouterConfig | None = None, listener: RouterListener | None = None,
+                 rate_window_s: float = 1.0) -> None:
+        self.policy = policy
+        self.table = policy.table
+        self.pool = pool
+        self.clock = clock
+        self.config = config or RouterConfig()
+        self.listener = listener
+        self.stats = _Stats()
+        self._queue: EDFQueue[_Job] = EDFQueue()
+        self._idle: list[int] = []  # ready workers with nothing in flight
+        self._inflight: dict[int, _InFlight] = {}  # worker id -> its batch
+        self._worker_subnet: dict[int, int] = {}  # what each worker last ran (for baselines)
+        self._ready: set[int] = set()
+        self._open: set[_Request] = set()  # admitted, not yet terminal
+        self._ids = itertools.count()
+        self._batch_ids = itertools.count()
+        self._timer: TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._draining = False
+        self._drained: asyncio.Event | None = None
+        self._rate = _make_rate_estimator(rate_window_s)
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.pool.start(self)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._open)
+
+    @property
+    def ready_workers(self) -> int:
+        return len(self._ready)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def begin_drain(self) -> None:
+        """Stop admitting (503); what is queued or in flight is still served."""
+        self._draining = True
+        log.info("router draining: %d open requests", len(self._open))
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop admitting, wait up to `timeout_s` for every admitted request to end, then
+        answer the rest as refused (503). Returns how many had to be refused."""
+        self.begin_drain()
+        if self._open:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        left = list(self._open)
+        for req in left:
+            self._finish(req, Outcome.REJECTED, ShuttingDownError(
+                f"server shut down before request {req.result.request_id} was served"))
+        self._queue.clear()
+        self._cancel_timer()
+        return len(left)
+
+    # ------------------------------------------------------------------ admission
+    def submit(self, images: np.ndarray, slo_s: float) -> asyncio.Future[InferenceResult]:
+        """Admit one request of N images ([N, C, H, W] float32, already validated) with a
+        latency SLO; the future always resolves (never raises) to its terminal result."""
+        now = self.clock.now()
+        fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        rid = next(self._ids)
+        result = InferenceResult(request_id=rid, outcome=Outcome.REJECTED, arrival_s=now,
+                                 deadline_s=now + slo_s)
+        req = _Request(result, fut, len(images))
+        self.stats.submitted += 1
+        self._rate_observe(now)
+        n = len(images)
+        if self._draining:
+            return self._refuse(req, Outcome.REJECTED, ShuttingDownError(
+                "server is shutting down and admits no new requests"))
+        if n > self.config.max_images_per_request:
+            # Checked at the edge too; repeated here so the router never queues what it
+            # could never schedule.
+            return self._refuse(req, Outcome.REJECTED, OverloadedError(
+                f"request has {n} images, more than max_images_per_request="
+                f"{self.config.max_images_per_request}", self.config.retry_after_s))
+        if len(self._queue) + n > self.config.max_queue:
+            return self._refuse(req, Outcome.REJECTED, OverloadedError(
+                f"queue full: {len(self._queue)} images waiting, max_queue="
+                f"{self.config.max_queue}", self.config.retry_after_s))
+        if cannot_meet(result.deadline_s, now, self.table, self.config.overhead_s):
+            return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
+                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: the fastest subnet needs "
+                f"{(self.table.fastest_s + self.config.overhead_s) * 1e3:.3g} ms"))
+        self._open.add(req)
+        for i in range(n):
+            self._queue.push(result.deadline_s, _Job(req, i, images[i]))
+        self._dispatch()
+        self._arm_timer()
+        return fut
+
+    def _refuse(self, req: _Request, outcome: Outcome,
+                error: SuperServeError) -> asyncio.Future[InferenceResult]:
+        self._finish(req, outcome, error)
+        return req.future
+
+    # ------------------------------------------------------------------ terminal states
+    def _finish(self, req: _Request, outcome: Outcome, error: SuperServeError | None) -> None:
+        """The single place a request becomes terminal (and is counted)."""
+        r = req.result
+        if req.future.done():
+            return
+        r.outcome = outcome
+        r.error = error
+        r.end_s = self.clock.now()
+        if outcome is Outcome.COMPLETED:
+            r.deadline_met = r.end_s <= r.deadline_s
+        self._open.discard(req)
+        self.stats.terminal[outcome] += 1
+        req.future.set_result(r)
+        if self.listener is not None:
+            self.listener.on_terminal(r)
+        if self._drained is not None and not self._open:
+            self._drained.set()
+
+    def _drop_expired_heads(self, now: float) -> None:
+        q, table, overhead = self._queue, self.table, self.config.overhead_s
+        while q:
+            job = q.peek()
+            if job.request.future.done():
+                q.pop()  # a sibling image already ended this request
+                continue
+            if not cannot_meet(q.head_deadline_s(), now, table, overhead):
+                return
+            q.pop()
+            r = job.request.result
+            self._finish(job.request, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
+                f"request {r.request_id} missed its deadline in the queue: waited "
+                f"{(now - r.arrival_s) * 1e3:.1f} ms of a "
+                f"{(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO, too little left for the "
+                f"fastest subnet ({table.fastest_s * 1e3:.2f} ms)"))
+
+    # ------------------------------------------------------------------ expiry timer
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = float("inf")
+
+    def _arm_timer(self) -> None:
+        if not self._queue:
+            self._cancel_timer()
+            return
+        at = self._queue.head_deadline_s() - self.config.overhead_s - self.table.fastest_s
+        if at == self._timer_at:
+            return
+        self._cancel_timer()
+        self._timer_at = at
+        self._timer = self.clock.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        # The loop may fire a timer up to its clock resolution early; the drop point is
+        # what was meant, so judge at that instant at the earliest.
+        now = max(self.clock.now(), self._timer_at)
+        self._timer = None
+        self._timer_at = float("inf")
+        self._drop_expired_heads(now)
+        self._dispatch()
+        self._arm_timer()
+
+    # ------------------------------------------------------------------ dispatch
+    def _dispatch(self) -> None:
+        q = self._queue
+        while self._idle and q:
+            now = self.clock.now()
+            self._drop_expired_heads(now)
+            if not q:
+                break
+            wid = self._idle[-1]
+            view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
+                             worker_subnet=self._worker_subnet.get(wid),
+                             arrival_rate_qps=self._rate_qps(now),
+                             overhead_s=self.config.overhead_s)
+            plan = self.policy.decide(view, now)
+            if plan is None:
+                break  # the policy prefers to wait; the next arrival or timer retries
+            jobs: list[_Job] = []
+            while q and len(jobs) < plan.batch_size:
+                job = q.pop()
+                if not job.request.future.done():
+                    jobs.append(job)
+            if not jobs:
+                continue
+            self._idle.pop()
+            bid = next(self._batch_ids)
+            images = np.stack([j.image for j in jobs])
+            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now)
+            self._worker_subnet[wid] = plan.subnet
+            self.stats.batches += 1
+            if self.listener is not None:
+                self.listener.on_batch(plan.subnet, len(jobs))
+            self.pool.submit(wid, BatchTask(bid, plan.subnet, images, plan.load_s))
+        self._arm_timer()
+
+    # ------------------------------------------------------------------ pool callbacks
+    def worker_ready(self, worker_id: int) -> None:
+        self._ready.add(worker_id)
+        self._inflight.pop(worker_id, None)
+        if worker_id not in self._idle:
+            self._idle.append(worker_id)
+        log.info("worker %d ready (%d ready)", worker_id, len(self._ready))
+        self._dispatch()
+
+    def batch_done(self, worker_id: int, batch_id: int, logits: np.ndarray,
+                   service_s: float) -> None:
+        fl = self._take_inflight(worker_id, batch_id)
+        if fl is None:
+            return
+        now = self.clock.now()
+        acc = self.table.acc[fl.subnet]
+        for k, job in enumerate(fl.jobs):
+            req = job.request
+            if req.future.done():
+                continue
+            r = req.result
+            if r.logits is None:
+                r.logits = np.zeros((req.n, logits.shape[1]), dtype=np.float32)
+            r.logits[job.index] = logits[k]
+            req.acc_sum += acc
+            req.remaining -= 1
+            if req.remaining == 0:
+                r.subnet_id, r.batch_size = fl.subnet, len(fl.jobs)
+                r.subnet_accuracy = req.acc_sum / req.n
+                r.queue_s = fl.dispatched_s - r.arrival_s
+                r.service_s = now - fl.dispatched_s
+                self._finish(req, Outcome.COMPLETED, None)
+        self._worker_free(worker_id)
+
+    def batch_failed(self, worker_id: int, batch_id: int, message: str) -> None:
+        fl = self._take_inflight(worker_id, batch_id)
+        if fl is None:
+            return
+        log.error("worker %d failed batch %d: %s", worker_id, batch_id, message)
+        for job in fl.jobs:
+            self._finish(job.request, Outcome.FAILED, WorkerFailedError(
+                f"worker {worker_id} failed on subnet {fl.subnet}: {message}"))
+        self._worker_free(worker_id)
+
+    def worker_lost(self, worker_id: int, reason: str) -> None:
+        """A worker died: re-queue its batch, or fail the requests that can no longer make
+        their deadline. The pool restarts it and calls `worker_ready` again."""
+        self._ready.discard(worker_id)
+        if worker_id in self._idle:
+            self._idle.remove(worker_id)
+        self._worker_subnet.pop(worker_id, None)
+        fl = self._inflight.pop(worker_id, None)
+        now = self.clock.now()
+        requeued = 0
+        if fl is not None:
+            for job in fl.jobs:
+                req = job.request
+                if req.future.done():
+                    continue
+                if cannot_meet(req.result.deadline_s, now, self.table, self.config.overhead_s):
+                    self._finish(req, Outcome.FAILED, WorkerFailedError(
+                        f"worker {worker_id} died ({reason}) while serving request "
+                        f"{req.result.request_id}, and too little of its deadline is left "
+                        "to retry it"))
+                else:
+                    self._queue.push(req.result.deadline_s, job)
+                    requeued += 1
+        self.stats.requeued += requeued
+        log.warning("worker %d lost (%s); re-queued %d images", worker_id, reason, requeued)
+        self._dispatch()
+
+    def _take_inflight(self, worker_id: int, batch_id: int) -> _InFlight | None:
+        fl = self._inflight.get(worker_id)
+        if fl is None or fl.batch_id != batch_id:
+            log.warning("stale result from worker %d for batch %d ignored", worker_id, batch_id)
+            return None
+        del self._inflight[worker_id]
+        return fl
+
+    def _worker_free(self, worker_id: int) -> None:
+        if worker_id in self._ready and worker_id not in self._idle:
+            self._idle.append(worker_id)
+        self._dispatch()
+
+    # ------------------------------------------------------------------ arrival rate
+    def _rate_observe(self, now: float) -> None:
+        self._rate.observe(now)
+
+    def _rate_qps(self, now: float) -> float:
+        return self._rate.qps(now)
+
+
+class _WindowRate:
+    """Arrivals per second over a sliding window (used until the shared estimator exists)."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._times: list[float] = []
+        self._start = 0
+
+    def observe(self, t_s: float) -> None:
+        self._times.append(t_s)
+        if self._start > 4096:
+            self._times = self._times[self._start:]
+            self._start = 0
+
+    def qps(self, now_s: float) -> float:
+        cut = now_s - self.window_s
+        times = self._times
+        while self._start < len(times) and times[self._start] < cut:
+            self._start += 1
+        return (len(times) - self._start) / self.window_s
+
+
+def _make_rate_estimator(window_s: float) -> _WindowRate:
+    return _WindowRate(window_s)

@@ -1,0 +1,55 @@
+"""Shared fixtures for the serving tests: a small synthetic ProfileTable and a minimal
+deadline-aware policy, so router and server tests do not depend on trained artifacts."""
+
+from __future__ import annotations
+
+import pytest
+
+from superserve.profiling.table import ProfileTable, SubnetProfile
+from superserve.scheduling.base import Plan, QueueView
+
+BATCHES = (1, 2, 4, 8, 16)
+
+
+def synthetic_table() -> ProfileTable:
+    """Three subnets: fast/inaccurate to slow/accurate. Latency = base + per_image * B."""
+    rows = [(0.90, 1.0, 0.25), (0.95, 2.0, 0.5), (0.99, 4.0, 1.0)]  # acc, base ms, ms/image
+    subnets = [SubnetProfile(id=i, spec={"family": "fake", "level": i}, accuracy=acc,
+                             latency_ms={b: base + per * b for b in BATCHES})
+               for i, (acc, base, per) in enumerate(rows)]
+    return ProfileTable.build("resnet", subnets, BATCHES, device="cpu", threads=1)
+
+
+class GreedyPolicy:
+    """Test-local stand-in for SlackFit: the most accurate subnet whose latency at the batch
+    it would take fits the slack; otherwise the fastest subnet at the largest batch that fits."""
+
+    name = "greedy"
+
+    def __init__(self, table: ProfileTable) -> None:
+        self.table = table
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        t = self.table
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        b = min(view.length, t.max_batch)
+        for s in sorted(range(len(t)), key=lambda i: -t.acc[i]):
+            if t.latency_s(s, b) <= slack:
+                return Plan(subnet=s, batch_size=b)
+        fits = [bb for bb in t.batch_sizes if t.latency_s(0, bb) <= slack]
+        return Plan(subnet=0, batch_size=max(fits) if fits else 1)
+
+
+@pytest.fixture
+def table() -> ProfileTable:
+    return synthetic_table()
+
+
+def make_test_policy(table: ProfileTable):
+    """The shared policies once they exist (the router must run the simulator's objects);
+    the local greedy policy before that."""
+    try:
+        from superserve.scheduling import make_policy  # type: ignore[attr-defined]
+    except ImportError:
+        return GreedyPolicy(table)
+    return make_policy("slackfit", table)

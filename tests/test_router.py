@@ -1,0 +1,218 @@
+"""Router behaviour on a virtual clock with the profile-driven fake pool: no processes, no
+sockets, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from conftest import GreedyPolicy, make_test_policy
+from superserve.errors import (ConfigError, DeadlineExceededError, OverloadedError,
+                               ShuttingDownError, WorkerFailedError)
+from superserve.runtime.clock import ManualClock
+from superserve.runtime.fake import FakePool
+from superserve.runtime.router import Router, RouterConfig
+from superserve.types import Outcome
+
+IMG = np.zeros((1, 1, 28, 28), dtype=np.float32)
+
+
+def make(table, n_workers=1, policy=None, **cfg):
+    clock = ManualClock()
+    pool = FakePool(table, clock, n_workers=n_workers, restart_s=0.010)
+    router = Router(policy or GreedyPolicy(table), pool, clock, RouterConfig(**cfg))
+    router.start()
+    clock.run_until(0.0)  # workers announce ready
+    return clock, pool, router
+
+
+def run(coro_fn):
+    return asyncio.run(coro_fn())
+
+
+def assert_all_terminal(router, futures):
+    assert all(f.done() for f in futures)
+    assert router.open_requests == 0
+    assert sum(router.stats.terminal.values()) == router.stats.submitted == len(futures)
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ConfigError, match="max_queue"):
+        RouterConfig(max_queue=0)
+    with pytest.raises(ConfigError, match="overhead_s"):
+        RouterConfig(overhead_s=-1.0)
+
+
+def test_single_request_completes_with_subnet_parameters(table):
+    async def body():
+        clock, pool, router = make(table)
+        fut = router.submit(IMG, slo_s=0.050)
+        assert not fut.done()
+        clock.advance(0.050)
+        r = fut.result()
+        assert r.outcome is Outcome.COMPLETED and r.error is None and r.deadline_met
+        # plenty of slack: the most accurate subnet, which the fake encodes in the argmax
+        assert r.subnet_id == 2 and r.subnet_accuracy == pytest.approx(0.99)
+        assert int(np.argmax(r.logits[0])) == 2 and r.batch_size == 1
+        assert r.service_s == pytest.approx(table.latency_s(2, 1))
+        assert r.queue_s == pytest.approx(0.0)
+    run(body)
+
+
+def test_multi_image_request_is_answered_when_all_images_are_done(table):
+    async def body():
+        clock, pool, router = make(table, n_workers=2)
+        imgs = np.zeros((5, 1, 28, 28), dtype=np.float32)
+        fut = router.submit(imgs, slo_s=0.100)
+        clock.advance(0.100)
+        r = fut.result()
+        assert r.outcome is Outcome.COMPLETED and r.logits.shape == (5, 10)
+        assert sum(len(t.images) for _, t in pool.submitted) == 5
+    run(body)
+
+
+def test_expired_request_answered_by_timer_while_worker_busy(table):
+    async def body():
+        clock, pool, router = make(table)
+        long = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
+        assert pool.busy(0)  # the worker is busy for latency(2, 16) = 20 ms
+        short = router.submit(IMG, slo_s=0.005)
+        drop_at = 0.005 - router.config.overhead_s - table.fastest_latency_s()
+        clock.run_until(drop_at - 1e-6)
+        assert not short.done()
+        clock.run_until(drop_at + 1e-6)
+        assert pool.busy(0)  # answered by the router's timer, not by a free worker
+        r = short.result()
+        assert r.outcome is Outcome.DROPPED_DEADLINE
+        assert isinstance(r.error, DeadlineExceededError) and "deadline" in str(r.error)
+        clock.advance(1.0)
+        assert long.result().outcome is Outcome.COMPLETED
+        assert_all_terminal(router, [long, short])
+    run(body)
+
+
+def test_slo_below_fastest_subnet_is_dropped_at_once(table):
+    async def body():
+        clock, pool, router = make(table)
+        r = router.submit(IMG, slo_s=0.0005).result()
+        assert r.outcome is Outcome.DROPPED_DEADLINE and "cannot be met" in str(r.error)
+        assert pool.submitted == []  # no compute spent on it
+    run(body)
+
+
+def test_overload_is_rejected_with_retry_after(table):
+    async def body():
+        clock, pool, router = make(table, max_queue=4, retry_after_s=2.0)
+        futs = [router.submit(IMG, slo_s=1.0) for _ in range(6)]  # 1 runs, 4 wait, 1 refused
+        refused = [f.result() for f in futs if f.done()]
+        assert len(refused) == 1 and refused[0].outcome is Outcome.REJECTED
+        assert isinstance(refused[0].error, OverloadedError)
+        assert refused[0].error.retry_after_s == 2.0 and "max_queue=4" in str(refused[0].error)
+        clock.advance(1.0)
+        assert_all_terminal(router, futs)
+        assert router.stats.terminal[Outcome.COMPLETED] == 5
+    run(body)
+
+
+def test_killed_worker_batch_is_requeued_and_served_after_restart(table):
+    async def body():
+        clock, pool, router = make(table)
+        futs = [router.submit(IMG, slo_s=0.200) for _ in range(3)]
+        clock.advance(0.001)
+        pool.kill(0)
+        assert router.stats.requeued >= 1 and router.ready_workers == 0
+        clock.advance(0.5)  # restart after 10 ms, then serve everything
+        assert_all_terminal(router, futs)
+        assert all(f.result().outcome is Outcome.COMPLETED for f in futs)
+    run(body)
+
+
+def test_killed_worker_past_deadline_fails_explicitly(table):
+    async def body():
+        clock, pool, router = make(table)
+        fut = router.submit(IMG, slo_s=0.0045)  # the accurate subnet takes 5 ms? no: greedy fits
+        assert pool.busy(0)
+        clock.run_until(0.004)  # too little slack left for even the fastest subnet
+        pool.kill(0)
+        r = fut.result()
+        assert r.outcome is Outcome.FAILED and isinstance(r.error, WorkerFailedError)
+        assert "died" in str(r.error)
+        clock.advance(1.0)
+        assert_all_terminal(router, [fut])
+    run(body)
+
+
+def test_failed_batch_fails_each_of_its_requests(table):
+    async def body():
+        clock, pool, router = make(table)
+        pool.fail_next = "boom"
+        fut = router.submit(IMG, slo_s=0.100)
+        clock.advance(0.1)
+        r = fut.result()
+        assert r.outcome is Outcome.FAILED and "boom" in str(r.error)
+        ok = router.submit(IMG, slo_s=0.100)  # the worker is free again
+        clock.advance(0.1)
+        assert ok.result().outcome is Outcome.COMPLETED
+    run(body)
+
+
+def test_subnet_shrinks_and_batch_grows_under_load(table):
+    """Low load: the most accurate subnet at batch 1. A burst: slack shrinks, the router's
+    policy picks a smaller subnet with a bigger batch."""
+    async def body():
+        clock, pool, router = make(table, policy=make_test_policy(table))
+        quiet = []
+        for i in range(5):
+            quiet.append(router.submit(IMG, slo_s=0.030))
+            clock.advance(0.050)
+        burst = [router.submit(IMG, slo_s=0.030) for _ in range(60)]
+        clock.advance(1.0)
+        q = [f.result() for f in quiet]
+        b = [f.result() for f in burst if f.result().outcome is Outcome.COMPLETED]
+        assert all(r.subnet_id == len(table) - 1 and r.batch_size == 1 for r in q)
+        assert b and min(r.subnet_accuracy for r in b) < q[0].subnet_accuracy
+        assert max(r.batch_size for r in b) > 1
+        assert_all_terminal(router, quiet + burst)
+    run(body)
+
+
+def test_drain_refuses_new_requests_and_serves_queued(table):
+    async def body():
+        clock, pool, router = make(table)
+        queued = [router.submit(IMG, slo_s=1.0) for _ in range(3)]
+        router.begin_drain()
+        late = router.submit(IMG, slo_s=1.0).result()
+        assert late.outcome is Outcome.REJECTED and isinstance(late.error, ShuttingDownError)
+        clock.advance(1.0)
+        assert all(f.result().outcome is Outcome.COMPLETED for f in queued)
+    run(body)
+
+
+def test_drain_timeout_answers_leftovers(table):
+    async def body():
+        clock, pool, router = make(table)
+        stuck = router.submit(IMG, slo_s=10.0)  # virtual time never advances: never served
+        refused = await router.drain(timeout_s=0.01)
+        assert refused == 1 and stuck.result().outcome is Outcome.REJECTED
+    run(body)
+
+
+def test_random_workload_every_request_terminal_once(table):
+    async def body():
+        rng = np.random.default_rng(0)
+        clock, pool, router = make(table, n_workers=2, max_queue=32)
+        futs = []
+        for step in range(400):
+            for _ in range(rng.poisson(1.5)):
+                n = int(rng.integers(1, 4))
+                futs.append(router.submit(np.zeros((n, 1, 28, 28), np.float32),
+                                          slo_s=float(rng.uniform(0.001, 0.05))))
+            if step % 97 == 50:
+                pool.kill(int(rng.integers(0, 2)))
+            clock.advance(0.002)
+        clock.advance(5.0)
+        assert_all_terminal(router, futs)
+        assert router.queue_depth == 0
+    run(body)
