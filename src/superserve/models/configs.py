@@ -24,7 +24,7 @@ class TrainConfig:
     augment: bool = True  # random affine: shift +-2 px, rotate +-10 deg, scale 0.9-1.1
     dataset: str = "mnist"  # "mnist" (MNIST-5k) | "digits8" (sklearn 8x8, tests)
     calib_images: int = 2000  # SubnetNorm calibration images (from the training split)
-    threads: int = 2  # torch threads while training
+    threads: int = 1  # torch threads while training (1: robust when the 2 cores are shared)
     seed: int = 0
     max_steps: int = 0  # > 0: stop early (quick runs)
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides
@@ -61,6 +61,6 @@ def default_train_config(family: str, quick: bool = False) -> TrainConfig:
                   "stage_strides": (1, 2), "depth_choices": (1, 2)} if family == "resnet" else
                  {"image_size": 8, "patch_size": 2, "embed_dim": 32, "num_layers": 2,
                   "depth_choices": (1, 2), "head_choices": (1, 2), "mlp_choices": (32, 64)})
-        cfg = replace(cfg, epochs=3, dataset="digits8", calib_images=500, model=model,
-                      lr=3e-3)
+        cfg = replace(cfg, epochs=12, batch_size=64, dataset="digits8", calib_images=500,
+                      model=model, lr=1e-2, weight_decay=0.01)
     return cfg

@@ -1,0 +1,172 @@
+"""`superserve bench subnetact`: what SubNetAct buys over loading separate models.
+
+- actuation_us_p50: extra time of a batch whose subnet differs from the previous batch's, over
+  a batch of the same subnet that repeats (median of paired differences).
+- load_extracted_ms_p50: torch.load of a materialized subnet from disk into a ready module
+  (what a model-loading system such as INFaaS pays on every switch).
+- latency_ratio_supernet_vs_materialized: median over random specs at batch 8 of
+  median time supernet(x, spec) / median time materialized(x).
+- memory: the supernet's weights + the SubnetNorm statistics of every served subnet, against 6
+  materialized subnets spread evenly by FLOPs (the paper's comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+MB = 1024 * 1024
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", default="resnet", choices=["resnet", "vit"])
+    p.add_argument("--model", default=None, help="checkpoint path (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
+    p.add_argument("--specs", type=int, default=24, help="random specs for the latency ratio")
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--json", action="store_true")
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def spread_by_flops(net, n: int, pool: int = 3000, seed: int = 0) -> list:
+    """n distinct subnets spread evenly by FLOPs from the smallest to the largest."""
+    rng = random.Random(seed)
+    cands = {net.space.sample(rng) for _ in range(pool)} | {net.space.smallest(),
+                                                            net.space.largest()}
+    ranked = sorted(cands, key=net.flops)
+    idx = sorted({round(i * (len(ranked) - 1) / (n - 1)) for i in range(n)})
+    return [ranked[i] for i in idx]
+
+
+def stats_nbytes(net, spec) -> int:
+    """Bytes the NormStore keeps for `spec`: fp16 mean + var of every active BN channel."""
+    if not net.uses_norm_stats:
+        return 0
+    ch = net.config.stem_channels
+    for _, b, mid, out in net.layout(spec):
+        ch += 2 * mid + out + (out if b == 0 else 0)
+    return 2 * 2 * ch
+
+
+def module_bytes(m) -> int:
+    return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from superserve.data import load_mnist
+    from superserve.models import load_supernet
+    from superserve.subnetact import materialize
+
+    torch.set_num_threads(args.threads)
+    net = load_supernet(args.model or args.family)
+    data = load_mnist()
+    served, source = _served_specs(net, args.family)
+    calib_x = data.train[0]
+    rng = random.Random(1)
+    rand_specs = [net.space.sample(rng) for _ in range(args.specs)]
+    need = [s for s in served + rand_specs if net.uses_norm_stats and not net.norm_store.has(s)]
+    net.calibrate(need, calib_x, n=256)  # statistics' values do not change timings
+    x8 = torch.from_numpy(data.test[0][:8])
+
+    with torch.inference_mode():
+        # latency ratio supernet vs materialized, batch 8
+        ratios = []
+        for spec in rand_specs:
+            m = materialize(net, spec)
+            t_super = _median_time(lambda: net(x8, spec), args.repeats)
+            t_mat = _median_time(lambda: m(x8), args.repeats)
+            ratios.append(t_super / t_mat)
+        # actuation: paired batches, switch vs no switch, over served subnets
+        a, b = served[0], served[-1]
+        diffs = []
+        pairs = list(zip(served[::2], served[1::2]))[:10] or [(a, b)]
+        for s1, s2 in pairs:
+            for _ in range(3):
+                net(x8, s1), net(x8, s2)
+            for _ in range(args.repeats):
+                net(x8, s2)
+                t0 = time.perf_counter()
+                net(x8, s2)  # same subnet as before
+                same = time.perf_counter() - t0
+                net(x8, s1)
+                t0 = time.perf_counter()
+                net(x8, s2)  # switched from s1
+                switched = time.perf_counter() - t0
+                diffs.append(switched - same)
+        # loading a materialized subnet from disk
+        six = [served[round(i * (len(served) - 1) / 5)] for i in range(6)]
+        loads = []
+        with tempfile.TemporaryDirectory() as d:
+            for i, spec in enumerate(six):
+                path = Path(d) / f"{i}.pt"
+                torch.save(materialize(net, spec), path)
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    mod = torch.load(path, weights_only=False).eval()
+                    mod(x8[:1])  # ready: one forward done
+                    loads.append(time.perf_counter() - t0)
+        mem_six = sum(module_bytes(materialize(net, s)) for s in six)
+
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    stats_served = sum(stats_nbytes(net, s) for s in served)
+    many = spread_by_flops(net, 500, pool=6000, seed=2)
+    stats_500 = sum(stats_nbytes(net, s) for s in many)
+    per_subnet = [stats_nbytes(net, s) / weights for s in served]
+    return {
+        "family": net.family, "threads": args.threads,
+        "actuation_us_p50": max(0.0, statistics.median(diffs) * 1e6),
+        "actuation_us_p50_raw": statistics.median(diffs) * 1e6,
+        "load_extracted_ms_p50": statistics.median(loads) * 1e3,
+        "latency_ratio_supernet_vs_materialized": statistics.median(ratios),
+        "latency_ratio_p90": sorted(ratios)[int(0.9 * (len(ratios) - 1))],
+        "served_subnets": len(served), "served_source": source,
+        "memory_mb_supernet_weights": weights / MB,
+        "memory_mb_supernet_with_stats": (weights + stats_served) / MB,
+        "stats_fraction_per_subnet": statistics.mean(per_subnet),
+        "stats_fraction_per_subnet_max": max(per_subnet),
+        "memory_mb_6_extracted": mem_six / MB,
+        "memory_ratio_6": mem_six / (weights + stats_served),
+        "memory_mb_supernet_with_500_stats": (weights + stats_500) / MB,
+        "memory_ratio_6_with_500": mem_six / (weights + stats_500),
+    }
+
+
+def _served_specs(net, family: str) -> tuple[list, str]:
+    try:
+        from superserve.profiling import ProfileTable, default_table_path
+
+        path = default_table_path(family)
+        if path.exists():
+            table = ProfileTable.load(path)
+            return [net.space.spec_from_dict(s.spec) for s in table.subnets], str(path)
+    except ImportError:
+        pass
+    return spread_by_flops(net, 30), "30 subnets spread evenly by FLOPs"
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_bench(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:45s} {v:.4g}" if isinstance(v, float) else f"{k:45s} {v}")
+    return 0
