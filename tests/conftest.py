@@ -53,3 +53,47 @@ def make_test_policy(table: ProfileTable):
     except ImportError:
         return GreedyPolicy(table)
     return make_policy("slackfit", table)
+
+
+class ServerThread:
+    """A real server (REST + gRPC on ephemeral 127.0.0.1 ports) on its own event loop in a
+    background thread, so synchronous clients (tritonclient) can call it from the test.
+    `make_pool(table, clock)` builds the worker pool inside that loop."""
+
+    def __init__(self, table, make_pool, **cfg_kw) -> None:
+        import asyncio
+        import threading
+
+        from superserve.server.config import ServeConfig
+
+        self.table = table
+        self.cfg = ServeConfig(http_port=0, grpc_port=0, **cfg_kw)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._make_pool = make_pool
+        self.running = self.call(self._start(), timeout=60)
+        self.http = f"http://127.0.0.1:{self.running.http_port}"
+        self.grpc = f"127.0.0.1:{self.running.grpc_port}"
+
+    async def _start(self):
+        from superserve.runtime.clock import LoopClock
+        from superserve.server.app import start_server
+
+        pool = self._make_pool(self.table, LoopClock())
+        running = await start_server(self.cfg, self.table, make_test_policy(self.table), pool)
+        await running.wait_ready(30)
+        return running
+
+    def call(self, coro, timeout=30):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        try:
+            self.call(self.running.stop(drain_timeout_s=2.0), timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()

@@ -132,9 +132,9 @@ def test_killed_worker_batch_is_requeued_and_served_after_restart(table):
 def test_killed_worker_past_deadline_fails_explicitly(table):
     async def body():
         clock, pool, router = make(table)
-        fut = router.submit(IMG, slo_s=0.0045)  # the accurate subnet takes 5 ms? no: greedy fits
-        assert pool.busy(0)
-        clock.run_until(0.004)  # too little slack left for even the fastest subnet
+        fut = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=0.0215)
+        assert pool.busy(0)  # 16 images on the accurate subnet: until t = 20 ms
+        clock.run_until(0.0195)  # too little slack left for even the fastest subnet
         pool.kill(0)
         r = fut.result()
         assert r.outcome is Outcome.FAILED and isinstance(r.error, WorkerFailedError)

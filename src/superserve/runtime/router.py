@@ -32,6 +32,7 @@ from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet
 from superserve.scheduling.edf import EDFQueue
+from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class _Stats:
 class Router:
     def __init__(self, policy: Policy, pool: WorkerPool, clock: Clock,
                  config: RouterConfig | None = None, listener: RouterListener | None = None,
-                 rate_window_s: float = 1.0) -> None:
+                 rate_tau_s: float = 1.0) -> None:
         self.policy = policy
         self.table = policy.table
         self.pool = pool
@@ -151,7 +152,7 @@ class Router:
         self._timer_at = float("inf")
         self._draining = False
         self._drained: asyncio.Event | None = None
-        self._rate = _make_rate_estimator(rate_window_s)
+        self._rate = RateEstimator(rate_tau_s)
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,6 +172,10 @@ class Router:
     @property
     def ready_workers(self) -> int:
         return len(self._ready)
+
+    @property
+    def busy_workers(self) -> int:
+        return len(self._inflight)
 
     @property
     def draining(self) -> bool:
@@ -210,8 +215,8 @@ class Router:
                                  deadline_s=now + slo_s)
         req = _Request(result, fut, len(images))
         self.stats.submitted += 1
-        self._rate_observe(now)
         n = len(images)
+        self._rate.observe(now, n)  # images are what the policy batches
         if self._draining:
             return self._refuse(req, Outcome.REJECTED, ShuttingDownError(
                 "server is shutting down and admits no new requests"))
@@ -288,7 +293,9 @@ class Router:
         if not self._queue:
             self._cancel_timer()
             return
-        at = self._queue.head_deadline_s() - self.config.overhead_s - self.table.fastest_s
+        # 1 us past the exact drop point, so that `cannot_meet` is robustly true there
+        # despite float rounding of large monotonic clock values.
+        at = self._queue.head_deadline_s() - self.config.overhead_s - self.table.fastest_s + 1e-6
         if at == self._timer_at:
             return
         self._cancel_timer()
@@ -316,7 +323,7 @@ class Router:
             wid = self._idle[-1]
             view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
-                             arrival_rate_qps=self._rate_qps(now),
+                             arrival_rate_qps=self._rate.rate(now),
                              overhead_s=self.config.overhead_s)
             plan = self.policy.decide(view, now)
             if plan is None:
@@ -422,36 +429,3 @@ class Router:
         if worker_id in self._ready and worker_id not in self._idle:
             self._idle.append(worker_id)
         self._dispatch()
-
-    # ------------------------------------------------------------------ arrival rate
-    def _rate_observe(self, now: float) -> None:
-        self._rate.observe(now)
-
-    def _rate_qps(self, now: float) -> float:
-        return self._rate.qps(now)
-
-
-class _WindowRate:
-    """Arrivals per second over a sliding window (used until the shared estimator exists)."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self._times: list[float] = []
-        self._start = 0
-
-    def observe(self, t_s: float) -> None:
-        self._times.append(t_s)
-        if self._start > 4096:
-            self._times = self._times[self._start:]
-            self._start = 0
-
-    def qps(self, now_s: float) -> float:
-        cut = now_s - self.window_s
-        times = self._times
-        while self._start < len(times) and times[self._start] < cut:
-            self._start += 1
-        return (len(times) - self._start) / self.window_s
-
-
-def _make_rate_estimator(window_s: float) -> _WindowRate:
-    return _WindowRate(window_s)

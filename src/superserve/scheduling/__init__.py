@@ -1,5 +1,10 @@
 """Scheduling: the EDF queue, SlackFit, MaxBatch, MaxAcc and the baselines. Imports no torch."""
 
 from superserve.scheduling.base import Plan, Policy, QueueView, cannot_meet
+from superserve.scheduling.edf import EDFQueue
+from superserve.scheduling.policies import Clipper, Infaas, MaxAcc, MaxBatch, SlackFit
+from superserve.scheduling.rate import RateEstimator
+from superserve.scheduling.registry import POLICY_NAMES, make_policy
 
-__all__ = ["Plan", "Policy", "QueueView", "cannot_meet"]
+__all__ = ["Clipper", "EDFQueue", "Infaas", "MaxAcc", "MaxBatch", "POLICY_NAMES", "Plan", "Policy",
+           "QueueView", "RateEstimator", "SlackFit", "cannot_meet", "make_policy"]

@@ -1,0 +1,138 @@
+"""Start and stop a `superserve serve` process on 127.0.0.1 for live experiments.
+
+The server runs in its own process group so that stopping it (SIGTERM, then SIGKILL after a
+grace period) also reaps its worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from superserve.errors import SuperServeError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ServerProcess", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`with ServerProcess(["--policy", "slackfit"], log_path) as srv: srv.http_url ...`"""
+
+    def __init__(self, args: Sequence[str], log_path: str | Path, ready_timeout_s: float = 180.0
+                 ) -> None:
+        self.args = list(args)
+        self.log_path = Path(log_path)
+        self.ready_timeout_s = ready_timeout_s
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def __enter__(self) -> "ServerProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "superserve.cli", "-v", "serve", "--host", "127.0.0.1",
+               "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.args]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        log.info("starting server: %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SuperServeError(f"the server exited with code {self.proc.returncode} before "
+                                      f"it was ready; its log:\n{self.log_tail()}")
+            try:
+                r = httpx.get(f"{self.http_url}/v2/health/ready", timeout=1.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise SuperServeError(f"the server was not ready within {self.ready_timeout_s:.0f} s; "
+                              f"its log:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the server's worker processes (multiprocessing children, not its
+        resource tracker)."""
+        assert self.proc is not None
+        out = []
+        for pid in _children(self.proc.pid):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "resource_tracker" not in cmd and "semaphore_tracker" not in cmd:
+                out.append(pid)
+        return out
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("server did not exit %.0f s after SIGTERM; killing it", grace_s)
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
+        try:  # reap anything left in its process group (workers)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+        return self.proc.returncode
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids

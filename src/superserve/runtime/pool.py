@@ -1,0 +1,183 @@
+"""LocalProcessPool: N worker processes ('spawn'), each on a duplex Pipe that the event loop
+watches with `add_reader` (no polling thread, no busy wait).
+
+Death is noticed two ways, whichever comes first: the pipe reads EOF (the child's end closed
+with the process), or the process sentinel becomes readable. Both are loop callbacks, so a
+`kill -9` is seen within milliseconds. The pool then tells the router (`worker_lost`) and
+starts a new process in its place; a worker that dies before ever becoming ready is retried
+with growing back-off, up to `max_start_failures` times in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from superserve.runtime.protocol import BatchTask, PoolListener
+from superserve.runtime.worker import WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalProcessPool"]
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    ready: bool = False
+    gone: bool = False
+    info: dict[str, Any] | None = None
+
+
+class LocalProcessPool:
+    def __init__(self, config: WorkerConfig, n_workers: int = 1, restart: bool = True,
+                 max_start_failures: int = 3) -> None:
+        self.config = config
+        self.n_workers = n_workers
+        self.restart = restart
+        self.max_start_failures = max_start_failures
+        self._ctx = mp.get_context("spawn")
+        self._slots: dict[int, _Slot] = {}
+        self._start_failures: dict[int, int] = {}
+        self._listener: PoolListener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self.restarts = 0
+        self.fatal: dict[int, str] = {}  # worker id -> why it could not start
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, listener: PoolListener) -> None:
+        self._listener = listener
+        self._loop = asyncio.get_running_loop()
+        for wid in range(self.n_workers):
+            self._spawn(wid)
+
+    def _spawn(self, wid: int) -> None:
+        if self._closing:
+            return
+        parent, child = self._ctx.Pipe(duplex=True)
+        p = self._ctx.Process(target=worker_main, args=(child, self.config, wid),
+                              name=f"superserve-worker-{wid}", daemon=True)
+        p.start()
+        child.close()  # only the child holds its end now: its death reads as EOF here
+        slot = _Slot(p, parent)
+        self._slots[wid] = slot
+        assert self._loop is not None
+        self._loop.add_reader(parent.fileno(), self._on_readable, wid, slot)
+        self._loop.add_reader(p.sentinel, self._on_exit, wid, slot)
+        log.info("worker %d starting (pid %d, %s)", wid, p.pid, self.config.kind)
+
+    def alive(self) -> int:
+        return sum(1 for s in self._slots.values() if s.ready and not s.gone)
+
+    def pid(self, wid: int) -> int:
+        return self._slots[wid].process.pid
+
+    def info(self, wid: int) -> dict[str, Any] | None:
+        return self._slots[wid].info
+
+    def kill(self, wid: int) -> None:
+        """SIGKILL a worker (fault-injection in tests and experiments)."""
+        os.kill(self.pid(wid), signal.SIGKILL)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        self._closing = True
+        for slot in self._slots.values():
+            if not slot.gone:
+                try:
+                    slot.conn.send(("stop",))
+                except (OSError, ValueError):
+                    pass
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        for wid, slot in list(self._slots.items()):
+            while slot.process.is_alive() and loop.time() < end:
+                await asyncio.sleep(0.01)
+            if slot.process.is_alive():
+                slot.process.kill()
+            slot.process.join(1.0)
+            self._forget(slot)
+        self._slots.clear()
+
+    # ------------------------------------------------------------------ data path
+    def submit(self, worker_id: int, task: BatchTask) -> None:
+        slot = self._slots[worker_id]
+        try:
+            slot.conn.send(task.message())
+        except (OSError, ValueError) as e:  # broken pipe: it died under us
+            self._lost(worker_id, slot, f"send failed: {e}")
+
+    def _on_readable(self, wid: int, slot: _Slot) -> None:
+        if slot.gone:
+            return
+        try:
+            while slot.conn.poll():
+                self._handle(wid, slot, slot.conn.recv())
+                if slot.gone:
+                    return
+        except (EOFError, OSError) as e:
+            self._lost(wid, slot, f"pipe closed ({type(e).__name__})")
+
+    def _handle(self, wid: int, slot: _Slot, msg: tuple[Any, ...]) -> None:
+        assert self._listener is not None
+        kind = msg[0]
+        if kind == "done":
+            self._listener.batch_done(wid, msg[1], msg[2], msg[3])
+        elif kind == "error":
+            self._listener.batch_failed(wid, msg[1], msg[2])
+        elif kind == "ready":
+            slot.ready, slot.info = True, msg[1]
+            self._start_failures[wid] = 0
+            log.info("worker %d ready: %s", wid, msg[1])
+            self._listener.worker_ready(wid)
+        elif kind == "fatal":
+            self.fatal[wid] = msg[1]
+            log.error("worker %d could not start: %s", wid, msg[1])
+        else:
+            log.error("worker %d sent an unknown message %r", wid, kind)
+
+    def _on_exit(self, wid: int, slot: _Slot) -> None:
+        if not slot.gone:
+            # Results the worker sent before exiting are still in the pipe: deliver them.
+            self._on_readable(wid, slot)
+        if not slot.gone:
+            self._lost(wid, slot, f"process exited (code {slot.process.exitcode})")
+
+    def _forget(self, slot: _Slot) -> None:
+        if slot.gone:
+            return
+        slot.gone = True
+        assert self._loop is not None
+        for fd in (slot.conn.fileno(), slot.process.sentinel):
+            try:
+                self._loop.remove_reader(fd)
+            except (ValueError, OSError):
+                pass
+        slot.conn.close()
+
+    def _lost(self, wid: int, slot: _Slot, reason: str) -> None:
+        was_ready = slot.ready
+        self._forget(slot)
+        if self._closing:
+            return
+        slot.process.join(0.5)
+        log.warning("worker %d (pid %s) lost: %s", wid, slot.process.pid, reason)
+        assert self._listener is not None
+        self._listener.worker_lost(wid, reason)
+        if not self.restart:
+            return
+        fails = 0 if was_ready else self._start_failures.get(wid, 0) + 1
+        self._start_failures[wid] = fails
+        if fails > self.max_start_failures:
+            log.error("worker %d failed to start %d times in a row; not restarting it (%s)",
+                      wid, fails, self.fatal.get(wid, reason))
+            return
+        self.restarts += 1
+        assert self._loop is not None
+        self._loop.call_later(0.1 * (2 ** fails - 1), self._spawn, wid)

@@ -1,0 +1,154 @@
+"""The worker process: one copy of the supernet, SubnetNorm statistics of every served subnet,
+and a loop that runs `supernet(x, spec)` on each batch the router sends.
+
+`kind` selects what a batch costs:
+    torch    the real thing: torch, the supernet, inference mode, `threads` torch threads
+             (a GPU when present and `device` allows it);
+    profile  no compute: sleeps the profiled latency of (subnet, batch) x `latency_scale`
+             (tests of the process machinery, and capacity runs without a model);
+    noop     no compute, no sleep: returns at once (router-overhead benchmark).
+Non-torch kinds return logits whose argmax is the subnet id. torch is imported only by the
+torch kind, inside the worker process. The wire format is in runtime/protocol.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from superserve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WorkerConfig", "worker_main"]
+
+KINDS = ("torch", "profile", "noop")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    kind: str = "torch"
+    model: str = "resnet"  # family name or checkpoint path (load_supernet)
+    table_path: str = ""  # the ProfileTable whose subnets this worker serves
+    norm_path: str = ""  # SubnetNorm statistics of those subnets; calibrated if missing
+    threads: int = 1  # torch intra-op threads
+    device: str = "auto"  # auto: cuda when available, else cpu
+    latency_scale: float = 1.0  # profile kind: multiplies the profiled latency
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"worker kind must be one of {KINDS}, got {self.kind!r}")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.latency_scale >= 0:
+            raise ConfigError(f"latency_scale must be >= 0, got {self.latency_scale!r}")
+        if self.kind != "noop" and not self.table_path:
+            raise ConfigError(f"a {self.kind} worker needs table_path")
+
+
+Runner = Callable[[int, np.ndarray], np.ndarray]  # (subnet id, images) -> logits
+
+
+def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+    table = None
+    if cfg.kind == "profile":
+        from superserve.profiling.table import ProfileTable
+
+        table = ProfileTable.load(cfg.table_path)
+
+    def run(subnet: int, images: np.ndarray) -> np.ndarray:
+        if table is not None:
+            time.sleep(table.latency_s(subnet, len(images)) * cfg.latency_scale)
+        logits = np.zeros((len(images), cfg.num_classes), dtype=np.float32)
+        logits[:, subnet % cfg.num_classes] = 1.0
+        return logits
+
+    return run, {"kind": cfg.kind}
+
+
+def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+    import torch
+
+    from superserve.models import load_supernet
+    from superserve.profiling.table import ProfileTable
+
+    torch.set_num_threads(cfg.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    table = ProfileTable.load(cfg.table_path)
+    supernet = load_supernet(cfg.model, map_location="cpu")
+    specs = [supernet.space.spec_from_dict(dict(s.spec)) for s in table.subnets]
+    if getattr(supernet, "uses_norm_stats", True):
+        norm = Path(cfg.norm_path) if cfg.norm_path else None
+        if norm is not None and norm.exists():
+            supernet.norm_store.load(norm)
+        missing = [s for s in specs if not supernet.norm_store.has(s)]
+        if missing:
+            from superserve.data import load_mnist
+
+            log.warning("calibrating SubnetNorm for %d served subnets (no statistics at %s)",
+                        len(missing), norm)
+            supernet.calibrate(missing, load_mnist().train[0], n=2000, seed=0)
+    supernet.eval().to(device)
+    image_shape = None
+    cfg_img = getattr(getattr(supernet, "config", None), "image_size", None)
+    if cfg_img:
+        image_shape = (1, int(cfg_img), int(cfg_img))
+
+    @torch.inference_mode()
+    def run(subnet: int, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        out = supernet(x, specs[subnet])  # (B, K)
+        return out.float().cpu().numpy()
+
+    t0 = time.perf_counter()
+    warm = np.zeros((1, *(image_shape or (1, 28, 28))), dtype=np.float32)
+    for i in range(len(specs)):  # first calls allocate; keep that out of serving latency
+        run(i, warm)
+    info = {"kind": "torch", "device": str(device), "threads": cfg.threads,
+            "family": getattr(supernet, "family", cfg.model), "subnets": len(specs),
+            "image_shape": image_shape, "warmup_s": time.perf_counter() - t0}
+    return run, info
+
+
+def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int) -> None:
+    """Entry point of a worker process (multiprocessing 'spawn')."""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s worker{worker_id} %(levelname)s: %(message)s")
+    try:
+        run, info = _torch_runner(cfg) if cfg.kind == "torch" else _fake_runner(cfg)
+    except Exception as e:  # report why, so the pool can say it instead of looping
+        conn.send(("fatal", f"{type(e).__name__}: {e}"))
+        return
+    info["pid"] = os.getpid()
+    conn.send(("ready", info))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the router went away
+        if msg[0] == "stop":
+            return
+        _, batch_id, subnet, images, load_s = msg
+        t0 = time.perf_counter()
+        try:
+            if load_s > 0:
+                time.sleep(load_s)  # baselines that load a model pay it here
+            logits = run(subnet, images)
+        except Exception as e:
+            conn.send(("error", batch_id, f"{type(e).__name__}: {e}"))
+            continue
+        conn.send(("done", batch_id, logits, time.perf_counter() - t0))

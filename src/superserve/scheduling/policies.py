@@ -1,0 +1,229 @@
+"""The scheduling policies: SlackFit, MaxBatch, MaxAcc and the Clipper+ / INFaaS baselines.
+
+All are pure: `decide(view, now_s) -> Plan | None` reads only the view, the time and the
+ProfileTable given at construction. Offline work (SlackFit's buckets, per-batch-size lookup
+tables) happens once in __init__; a decision is O(1) or O(log n), never O(queue length).
+
+Shared conventions (docs/scheduling.md lists every edge case):
+- slack = head deadline - now - view.overhead_s: the time the batch may take.
+- Plans use the table's profiled batch sizes; the caller takes a shorter queue whole.
+- "Covering" size: the first profiled batch size >= the queue length. Policies never plan a
+  batch larger than that, since the extra slots would be empty.
+- Slack below every choice: plan the fastest subnet at batch 1. The shared drop rule
+  (base.cannot_meet) has removed requests that cannot make it even so, so this happens only
+  inside the overhead margin.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from superserve.errors import ConfigError
+from superserve.profiling.table import ProfileTable
+from superserve.scheduling.base import Plan, QueueView
+
+__all__ = ["SlackFit", "MaxBatch", "MaxAcc", "Clipper", "Infaas", "DEFAULT_BUCKETS", "Lookup"]
+
+DEFAULT_BUCKETS = 64  # SlackFit latency buckets (docs/scheduling.md: why 64)
+
+
+class Lookup:
+    """Per batch size: subnets sorted by latency with the running most-accurate one, so
+    "the most accurate subnet that runs batch b within s seconds" is one bisect, even when
+    the table violates P2."""
+
+    def __init__(self, table: ProfileTable) -> None:
+        self.table = table
+        self.lat: list[list[float]] = []  # per batch-size column: sorted latencies
+        self.best: list[list[int]] = []  # per column: most accurate subnet among the first k+1
+        for j in range(len(table.batch_sizes)):
+            order = sorted(range(len(table)), key=lambda i: table.lat_s[i][j])
+            lat, best, b = [], [], -1
+            for i in order:
+                if b < 0 or table.acc[i] > table.acc[b]:
+                    b = i
+                lat.append(table.lat_s[i][j])
+                best.append(b)
+            self.lat.append(lat)
+            self.best.append(best)
+        self.fastest = min(range(len(table)), key=lambda i: table.lat_s[i][0])
+
+    def cover(self, qlen: int) -> int:
+        """Column index of the first profiled batch size >= qlen (the largest if none)."""
+        return min(bisect.bisect_left(self.table.batch_sizes, qlen), len(self.table.batch_sizes) - 1)
+
+    def most_accurate(self, j: int, slack_s: float) -> int:
+        """Most accurate subnet whose latency at column j fits the slack; -1 if none."""
+        k = bisect.bisect_right(self.lat[j], slack_s) - 1
+        return self.best[j][k] if k >= 0 else -1
+
+    def largest_batch(self, subnet: int, slack_s: float, j_max: int) -> int:
+        """Largest column <= j_max at which `subnet` fits the slack; -1 if none."""
+        row = self.table.lat_s[subnet]
+        for j in range(j_max, -1, -1):
+            if row[j] <= slack_s:
+                return j
+        return -1
+
+
+class SlackFit:
+    """The paper's SlackFit (section 4.2).
+
+    Offline: split [latency(fastest subnet, batch 1), latency(slowest subnet, max batch)] into
+    `buckets` equal intervals; each keeps, among the (subnet, batch) choices whose latency falls
+    inside it, the one with the largest batch (ties: higher accuracy, then lower latency).
+    Online: the non-empty bucket closest to but below the slack gives the plan: the highest
+    bucket whose choice's latency fits the slack. Low slack -> fast subnets with big batches;
+    high slack -> accurate subnets.
+
+    A queue shorter than the bucket's batch (light load) would waste the bucket's throughput
+    on empty slots: then the most accurate subnet that serves the whole queue within the slack
+    is chosen instead (never less accurate than the bucket's choice).
+    """
+
+    name = "slackfit"
+
+    def __init__(self, table: ProfileTable, buckets: int = DEFAULT_BUCKETS) -> None:
+        if buckets < 1:
+            raise ConfigError(f"slackfit buckets must be >= 1, got {buckets}")
+        self.table, self.buckets = table, buckets
+        self.lookup = Lookup(table)
+        lo = table.fastest_s
+        hi = max(max(r) for r in table.lat_s)
+        self._lo = lo
+        self._width = (hi - lo) / buckets if hi > lo else 1.0
+        best: list[tuple | None] = [None] * buckets
+        for i, row in enumerate(table.lat_s):
+            for j, lat in enumerate(row):
+                k = min(buckets - 1, int((lat - lo) / self._width))
+                key = (table.batch_sizes[j], table.acc[i], -lat)
+                if best[k] is None or key > best[k][0]:
+                    best[k] = (key, i, table.batch_sizes[j], lat)
+        # per bucket: its own choice, or None when empty
+        self.bucket_choices: list[tuple[int, int, float] | None] = [
+            None if b is None else (b[1], b[2], b[3]) for b in best]
+        # below[k]: the highest non-empty bucket <= k (-1 if none), for O(1) lookups
+        self._below: list[int] = []
+        last = -1
+        for k, b in enumerate(self.bucket_choices):
+            if b is not None:
+                last = k
+            self._below.append(last)
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
+        k = self._below[min(k, self.buckets - 1)] if k >= 0 else -1
+        choice = self.bucket_choices[k] if k >= 0 else None
+        if choice is not None and choice[2] > slack:  # the slack's own bucket: its choice
+            k = self._below[k - 1] if k > 0 else -1  # may not fit; take the one below
+            choice = self.bucket_choices[k] if k >= 0 else None
+        if choice is None:
+            return Plan(self.lookup.fastest, 1)
+        subnet, batch, _ = choice
+        if view.length < batch:
+            j = self.lookup.cover(view.length)
+            better = self.lookup.most_accurate(j, slack)
+            if better >= 0 and self.table.acc[better] > self.table.acc[subnet]:
+                return Plan(better, self.table.batch_sizes[j])
+            return Plan(subnet, min(batch, self.table.batch_sizes[j]))
+        return Plan(subnet, batch)
+
+
+class MaxAcc:
+    """Accuracy first (paper appendix A): the most accurate subnet that fits the slack at
+    batch 1, then the largest batch (up to the covering size) at which it still fits."""
+
+    name = "maxacc"
+
+    def __init__(self, table: ProfileTable) -> None:
+        self.table = table
+        self.lookup = Lookup(table)
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        i = self.lookup.most_accurate(0, slack)
+        if i < 0:
+            return Plan(self.lookup.fastest, 1)
+        j = self.lookup.largest_batch(i, slack, self.lookup.cover(view.length))
+        return Plan(i, self.table.batch_sizes[max(j, 0)])
+
+
+class MaxBatch:
+    """Batch first (paper appendix A): the largest batch (up to the covering size) that the
+    fastest subnet serves within the slack, then the most accurate subnet at that batch."""
+
+    name = "maxbatch"
+
+    def __init__(self, table: ProfileTable) -> None:
+        self.table = table
+        self.lookup = Lookup(table)
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        lk = self.lookup
+        j = lk.largest_batch(lk.fastest, slack, lk.cover(view.length))
+        if j < 0:
+            return Plan(lk.fastest, 1)
+        return Plan(lk.most_accurate(j, slack), self.table.batch_sizes[j])
+
+
+class Clipper:
+    """Clipper+: one fixed subnet; the largest batch that fits the slack (at least 1)."""
+
+    def __init__(self, table: ProfileTable, subnet: int) -> None:
+        table.subnet_by_id(subnet)  # raises TableError for a bad id
+        self.table, self.subnet = table, subnet
+        self.name = f"clipper:{subnet}"
+        self.lookup = Lookup(table)
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        j = self.lookup.largest_batch(self.subnet, slack, self.lookup.cover(view.length))
+        return Plan(self.subnet, self.table.batch_sizes[max(j, 0)])
+
+
+class Infaas:
+    """INFaaS-style model-variant selection over separately loaded models.
+
+    Variants are the table's subnets, each a separate model. INFaaS minimises cost subject to
+    the accuracy requirement: it serves the cheapest variant meeting `min_accuracy` (without
+    a floor, the least accurate one), and when the measured load exceeds what that variant
+    sustains within the SLO it moves to the cheapest variant that sustains it, if one
+    still meets the floor. Every switch on a worker pays the variant's model-load time
+    (from the table, or `load_ms`), during which that worker serves nothing. Batches take the
+    largest size that fits the slack, as in Clipper+.
+    """
+
+    def __init__(self, table: ProfileTable, min_accuracy: float | None = None,
+                 load_ms: float | None = None, slo_s: float = 0.05, workers: int = 1) -> None:
+        self.table, self.lookup = table, Lookup(table)
+        self.min_accuracy = min_accuracy
+        self.load_ms = load_ms
+        floor = -1.0 if min_accuracy is None else min_accuracy
+        ok = [i for i in range(len(table)) if table.acc[i] >= floor]
+        if not ok:
+            raise ConfigError(f"infaas min_accuracy={min_accuracy} exceeds every subnet's accuracy "
+                              f"(max {max(table.acc):.4f})")
+        # cheapest = lowest batch-1 latency; capacity = best throughput within half the SLO
+        self.variants = sorted(ok, key=lambda i: table.lat_s[i][0])
+        self.capacity = {i: workers * max((b / lat for b, lat in zip(table.batch_sizes,
+                                                                       table.lat_s[i])
+                                           if lat <= slo_s / 2), default=1.0 / table.lat_s[i][0])
+                         for i in self.variants}
+        self.name = "infaas" if min_accuracy is None else f"infaas:min_accuracy={min_accuracy}"
+
+    def variant_for(self, rate_qps: float) -> int:
+        for i in self.variants:
+            if self.capacity[i] >= rate_qps:
+                return i
+        return max(self.variants, key=lambda i: self.capacity[i])
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        i = self.variant_for(view.arrival_rate_qps)
+        slack = view.head_deadline_s - now_s - view.overhead_s
+        load_s = 0.0
+        if view.worker_subnet != i:
+            load_s = self.load_ms / 1e3 if self.load_ms is not None else self.table.load_s(i)
+        j = self.lookup.largest_batch(i, slack - load_s, self.lookup.cover(view.length))
+        return Plan(i, self.table.batch_sizes[max(j, 0)], load_s)

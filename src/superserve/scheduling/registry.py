@@ -1,0 +1,75 @@
+"""`make_policy("slackfit:buckets=32", table)`: policies by name, as the CLI and configs say them.
+
+    slackfit[:buckets=N]            maxbatch            maxacc
+    clipper:<subnet id>             clipper:<accuracy, e.g. 0.97>  (the closest subnet)
+    clipper:id=N | clipper:accuracy=X
+    infaas[:min_accuracy=X,load_ms=Y]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from superserve.errors import ConfigError
+from superserve.profiling.table import ProfileTable
+from superserve.scheduling.base import Policy
+from superserve.scheduling.policies import Clipper, Infaas, MaxAcc, MaxBatch, SlackFit
+
+__all__ = ["make_policy", "POLICY_NAMES"]
+
+POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper", "infaas")
+
+
+def _kv(name: str, body: str, allowed: dict[str, type]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in filter(None, body.split(",")):
+        if "=" not in part:
+            raise ConfigError(f"policy {name!r}: expected key=value, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if k not in allowed:
+            raise ConfigError(f"policy {name!r}: unknown key {k!r} (allowed: {sorted(allowed)})")
+        try:
+            out[k] = allowed[k](v)
+        except ValueError as e:
+            raise ConfigError(f"policy {name!r}: bad value {k}={v!r}") from e
+    return out
+
+
+def make_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:
+    """Build a policy from its spec string. `kw` may carry `slo_s` and `workers` (used by
+    infaas to size its variants' capacity)."""
+    name, _, body = spec.strip().partition(":")
+    name = name.lower()
+    if name == "slackfit":
+        return SlackFit(table, **_kv(name, body, {"buckets": int}))
+    if name in ("maxbatch", "maxacc"):
+        if body:
+            raise ConfigError(f"policy {name!r} takes no options, got {body!r}")
+        return MaxBatch(table) if name == "maxbatch" else MaxAcc(table)
+    if name == "clipper":
+        if not body:
+            raise ConfigError("policy 'clipper' needs a subnet: clipper:<id> or clipper:<accuracy>")
+        if "=" in body:
+            opts = _kv(name, body, {"id": int, "accuracy": float})
+            if len(opts) != 1:
+                raise ConfigError("policy 'clipper' takes exactly one of id= or accuracy=")
+            subnet = opts["id"] if "id" in opts else table.closest_by_accuracy(opts["accuracy"])
+        else:
+            try:
+                subnet = int(body)
+            except ValueError:
+                try:
+                    acc = float(body)
+                except ValueError as e:
+                    raise ConfigError(f"policy 'clipper': {body!r} is neither a subnet id nor "
+                                      "an accuracy") from e
+                if not 0.0 < acc <= 1.0:
+                    raise ConfigError(f"policy 'clipper': accuracy {acc} is not in (0, 1]")
+                subnet = table.closest_by_accuracy(acc)
+        if not 0 <= subnet < len(table):
+            raise ConfigError(f"policy 'clipper': no subnet id={subnet} (ids 0..{len(table) - 1})")
+        return Clipper(table, subnet)
+    if name == "infaas":
+        opts = _kv(name, body, {"min_accuracy": float, "load_ms": float})
+        return Infaas(table, **opts, slo_s=kw.get("slo_s", 0.05), workers=kw.get("workers", 1))
+    raise ConfigError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")

@@ -1,0 +1,162 @@
+"""Wiring: one asyncio loop runs the router, uvicorn (REST) and grpc.aio together.
+
+`start_server` takes ready-made parts (policy, worker pool), so tests start a real server on
+ephemeral 127.0.0.1 ports with the fake pool; `build_and_serve` is what `superserve serve`
+runs: it loads the table, builds the policy and the process pool, serves until SIGTERM or
+SIGINT, then drains (stop admitting with 503, finish or answer what is queued) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from superserve.profiling.table import ProfileTable
+from superserve.runtime.clock import LoopClock
+from superserve.runtime.protocol import WorkerPool
+from superserve.runtime.router import Router, RouterConfig
+from superserve.scheduling.base import Policy
+from superserve.server.codec import ModelIO
+from superserve.server.config import ServeConfig
+from superserve.server.metrics import ServerMetrics
+from superserve.server.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunningServer", "start_server", "build_and_serve"]
+
+
+@dataclass
+class RunningServer:
+    config: ServeConfig
+    service: InferenceService
+    router: Router
+    pool: WorkerPool
+    metrics: ServerMetrics
+    http_port: int
+    grpc_port: int  # -1 when gRPC is off
+    _uvicorn: Any
+    _http_task: asyncio.Task[None]
+    _grpc: Any
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until at least one worker is ready (bounded)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while self.router.ready_workers == 0:
+            if loop.time() > end:
+                raise TimeoutError(f"no worker became ready within {timeout_s} s")
+            await asyncio.sleep(0.02)
+
+    async def stop(self, drain_timeout_s: float | None = None) -> int:
+        """Graceful stop: refuse new requests, serve or answer the admitted ones, close the
+        front ends and the workers. Returns how many requests had to be refused at the end."""
+        timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        refused = await self.router.drain(timeout)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        self._uvicorn.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self._http_task, timeout=5.0)
+        await self.pool.close()
+        log.info("server stopped (%d requests refused while draining)", refused)
+        return refused
+
+
+class _Uvicorn:
+    """uvicorn.Server without its signal capture: the serve command owns SIGTERM."""
+
+    @staticmethod
+    def make(app: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+                return contextlib.nullcontext()
+
+        cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                             timeout_keep_alive=30)
+        return Server(cfg)
+
+
+async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
+                       pool: WorkerPool, model_name: str | None = None,
+                       io: ModelIO | None = None) -> RunningServer:
+    """Start the router and both front ends on the running loop; ports 0 pick free ones."""
+    from superserve.server.grpc_api import start_grpc
+    from superserve.server.http_api import build_app
+
+    name = model_name or table.family
+    io = io or ModelIO(max_images=cfg.max_images)
+    router = Router(policy, pool, LoopClock(), RouterConfig(
+        max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
+        overhead_s=cfg.overhead_s))
+    metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers)
+    router.listener = metrics
+    service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)
+    router.start()
+
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.host, cfg.http_port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    http_port = sock.getsockname()[1]
+    server = _Uvicorn.make(build_app(service, metrics))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    grpc_server, grpc_port = None, -1
+    try:
+        if cfg.grpc_port >= 0:
+            grpc_server, grpc_port = await start_grpc(service, cfg.host, cfg.grpc_port)
+        while not server.started:  # uvicorn startup is quick; bounded by the task's fate
+            if task.done():
+                task.result()
+                raise OSError("HTTP server exited during startup")
+            await asyncio.sleep(0.005)
+    except BaseException:
+        server.should_exit = True
+        await pool.close()
+        raise
+    log.info("serving model %r (%d subnets, policy %s) on http://%s:%d and grpc %s:%d",
+             name, len(table), getattr(policy, "name", type(policy).__name__), cfg.host,
+             http_port, cfg.host, grpc_port)
+    return RunningServer(cfg, service, router, pool, metrics, http_port, grpc_port, server,
+                         task, grpc_server)
+
+
+async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
+    """`superserve serve`: build the parts from the config, serve until SIGTERM/SIGINT."""
+    from superserve.runtime.pool import LocalProcessPool
+    from superserve.runtime.worker import WorkerConfig
+    from superserve.server.components import load_policy, resolve_table
+
+    table, table_path, norm_path = resolve_table(cfg.model, cfg.table)
+    policy = load_policy(cfg.policy, table)
+    wcfg = WorkerConfig(model=cfg.model, table_path=str(table_path), norm_path=str(norm_path),
+                        threads=cfg.threads_per_worker, device=cfg.device)
+    pool = LocalProcessPool(wcfg, cfg.workers)
+    log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",
+             cfg.model, table_path, len(table), table.device, cfg.policy, cfg.workers,
+             cfg.threads_per_worker)
+    running = await start_server(cfg, table, policy, pool, model_name=table.family)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await running.wait_ready(timeout_s=600.0)
+        log.info("ready: %d worker(s) loaded", running.router.ready_workers)
+        if on_ready is not None:
+            on_ready(running)
+        await stop.wait()
+        log.info("signal received: draining")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()
+    return 0

@@ -1,0 +1,50 @@
+"""ServeConfig: every knob of `superserve serve`, validated once. Times in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from superserve.errors import ConfigError
+
+__all__ = ["ServeConfig"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str = "resnet"  # family name ("resnet", "vit") or a checkpoint path
+    table: str | None = None  # ProfileTable path; None: the shipped table of the family
+    policy: str = "slackfit"  # make_policy spec: slackfit, maxacc, maxbatch, clipper:.., infaas
+    workers: int = 1  # worker processes (each holds one supernet copy)
+    threads_per_worker: int = 1  # torch threads per worker; 1 leaves a core for the router
+    host: str = "127.0.0.1"
+    http_port: int = 8000  # 0: an ephemeral port
+    grpc_port: int = 8001  # 0: an ephemeral port; -1: no gRPC front end
+    default_slo_s: float = 0.050  # used when a request names no SLO
+    max_queue: int = 1024  # images waiting; beyond it 429 / RESOURCE_EXHAUSTED
+    max_images: int = 256  # N per request
+    max_body_bytes: int = 16 * 1024 * 1024  # request payload limit (413 / INVALID_ARGUMENT)
+    overhead_s: float = 0.001  # per-batch IPC + dispatch cost the policy reserves
+    drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
+    device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads_per_worker", "max_queue", "max_images",
+                     "max_body_bytes"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("http_port", "grpc_port"):
+            v = getattr(self, name)
+            lo = -1 if name == "grpc_port" else 0
+            if not (isinstance(v, int) and lo <= v <= 65535):
+                raise ConfigError(f"{name} must be an integer port in [{lo}, 65535], got {v!r}")
+        if not self.default_slo_s > 0:
+            raise ConfigError(f"default_slo_s must be > 0, got {self.default_slo_s!r}")
+        if not self.overhead_s >= 0:
+            raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
+        if not self.drain_timeout_s >= 0:
+            raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.host:
+            raise ConfigError("host must not be empty")

@@ -1,0 +1,161 @@
+"""KServe v2 gRPC front end: `inference.GRPCInferenceService` on grpc.aio.
+
+Requests are deserialised here rather than by grpc, so that a malformed protobuf is answered
+INVALID_ARGUMENT with a message (grpc's own deserialiser would answer INTERNAL), and so the
+size limit is checked on the raw bytes. gRPC's transport limit is set to twice the payload
+limit: bodies between the two get INVALID_ARGUMENT from us, larger ones RESOURCE_EXHAUSTED
+from grpc itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import grpc
+import numpy as np
+
+from superserve.errors import InvalidInputError, SuperServeError
+from superserve.server import proto
+from superserve.server.codec import INPUT_NAME, OUTPUTS, check_images, output_arrays, \
+    parse_slo_s, result_parameters
+from superserve.server.service import InferenceService, grpc_code_name
+
+log = logging.getLogger(__name__)
+
+__all__ = ["start_grpc"]
+
+SERVICE = "inference.GRPCInferenceService"
+
+
+def _params_to_dict(params: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        which = v.WhichOneof("parameter_choice")
+        out[k] = getattr(v, which) if which else None
+    return out
+
+
+def _set_param(params: Any, key: str, value: Any) -> None:
+    p = params[key]
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
+
+
+class _Handlers:
+    def __init__(self, service: InferenceService) -> None:
+        self.s = service
+        self.pb = proto.pb2()
+
+    def _parse(self, cls: Any, raw: bytes) -> Any:
+        try:
+            return cls.FromString(raw)
+        except Exception as e:  # protobuf raises DecodeError (and others on bad wire data)
+            raise InvalidInputError(f"malformed {cls.__name__} protobuf: {e}") from None
+
+    async def server_live(self, raw: bytes) -> Any:
+        return self.pb.ServerLiveResponse(live=self.s.live())
+
+    async def server_ready(self, raw: bytes) -> Any:
+        return self.pb.ServerReadyResponse(ready=self.s.ready())
+
+    async def model_ready(self, raw: bytes) -> Any:
+        req = self._parse(self.pb.ModelReadyRequest, raw)
+        self.s.check_model(req.name, req.version)
+        return self.pb.ModelReadyResponse(ready=self.s.ready())
+
+    async def server_metadata(self, raw: bytes) -> Any:
+        return self.pb.ServerMetadataResponse(**self.s.server_metadata())
+
+    async def model_metadata(self, raw: bytes) -> Any:
+        req = self._parse(self.pb.ModelMetadataRequest, raw)
+        self.s.check_model(req.name, req.version)
+        md = self.s.model_metadata()
+        T = self.pb.ModelMetadataResponse.TensorMetadata
+        return self.pb.ModelMetadataResponse(
+            name=md["name"], versions=md["versions"], platform=md["platform"],
+            inputs=[T(**t) for t in md["inputs"]], outputs=[T(**t) for t in md["outputs"]])
+
+    def _images(self, req: Any) -> np.ndarray:
+        if len(req.inputs) != 1:
+            raise InvalidInputError(f"expected exactly one input tensor named {INPUT_NAME!r}, "
+                                    f"got {len(req.inputs)}")
+        t = req.inputs[0]
+        if t.name != INPUT_NAME:
+            raise InvalidInputError(f"unknown input name {t.name!r}; this model takes "
+                                    f"{INPUT_NAME!r}")
+        if t.datatype != "FP32":
+            raise InvalidInputError(f"input datatype {t.datatype!r} is not supported; send FP32")
+        shape = list(t.shape)
+        if req.raw_input_contents:
+            raw = req.raw_input_contents[0]
+            if len(raw) % 4:
+                raise InvalidInputError(f"raw FP32 input of {len(raw)} bytes is not a "
+                                        "multiple of 4")
+            arr = np.frombuffer(raw, dtype="<f4")
+        else:
+            arr = np.asarray(t.contents.fp32_contents, dtype=np.float32)
+        return check_images(arr, shape, self.s.io)
+
+    async def model_infer(self, raw: bytes) -> Any:
+        self.s.check_size(len(raw))
+        req = self._parse(self.pb.ModelInferRequest, raw)
+        self.s.check_model(req.model_name, req.model_version)
+        images = self._images(req)
+        slo_s = parse_slo_s(_params_to_dict(req.parameters))
+        names = [o.name for o in req.outputs] or list(OUTPUTS)
+        for n in names:
+            if n not in OUTPUTS:
+                raise InvalidInputError(f"unknown output {n!r}; this model has {list(OUTPUTS)}")
+        result = await self.s.infer(images, slo_s)
+        arrays = output_arrays(result.logits)
+        resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1", id=req.id)
+        for n in names:
+            a = arrays[n]
+            resp.outputs.add(name=n, datatype="FP32" if n == "logits" else "INT64",
+                             shape=list(a.shape))
+            resp.raw_output_contents.append(a.tobytes())
+        for k, v in result_parameters(result).items():
+            _set_param(resp.parameters, k, v)
+        return resp
+
+
+def _wrap(fn: Callable[[bytes], Awaitable[Any]]) -> Callable[[bytes, Any], Awaitable[Any]]:
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(raw)
+        except SuperServeError as e:
+            code = getattr(grpc.StatusCode, grpc_code_name(e))
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("gRPC request failed: %s", e)
+            await context.abort(code, str(e))
+    return handler
+
+
+async def start_grpc(service: InferenceService, host: str, port: int) -> tuple[grpc.aio.Server,
+                                                                               int]:
+    """Start the gRPC server on (host, port); port 0 picks one. Returns (server, port)."""
+    limit = 2 * service.max_body_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit),
+                                      ("grpc.so_reuseport", 0)])
+    h = _Handlers(service)
+    ser = lambda m: m.SerializeToString()  # noqa: E731
+    methods = {"ServerLive": h.server_live, "ServerReady": h.server_ready,
+               "ModelReady": h.model_ready, "ServerMetadata": h.server_metadata,
+               "ModelMetadata": h.model_metadata, "ModelInfer": h.model_infer}
+    rpc = {name: grpc.unary_unary_rpc_method_handler(_wrap(fn), request_deserializer=None,
+                                                     response_serializer=ser)
+           for name, fn in methods.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpc),))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {host}:{port}")
+    await server.start()
+    return server, bound

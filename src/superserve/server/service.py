@@ -1,0 +1,100 @@
+"""The protocol-independent face of the server: model lookup, metadata, infer, and the one
+mapping from errors to HTTP statuses and gRPC codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from superserve import __version__
+from superserve.errors import (DeadlineExceededError, InvalidInputError, ModelNotFoundError,
+                               OverloadedError, PayloadTooLargeError, ShuttingDownError,
+                               WorkerFailedError)
+from superserve.profiling.table import ProfileTable
+from superserve.runtime.router import InferenceResult, Router
+from superserve.server.codec import OUTPUTS, ModelIO
+
+__all__ = ["InferenceService", "http_status", "grpc_code_name", "SERVER_NAME", "EXTENSIONS"]
+
+SERVER_NAME = "superserve"
+EXTENSIONS = ["binary_tensor_data", "parameters", "metrics"]
+
+
+class InferenceService:
+    def __init__(self, model: str, router: Router, table: ProfileTable, io: ModelIO,
+                 default_slo_s: float, max_body_bytes: int) -> None:
+        self.model = model
+        self.router = router
+        self.table = table
+        self.io = io
+        self.default_slo_s = default_slo_s
+        self.max_body_bytes = max_body_bytes
+
+    # ------------------------------------------------------------------ health / metadata
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.router.ready_workers > 0 and not self.router.draining
+
+    def check_model(self, name: str, version: str = "") -> None:
+        if name != self.model:
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {self.model!r}")
+        if version not in ("", "1"):
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}; it has '1'")
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self) -> dict[str, Any]:
+        t = self.table
+        return {
+            "name": self.model, "versions": ["1"], "platform": "superserve_supernet",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": self.io.input_shape()}],
+            "outputs": [{"name": "logits", "datatype": "FP32",
+                         "shape": [-1, self.io.num_classes]},
+                        {"name": "predicted", "datatype": "INT64", "shape": [-1]}],
+            # Not part of the KServe schema; clients ignore unknown keys.
+            "parameters": {"family": t.family, "subnets": len(t),
+                           "accuracy_range": [min(t.acc), max(t.acc)],
+                           "default_slo_ms": self.default_slo_s * 1e3,
+                           "outputs": list(OUTPUTS),
+                           "response_parameters": ["subnet_id", "subnet_accuracy", "batch_size",
+                                                   "queue_ms", "service_ms", "deadline_met"]},
+        }
+
+    # ------------------------------------------------------------------ infer
+    def check_size(self, nbytes: int) -> None:
+        if nbytes > self.max_body_bytes:
+            raise PayloadTooLargeError(f"request payload of {nbytes} bytes exceeds the limit of "
+                                       f"{self.max_body_bytes} bytes")
+
+    async def infer(self, images: np.ndarray, slo_s: float | None) -> InferenceResult:
+        """Admit, wait for the terminal state, raise it if it is not a completion."""
+        result = await self.router.submit(images, slo_s or self.default_slo_s)
+        result.raise_for_outcome()
+        return result
+
+
+_HTTP = [(InvalidInputError, 400), (ModelNotFoundError, 404), (PayloadTooLargeError, 413),
+         (OverloadedError, 429), (ShuttingDownError, 503), (DeadlineExceededError, 504),
+         (WorkerFailedError, 500)]
+_GRPC = [(InvalidInputError, "INVALID_ARGUMENT"), (ModelNotFoundError, "NOT_FOUND"),
+         (PayloadTooLargeError, "INVALID_ARGUMENT"), (OverloadedError, "RESOURCE_EXHAUSTED"),
+         (ShuttingDownError, "UNAVAILABLE"), (DeadlineExceededError, "DEADLINE_EXCEEDED"),
+         (WorkerFailedError, "INTERNAL")]
+
+
+def http_status(exc: BaseException) -> int:
+    for cls, status in _HTTP:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def grpc_code_name(exc: BaseException) -> str:
+    for cls, code in _GRPC:
+        if isinstance(exc, cls):
+            return code
+    return "INTERNAL"

@@ -1,0 +1,1 @@
+"""Discrete-event simulation of SuperServe's router and workers (no torch)."""

@@ -1,0 +1,266 @@
+"""The KServe v2 front ends end to end: REST and gRPC on ephemeral 127.0.0.1 ports, the real
+router, and the profile-driven fake pool (no compute). tritonclient http and grpc unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from tritonclient.utils import InferenceServerException
+
+from conftest import ServerThread, synthetic_table
+from superserve.runtime.fake import FakePool
+from superserve.server import proto
+
+IMAGES = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def srv():
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
+                     max_body_bytes=200_000)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def slow_srv():
+    """One worker, every batch 40x slower than profiled: queues build, deadlines pass."""
+    s = ServerThread(synthetic_table(),
+                     lambda t, c: FakePool(t, c, n_workers=1, latency_scale=40.0), max_queue=20)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def post_json(url, body, **kw):
+    return httpx.post(url, content=json.dumps(body).encode() if not isinstance(body, bytes)
+                      else body, headers={"content-type": "application/json"}, timeout=10, **kw)
+
+
+def infer_body(images=IMAGES, **params):
+    return {"inputs": [{"name": "input", "shape": list(images.shape), "datatype": "FP32",
+                        "data": images.ravel().tolist()}], "parameters": params}
+
+
+def wait_until(cond, timeout_s=10.0):
+    end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.005)
+
+
+# ----------------------------------------------------------------------------- endpoints
+def test_health_and_metadata_endpoints(srv):
+    assert httpx.get(f"{srv.http}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{srv.http}/v2/health/ready").status_code == 200
+    md = httpx.get(f"{srv.http}/v2").json()
+    assert md["name"] == "superserve" and "binary_tensor_data" in md["extensions"]
+    mm = httpx.get(f"{srv.http}/v2/models/resnet").json()
+    assert mm["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
+    assert [o["name"] for o in mm["outputs"]] == ["logits", "predicted"]
+    assert httpx.get(f"{srv.http}/v2/models/resnet/versions/1").status_code == 200
+    assert httpx.get(f"{srv.http}/v2/models/resnet/ready").status_code == 200
+    assert httpx.get(f"{srv.http}/v2/models/nope/ready").status_code == 404
+    assert httpx.get(f"{srv.http}/v2/models/resnet/versions/7").status_code == 404
+
+
+def test_rest_json_infer_returns_subnet_parameters(srv):
+    r = post_json(f"{srv.http}/v2/models/resnet/infer", infer_body(slo_ms=100))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    p = out["parameters"]
+    assert set(p) == {"subnet_id", "subnet_accuracy", "batch_size", "queue_ms", "service_ms",
+                      "deadline_met"}
+    assert p["deadline_met"] is True and p["subnet_id"] == 2  # plenty of slack: most accurate
+    by = {o["name"]: o for o in out["outputs"]}
+    assert by["logits"]["shape"] == [3, 10] and by["predicted"]["shape"] == [3]
+    assert by["predicted"]["data"] == [2, 2, 2]  # the fake's argmax is the subnet id
+
+
+def test_tritonclient_http_binary_round_trip(srv):
+    c = thttp.InferenceServerClient(srv.http.removeprefix("http://"))
+    try:
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("resnet")
+        assert c.get_model_metadata("resnet")["name"] == "resnet"
+        inp = thttp.InferInput("input", list(IMAGES.shape), "FP32")
+        inp.set_data_from_numpy(IMAGES, binary_data=True)
+        outs = [thttp.InferRequestedOutput("logits", binary_data=True),
+                thttp.InferRequestedOutput("predicted", binary_data=False)]
+        # tritonclient.http sends only int/bool/str parameters
+        res = c.infer("resnet", [inp], outputs=outs, parameters={"slo_ms": 80})
+        assert res.as_numpy("logits").shape == (3, 10)
+        assert res.as_numpy("predicted").tolist() == [2, 2, 2]
+        assert res.get_response()["parameters"]["batch_size"] >= 1
+        # no outputs named: tritonclient asks for all outputs in binary
+        res = c.infer("resnet", [inp], timeout=80_000)  # Triton's timeout, microseconds
+        assert res.as_numpy("predicted").dtype == np.int64
+    finally:
+        c.close()
+
+
+def test_tritonclient_grpc_round_trip(srv):
+    c = tgrpc.InferenceServerClient(srv.grpc)
+    try:
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("resnet")
+        md = c.get_model_metadata("resnet")
+        assert md.inputs[0].shape == [-1, 1, 28, 28]
+        assert "binary_tensor_data" in c.get_server_metadata().extensions
+        inp = tgrpc.InferInput("input", list(IMAGES.shape), "FP32")
+        inp.set_data_from_numpy(IMAGES)
+        res = c.infer("resnet", [inp], parameters={"slo_ms": 80})
+        assert res.as_numpy("logits").shape == (3, 10)
+        assert res.as_numpy("predicted").tolist() == [2, 2, 2]
+        params = res.get_response().parameters
+        assert params["subnet_id"].int64_param == 2 and params["deadline_met"].bool_param
+        assert 0.0 < params["subnet_accuracy"].double_param <= 1.0
+        res = c.infer("resnet", [inp], timeout=80_000)
+        assert res.as_numpy("predicted").shape == (3,)
+    finally:
+        c.close()
+
+
+def test_loadgen_grpc_proto_helpers_work(srv):
+    ch = grpc.insecure_channel(srv.grpc)
+    try:
+        stub = proto.pb2_grpc().GRPCInferenceServiceStub(ch)
+        assert stub.ServerLive(proto.pb2().ServerLiveRequest()).live
+    finally:
+        ch.close()
+
+
+def test_metrics_endpoint(srv):
+    post_json(f"{srv.http}/v2/models/resnet/infer", infer_body(slo_ms=100))
+    text = httpx.get(f"{srv.http}/metrics").text
+    for name in ('superserve_requests_total{outcome="completed"}', "superserve_queue_depth",
+                 "superserve_request_latency_seconds_bucket", "superserve_queue_time_seconds",
+                 "superserve_batch_size_bucket", 'superserve_subnet_requests_total{subnet="2"}',
+                 "superserve_workers_alive 1.0", "superserve_slo_attainment"):
+        assert name in text, name
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("body,needle", [
+    (infer_body(np.zeros((1, 1, 27, 28), np.float32)), "shape"),
+    ({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "INT32",
+                  "data": [0] * 784}]}, "datatype"),
+    ({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                  "data": [0.0] * 700}]}, "784"),
+    ({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                  "data": [0.0] * 784}]}, "input name"),
+    (infer_body(slo_ms=-5), "slo_ms"),
+    (b"{not json", "JSON"),
+    (b'{"inputs": [{"name": "input", "shape": [1,1,28,28], "datatype": "FP32", "data": ['
+     + b"NaN, " * 783 + b"0.0]}]}", "non-finite"),
+    ({**infer_body(), "outputs": [{"name": "probs"}]}, "unknown output"),
+])
+def test_rest_bad_input_is_400_with_message(srv, body, needle):
+    r = post_json(f"{srv.http}/v2/models/resnet/infer", body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]
+
+
+def test_rest_unknown_model_404_and_oversize_413(srv):
+    r = post_json(f"{srv.http}/v2/models/alexnet/infer", infer_body())
+    assert r.status_code == 404 and "alexnet" in r.json()["error"]
+    big = infer_body(np.zeros((64, 1, 28, 28), np.float32))  # > 200 kB of JSON
+    r = post_json(f"{srv.http}/v2/models/resnet/infer", big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    assert httpx.get(f"{srv.http}/v2/nothing").status_code == 404
+
+
+def test_grpc_bad_input_statuses(srv):
+    c = tgrpc.InferenceServerClient(srv.grpc)
+    try:
+        inp = tgrpc.InferInput("input", [1, 1, 20, 20], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 1, 20, 20), np.float32))
+        with pytest.raises(InferenceServerException, match="shape") as e:
+            c.infer("resnet", [inp])
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+        inp = tgrpc.InferInput("input", [1, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(np.full((1, 1, 28, 28), np.inf, np.float32))
+        with pytest.raises(InferenceServerException, match="non-finite"):
+            c.infer("resnet", [inp])
+        inp.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+        with pytest.raises(InferenceServerException, match="alexnet") as e:
+            c.infer("alexnet", [inp])
+        assert e.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        c.close()
+    ch = grpc.insecure_channel(srv.grpc)
+    try:
+        raw = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                             request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff\xff\xff\xff not a protobuf", timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed" in e.value.details()
+    finally:
+        ch.close()
+
+
+# ----------------------------------------------------------------------------- load
+def test_deadline_expiry_in_queue_is_504_and_deadline_exceeded(slow_srv):
+    url = f"{slow_srv.http}/v2/models/resnet/infer"
+    with ThreadPoolExecutor(2) as ex:
+        # occupies the only worker for 40 x 20 ms = 0.8 s (16 images on the accurate subnet)
+        long = ex.submit(post_json, url, infer_body(np.zeros((16, 1, 28, 28), np.float32),
+                                                    slo_ms=3000))
+        wait_until(lambda: slow_srv.running.router.busy_workers == 1)
+        short = post_json(url, infer_body(slo_ms=60))
+        assert short.status_code == 504 and "deadline" in short.json()["error"]
+        c = tgrpc.InferenceServerClient(slow_srv.grpc)
+        try:
+            inp = tgrpc.InferInput("input", [1, 1, 28, 28], "FP32")
+            inp.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+            with pytest.raises(InferenceServerException) as e:
+                c.infer("resnet", [inp], parameters={"slo_ms": 60})
+            assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        finally:
+            c.close()
+        assert long.result().status_code == 200
+
+
+def test_overload_is_429_with_retry_after_and_resource_exhausted(slow_srv):
+    url = f"{slow_srv.http}/v2/models/resnet/infer"
+    body = infer_body(np.zeros((6, 1, 28, 28), np.float32), slo_ms=8000)  # 8 x 6 > 20 queued
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(lambda _: post_json(url, body), range(8)))
+    refused = [r for r in rs if r.status_code == 429]
+    assert refused and all("Retry-After" in r.headers for r in refused)
+    assert "queue full" in refused[0].json()["error"]
+    assert all(r.status_code in (200, 429) for r in rs)
+
+
+def test_subnet_parameters_shrink_as_load_rises():
+    """Quiet: the most accurate subnet at batch 1. A burst of concurrent requests with the
+    same SLO: less slack per request, so smaller subnets and bigger batches."""
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1))
+    try:
+        url = f"{s.http}/v2/models/resnet/infer"
+        quiet = [post_json(url, infer_body(IMAGES[:1], slo_ms=15)).json()["parameters"]
+                 for _ in range(3)]
+        body = json.dumps(infer_body(IMAGES[:1], slo_ms=15)).encode()
+
+        async def burst_of(n):
+            async with httpx.AsyncClient(timeout=10) as client:
+                return await asyncio.gather(*[client.post(url, content=body) for _ in range(n)])
+
+        burst = asyncio.run(burst_of(48))
+        ok = [r.json()["parameters"] for r in burst if r.status_code == 200]
+        assert all(q["subnet_id"] == 2 and q["batch_size"] == 1 for q in quiet)
+        assert ok and min(p["subnet_accuracy"] for p in ok) < quiet[0]["subnet_accuracy"]
+        assert max(p["batch_size"] for p in ok) > 1
+    finally:
+        s.close()

@@ -1,0 +1,164 @@
+"""Real worker processes behind the router: spawn, pipes watched by the event loop, kill -9
+detection and restart with no request left unanswered, and the torch worker itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_test_policy, synthetic_table
+from superserve.errors import ConfigError
+from superserve.runtime.clock import LoopClock
+from superserve.runtime.pool import LocalProcessPool
+from superserve.runtime.router import Router, RouterConfig
+from superserve.runtime.worker import WorkerConfig
+from superserve.types import Outcome
+
+IMG = np.zeros((1, 1, 28, 28), dtype=np.float32)
+
+
+async def wait_for(cond, timeout_s=60.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not cond():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def test_worker_config_validation():
+    with pytest.raises(ConfigError, match="kind"):
+        WorkerConfig(kind="gpu")
+    with pytest.raises(ConfigError, match="threads"):
+        WorkerConfig(threads=0, table_path="x")
+    with pytest.raises(ConfigError, match="table_path"):
+        WorkerConfig(kind="profile")
+
+
+def test_killed_worker_detected_requeued_restarted(tmp_path):
+    """kill -9 a worker in the middle of its batch under steady load: detected within a
+    second, its batch re-queued, the worker restarted, and every request answered."""
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    # 10x the profiled latency, so a batch is in flight long enough to kill it mid-way
+    cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=10.0)
+
+    async def body():
+        pool = LocalProcessPool(cfg, n_workers=2)
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig())
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 2)
+            futs = []
+            for _ in range(20):
+                futs.append(router.submit(IMG, slo_s=2.0))
+                await asyncio.sleep(0.005)
+            await wait_for(lambda: router.busy_workers > 0)
+            victim = next(iter(router._inflight))
+            old_pid = pool.pid(victim)
+            t_kill = time.monotonic()
+            pool.kill(victim)
+            await wait_for(lambda: router.ready_workers < 2, timeout_s=1.0)
+            detect_s = time.monotonic() - t_kill
+            for _ in range(20):
+                futs.append(router.submit(IMG, slo_s=2.0))
+                await asyncio.sleep(0.005)
+            results = await asyncio.wait_for(asyncio.gather(*futs), timeout=30)
+            assert detect_s < 1.0
+            assert router.stats.requeued >= 1
+            assert [r.outcome for r in results] == [Outcome.COMPLETED] * 40
+            await wait_for(lambda: router.ready_workers == 2)
+            assert pool.pid(victim) != old_pid and pool.restarts == 1
+        finally:
+            await pool.close()
+        assert pool.alive() == 0
+
+    asyncio.run(body())
+
+
+def test_worker_that_cannot_start_reports_why_and_is_not_restarted_forever(tmp_path):
+    cfg = WorkerConfig(kind="profile", table_path=str(tmp_path / "missing.json"))
+    table = synthetic_table()
+
+    async def body():
+        pool = LocalProcessPool(cfg, n_workers=1, max_start_failures=1)
+        router = Router(make_test_policy(table), pool, LoopClock())
+        router.start()
+        try:
+            await wait_for(lambda: pool.restarts == 1 and 0 in pool.fatal and
+                           not pool._slots[0].process.is_alive(), timeout_s=60)
+            await asyncio.sleep(0.5)
+            assert pool.restarts == 1  # gave up after max_start_failures
+            assert "missing.json" in pool.fatal[0]
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
+def _tiny_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    from superserve.models import build_supernet, save_checkpoint
+    from superserve.profiling.table import ProfileTable, SubnetProfile
+
+    torch.manual_seed(0)
+    net = build_supernet("resnet")
+    ckpt = tmp_path / "resnet.pt"
+    specs = [net.space.smallest(), net.space.largest()]
+    images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    net.calibrate(specs, images, n=64)
+    save_checkpoint(ckpt, net, {}, {})
+    net.norm_store.save(tmp_path / "resnet.norm.pt")
+    subnets = [SubnetProfile(id=i, spec=s.to_dict(), accuracy=0.9 + 0.05 * i,
+                             latency_ms={1: 1.0 + i, 8: 4.0 + 4 * i}) for i, s in enumerate(specs)]
+    table = ProfileTable.build("resnet", subnets, (1, 8))
+    table.save(tmp_path / "resnet.json")
+    return net, table, specs, images
+
+
+def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path):
+    """The torch worker's logits equal supernet(x, spec) in this process, for each subnet."""
+    torch = pytest.importorskip("torch")
+    net, table, specs, images = _tiny_checkpoint(tmp_path)
+    cfg = WorkerConfig(kind="torch", model=str(tmp_path / "resnet.pt"),
+                       table_path=str(tmp_path / "resnet.json"),
+                       norm_path=str(tmp_path / "resnet.norm.pt"), threads=1, device="cpu")
+
+    async def body():
+        pool = LocalProcessPool(cfg, n_workers=1)
+
+        class Policy:  # run each request on the subnet the test says
+            name, subnet = "fixed", 0
+
+            def __init__(self, table):
+                self.table = table
+
+            def decide(self, view, now_s):
+                from superserve.scheduling.base import Plan
+
+                return Plan(subnet=self.subnet, batch_size=8)
+
+        policy = Policy(table)
+        router = Router(policy, pool, LoopClock())
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 1, timeout_s=120)
+            assert pool.info(0)["kind"] == "torch" and pool.info(0)["subnets"] == 2
+            out = []
+            for sid in (0, 1):
+                policy.subnet = sid
+                out.append(await router.submit(images[:5], slo_s=30.0))
+        finally:
+            await pool.close()
+        return out
+
+    results = asyncio.run(body())
+    net.eval()
+    with torch.inference_mode():
+        for sid, r in enumerate(results):
+            assert r.outcome is Outcome.COMPLETED and r.subnet_id == sid
+            want = net(torch.from_numpy(images[:5]), specs[sid]).numpy()
+            np.testing.assert_allclose(r.logits, want, rtol=1e-4, atol=1e-4)
