@@ -264,3 +264,56 @@ def test_subnet_parameters_shrink_as_load_rises():
         assert max(p["batch_size"] for p in ok) > 1
     finally:
         s.close()
+
+
+def test_grpc_overload_is_resource_exhausted(slow_srv):
+    pb = proto.pb2()
+    req = pb.ModelInferRequest(model_name="resnet")
+    req.parameters["slo_ms"].double_param = 8000.0
+    t = req.inputs.add(name="input", datatype="FP32", shape=[6, 1, 28, 28])
+    req.raw_input_contents.append(np.zeros((6, 1, 28, 28), np.float32).tobytes())
+    assert t.name == "input"
+    ch = grpc.insecure_channel(slow_srv.grpc)
+    try:
+        stub = proto.pb2_grpc().GRPCInferenceServiceStub(ch)
+        calls = [stub.ModelInfer.future(req, timeout=30) for _ in range(8)]
+        codes = []
+        for c in calls:
+            try:
+                c.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    assert "queue full" in e.details()
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    finally:
+        ch.close()
+
+
+def test_worker_failure_is_500_with_message_and_draining_is_503():
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1))
+    try:
+        url = f"{s.http}/v2/models/resnet/infer"
+        s.loop.call_soon_threadsafe(setattr, s.running.pool, "fail_next", "CUDA fell over")
+        s.call(asyncio.sleep(0))  # runs after the callback above: FIFO on the loop
+        r = post_json(url, infer_body(slo_ms=100))
+        assert r.status_code == 500 and "CUDA fell over" in r.json()["error"]
+        assert post_json(url, infer_body(slo_ms=100)).status_code == 200  # worker still serves
+        s.loop.call_soon_threadsafe(s.running.router.begin_drain)
+        s.call(asyncio.sleep(0))
+        r = post_json(url, infer_body(slo_ms=100))
+        assert r.status_code == 503 and "shutting down" in r.json()["error"]
+        assert httpx.get(f"{s.http}/v2/health/ready").status_code == 503
+        c = tgrpc.InferenceServerClient(s.grpc)
+        try:
+            inp = tgrpc.InferInput("input", [1, 1, 28, 28], "FP32")
+            inp.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+            with pytest.raises(InferenceServerException) as e:
+                c.infer("resnet", [inp])
+            assert e.value.status() == "StatusCode.UNAVAILABLE"
+        finally:
+            c.close()
+    finally:
+        s.close()

@@ -8,9 +8,10 @@ torch. The simulator and the live router call the very same objects.
 Protocol of the caller, identical in the simulator and the router, whenever a worker is free
 and the queue is non-empty:
 
-    1. pop and answer DROPPED_DEADLINE every EDF head for which `cannot_meet(...)` is true
-       (the shared drop rule: not even the fastest subnet at the smallest batch can finish
-       before its deadline, so no compute is spent on it);
+    1. pop and answer DROPPED_DEADLINE every EDF head for which
+       `cannot_meet(..., min_latency_s=policy.min_latency_s)` is true (the shared drop rule:
+       not even the policy's fastest choice can finish before the deadline, so no compute is
+       spent on it);
     2. plan = policy.decide(view, now_s); None means "leave the worker idle for now";
     3. pop min(plan.batch_size, len(queue)) earliest-deadline requests (a queue shorter than the
        planned batch is taken whole) and run them on plan.subnet, after plan.load_s seconds of
@@ -52,12 +53,15 @@ class Plan:
 class Policy(Protocol):
     name: str
     table: ProfileTable
+    min_latency_s: float  # the fastest choice this policy can make (the drop rule uses it)
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None: ...
 
 
 def cannot_meet(head_deadline_s: float, now_s: float, table: ProfileTable,
-                overhead_s: float = 0.0) -> bool:
-    """The shared drop rule: true when even the fastest subnet at the smallest batch size
-    cannot finish before the deadline."""
-    return head_deadline_s - now_s - overhead_s < table.fastest_s
+                overhead_s: float = 0.0, *, min_latency_s: float | None = None) -> bool:
+    """The shared drop rule: true when even the fastest choice cannot finish before the
+    deadline. The fastest choice is the policy's own (`policy.min_latency_s`: for Clipper+ its
+    fixed subnet at batch 1); without it, the table's fastest subnet at the smallest batch."""
+    fastest = table.fastest_s if min_latency_s is None else min_latency_s
+    return head_deadline_s - now_s - overhead_s < fastest

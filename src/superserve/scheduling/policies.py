@@ -88,6 +88,7 @@ class SlackFit:
             raise ConfigError(f"slackfit buckets must be >= 1, got {buckets}")
         self.table, self.buckets = table, buckets
         self.lookup = Lookup(table)
+        self.min_latency_s = table.fastest_s
         lo = table.fastest_s
         hi = max(max(r) for r in table.lat_s)
         self._lo = lo
@@ -139,6 +140,7 @@ class MaxAcc:
     def __init__(self, table: ProfileTable) -> None:
         self.table = table
         self.lookup = Lookup(table)
+        self.min_latency_s = table.fastest_s
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         slack = view.head_deadline_s - now_s - view.overhead_s
@@ -158,6 +160,7 @@ class MaxBatch:
     def __init__(self, table: ProfileTable) -> None:
         self.table = table
         self.lookup = Lookup(table)
+        self.min_latency_s = table.fastest_s
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         slack = view.head_deadline_s - now_s - view.overhead_s
@@ -176,6 +179,7 @@ class Clipper:
         self.table, self.subnet = table, subnet
         self.name = f"clipper:{subnet}"
         self.lookup = Lookup(table)
+        self.min_latency_s = table.lat_s[subnet][0]
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         slack = view.head_deadline_s - now_s - view.overhead_s
@@ -212,6 +216,7 @@ class Infaas:
                                            if lat <= slo_s / 2), default=1.0 / table.lat_s[i][0])
                          for i in self.variants}
         self.name = "infaas" if min_accuracy is None else f"infaas:min_accuracy={min_accuracy}"
+        self.min_latency_s = min(table.lat_s[i][0] for i in self.variants)
 
     def variant_for(self, rate_qps: float) -> int:
         for i in self.variants:

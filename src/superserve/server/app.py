@@ -136,9 +136,10 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     from superserve.server.components import load_policy, resolve_table
 
     table, table_path, norm_path = resolve_table(cfg.model, cfg.table)
-    policy = load_policy(cfg.policy, table)
-    wcfg = WorkerConfig(model=cfg.model, table_path=str(table_path), norm_path=str(norm_path),
-                        threads=cfg.threads_per_worker, device=cfg.device)
+    policy = load_policy(cfg.policy, table, slo_s=cfg.default_slo_s, workers=cfg.workers)
+    wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
+                        norm_path=str(norm_path), threads=cfg.threads_per_worker,
+                        device=cfg.device)
     pool = LocalProcessPool(wcfg, cfg.workers)
     log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",
              cfg.model, table_path, len(table), table.device, cfg.policy, cfg.workers,
@@ -149,11 +150,17 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await running.wait_ready(timeout_s=600.0)
-        log.info("ready: %d worker(s) loaded", running.router.ready_workers)
-        if on_ready is not None:
-            on_ready(running)
-        await stop.wait()
+        waiting = asyncio.ensure_future(running.wait_ready(timeout_s=600.0))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            waiting.result()  # a startup timeout raises here
+            log.info("ready: %d worker(s) loaded", running.router.ready_workers)
+            if on_ready is not None:
+                on_ready(running)
+        else:
+            waiting.cancel()
+        await stopping
         log.info("signal received: draining")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ class ServeConfig:
     overhead_s: float = 0.001  # per-batch IPC + dispatch cost the policy reserves
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
+    worker_kind: str = "torch"  # torch | profile (sleep the profiled latency) | noop
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
@@ -46,5 +47,8 @@ class ServeConfig:
             raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.worker_kind not in ("torch", "profile", "noop"):
+            raise ConfigError(f"worker_kind must be torch, profile or noop, got "
+                              f"{self.worker_kind!r}")
         if not self.host:
             raise ConfigError("host must not be empty")

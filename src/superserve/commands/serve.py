@@ -1,0 +1,62 @@
+"""`superserve serve`: serve a supernet over KServe v2 REST and gRPC until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+
+from superserve.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="resnet",
+                        help="resnet | vit | path to a checkpoint (default: resnet)")
+    parser.add_argument("--table", default=None,
+                        help="ProfileTable JSON (default: the shipped table of the family)")
+    parser.add_argument("--policy", default="slackfit",
+                        help="slackfit[:buckets=N] | maxacc | maxbatch | clipper:ID|ACC | infaas")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="torch threads per worker (default 1: on a 2-core machine the "
+                             "router and the load generator need the other core)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001, help="-1 disables gRPC")
+    parser.add_argument("--slo-ms", type=float, default=50.0,
+                        help="SLO of requests that name none (default 50)")
+    parser.add_argument("--max-queue", type=int, default=1024,
+                        help="images waiting before requests are refused (429)")
+    parser.add_argument("--max-body-mb", type=float, default=16.0,
+                        help="request payload limit in MiB (413 beyond)")
+    parser.add_argument("--overhead-ms", type=float, default=1.0,
+                        help="per-batch dispatch + IPC cost the policy reserves (default 1)")
+    parser.add_argument("--drain-timeout-s", type=float, default=10.0,
+                        help="on SIGTERM, how long queued requests may still finish")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--worker-kind", default="torch", choices=["torch", "profile", "noop"],
+                        help="torch: run the supernet; profile: sleep the profiled latency; "
+                             "noop: return at once (benchmarks and tests without a model)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from superserve.server.app import build_and_serve
+    from superserve.server.config import ServeConfig
+
+    if args.max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
+    cfg = ServeConfig(model=args.model, table=args.table, policy=args.policy,
+                      workers=args.workers, threads_per_worker=args.threads_per_worker,
+                      host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                      default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
+                      max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                      overhead_s=args.overhead_ms / 1e3, drain_timeout_s=args.drain_timeout_s,
+                      device=args.device, worker_kind=args.worker_kind)
+
+    def ready(running) -> None:
+        grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""
+        print(f"superserve: serving {running.service.model!r} on "
+              f"http://{cfg.host}:{running.http_port}{grpc} (policy {cfg.policy}, "
+              f"{cfg.workers} worker(s)); Ctrl-C or SIGTERM to stop", flush=True)
+
+    return asyncio.run(build_and_serve(cfg, on_ready=ready))
