@@ -42,6 +42,7 @@ class ViTConfig:
     depth_choices: tuple[int, ...] = (2, 3, 4, 5, 6)  # layers kept
     head_choices: tuple[int, ...] = (1, 2, 4, 6)  # heads per kept layer (max = allocated)
     mlp_choices: tuple[int, ...] = (96, 192, 288, 384)  # MLP hidden units (max = allocated)
+    stem_channels: int = 0  # > 0: a 3x3 conv + GELU before the patch projection (hybrid ViT)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -172,7 +173,11 @@ class ViTSupernet(SupernetMixin, nn.Module):
         self.config = config
         self.space = ViTSpace(config)
         c = config
-        self.patch_w = nn.Parameter(torch.empty(c.embed_dim, 1, c.patch_size, c.patch_size))
+        cin = c.stem_channels or 1
+        self.stem_w = nn.Parameter(torch.empty(c.stem_channels, 1, 3, 3)) if c.stem_channels \
+            else None
+        self.stem_b = nn.Parameter(torch.zeros(c.stem_channels)) if c.stem_channels else None
+        self.patch_w = nn.Parameter(torch.empty(c.embed_dim, cin, c.patch_size, c.patch_size))
         self.patch_b = nn.Parameter(torch.zeros(c.embed_dim))
         self.cls = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos = nn.Parameter(torch.zeros(1, c.num_tokens, c.embed_dim))
@@ -182,11 +187,15 @@ class ViTSupernet(SupernetMixin, nn.Module):
         self.head_b = nn.Parameter(torch.zeros(c.num_classes))
         for w in (self.patch_w, self.pos, self.cls, self.head_w):
             nn.init.trunc_normal_(w, std=0.02)
+        if self.stem_w is not None:
+            nn.init.kaiming_normal_(self.stem_w, nonlinearity="relu")
         self._kept = {d: kept_layers(d, c.num_layers) for d in c.depth_choices}
 
     def forward_ctx(self, x: torch.Tensor, spec: ViTSpec, ctx: NormContext) -> torch.Tensor:
         c = self.config
         h = (x - MNIST_MEAN) / MNIST_STD
+        if self.stem_w is not None:
+            h = F.gelu(F.conv2d(h, self.stem_w, self.stem_b, 1, 1))  # (B, S, H, W)
         h = F.conv2d(h, self.patch_w, self.patch_b, c.patch_size)  # (B, D, H/p, W/p)
         h = h.flatten(2).transpose(1, 2)  # (B, T, D)
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], 1) + self.pos  # (B, T+1, D)
@@ -197,7 +206,8 @@ class ViTSupernet(SupernetMixin, nn.Module):
     def flops(self, spec: ViTSpec) -> int:
         c = self.config
         t, d, hd = c.num_tokens, c.embed_dim, c.head_dim
-        total = 2 * (t - 1) * d * c.patch_size ** 2
+        cin = c.stem_channels or 1
+        total = 2 * (t - 1) * d * cin * c.patch_size ** 2 + 2 * 9 * c.stem_channels * c.image_size ** 2
         for heads, mlp in zip(spec.heads, spec.mlp):
             a = heads * hd
             total += 2 * t * (3 * a * d + a * d + 2 * d * mlp) + 2 * 2 * t * t * a
@@ -206,8 +216,8 @@ class ViTSupernet(SupernetMixin, nn.Module):
     def params(self, spec: ViTSpec) -> int:
         c = self.config
         d, hd = c.embed_dim, c.head_dim
-        total = d * c.patch_size ** 2 + d + d + c.num_tokens * d + 2 * d + d * c.num_classes \
-            + c.num_classes
+        total = d * (c.stem_channels or 1) * c.patch_size ** 2 + d + d + c.num_tokens * d + 2 * d \
+            + d * c.num_classes + c.num_classes + 10 * c.stem_channels
         for heads, mlp in zip(spec.heads, spec.mlp):
             a = heads * hd
             total += 3 * a * d + 3 * a + a * d + d + 2 * d * mlp + mlp + d + 4 * d

@@ -99,8 +99,10 @@ class StaticViTLayer(nn.Module):
 
 
 class StaticViT(nn.Module):
-    def __init__(self, patch, cls, pos, layers, ln, head, patch_size: int) -> None:
+    def __init__(self, patch, cls, pos, layers, ln, head, patch_size: int,
+                 stem: nn.Module | None = None) -> None:
         super().__init__()
+        self.stem = stem
         self.patch, self.layers, self.ln, self.head = patch, nn.Sequential(*layers), ln, head
         self.cls, self.pos = nn.Parameter(cls), nn.Parameter(pos)
         self.patch_size = patch_size
@@ -108,7 +110,10 @@ class StaticViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, K)
         from superserve.models.vit import MNIST_MEAN, MNIST_STD
 
-        h = self.patch((x - MNIST_MEAN) / MNIST_STD).flatten(2).transpose(1, 2)
+        h = (x - MNIST_MEAN) / MNIST_STD
+        if self.stem is not None:
+            h = F.gelu(self.stem(h))
+        h = self.patch(h).flatten(2).transpose(1, 2)
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], 1) + self.pos
         return self.head(self.ln(self.layers(h)[:, 0]))
 
@@ -122,7 +127,12 @@ def _copy_ln(ln: nn.LayerNorm) -> nn.LayerNorm:
 def _materialize_vit(net, spec) -> StaticViT:
     c = net.config
     hd, d = c.head_dim, c.embed_dim
-    patch = nn.Conv2d(1, d, c.patch_size, c.patch_size)
+    stem = None
+    if net.stem_w is not None:
+        stem = nn.Conv2d(1, c.stem_channels, 3, 1, 1)
+        stem.weight.data.copy_(net.stem_w)
+        stem.bias.data.copy_(net.stem_b)
+    patch = nn.Conv2d(c.stem_channels or 1, d, c.patch_size, c.patch_size)
     patch.weight.data.copy_(net.patch_w)
     patch.bias.data.copy_(net.patch_b)
     layers = []
@@ -133,7 +143,7 @@ def _materialize_vit(net, spec) -> StaticViT:
             _linear(L.proj_w[:, :h * hd], L.proj_b), _copy_ln(L.ln2),
             _linear(L.fc1_w[:m], L.fc1_b[:m]), _linear(L.fc2_w[:, :m], L.fc2_b), h, hd))
     return StaticViT(patch, net.cls.detach().clone(), net.pos.detach().clone(), layers,
-                     _copy_ln(net.ln), _linear(net.head_w, net.head_b), c.patch_size)
+                     _copy_ln(net.ln), _linear(net.head_w, net.head_b), c.patch_size, stem)
 
 
 @torch.no_grad()

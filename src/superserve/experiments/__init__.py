@@ -1,0 +1,1 @@
+"""Experiments that mirror the paper's figures: simulated (fig*) and live (live-*)."""
