@@ -45,14 +45,11 @@ def table() -> ProfileTable:
     return synthetic_table()
 
 
-def make_test_policy(table: ProfileTable):
-    """The shared policies once they exist (the router must run the simulator's objects);
-    the local greedy policy before that."""
-    try:
-        from superserve.scheduling import make_policy  # type: ignore[attr-defined]
-    except ImportError:
-        return GreedyPolicy(table)
-    return make_policy("slackfit", table)
+def make_test_policy(table: ProfileTable, spec: str = "slackfit"):
+    """The shared policy objects, the very ones the simulator runs."""
+    from superserve.scheduling import make_policy
+
+    return make_policy(spec, table)
 
 
 class ServerThread:

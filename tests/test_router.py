@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import GreedyPolicy, make_test_policy
-from superserve.errors import (ConfigError, DeadlineExceededError, OverloadedError,
-                               ShuttingDownError, WorkerFailedError)
+from superserve.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    OverloadedError,
+    ShuttingDownError,
+    WorkerFailedError,
+)
 from superserve.runtime.clock import ManualClock
 from superserve.runtime.fake import FakePool
 from superserve.runtime.router import Router, RouterConfig
@@ -216,3 +221,78 @@ def test_random_workload_every_request_terminal_once(table):
         assert_all_terminal(router, futs)
         assert router.queue_depth == 0
     run(body)
+
+
+@pytest.mark.parametrize("spec", ["slackfit", "slackfit:buckets=4", "maxbatch", "maxacc",
+                                  "clipper:1", "infaas"])
+def test_every_shared_policy_drives_the_router(table, spec):
+    async def body():
+        rng = np.random.default_rng(1)
+        clock, pool, router = make(table, n_workers=2, policy=make_test_policy(table, spec))
+        futs = []
+        for step in range(300):
+            for _ in range(rng.poisson(2.0)):
+                futs.append(router.submit(IMG, slo_s=0.030))
+            clock.advance(0.001)
+        clock.advance(5.0)
+        assert_all_terminal(router, futs)
+        assert router.stats.terminal[Outcome.COMPLETED] > 0
+    run(body)
+
+
+def test_router_on_virtual_clock_matches_the_simulator(table):
+    """Same trace, table, policy and workers, no overhead: the live router (fake pool,
+    virtual clock) and the discrete-event simulator reach the same SLO attainment and
+    serving accuracy."""
+    from superserve.sim.simulator import SimConfig, simulate
+    from superserve.traces.generators import bursty
+
+    arrivals = bursty(800.0, 800.0, 4.0, 3.0, np.random.default_rng(0))
+    sim = simulate(arrivals, table, make_test_policy(table), SimConfig(slo_s=0.030, workers=1))
+
+    async def body():
+        clock, pool, router = make(table, policy=make_test_policy(table), overhead_s=0.0,
+                                   max_queue=100_000)
+        futs = []
+        for t in arrivals:
+            clock.run_until(float(t))
+            futs.append(router.submit(IMG, slo_s=0.030))
+        clock.advance(5.0)
+        return [f.result() for f in futs]
+
+    results = run(body)
+    met = [r for r in results if r.deadline_met]
+    attainment = len(met) / len(results)
+    accuracy = float(np.mean([r.subnet_accuracy for r in met]))
+    assert 0.2 < sim.slo_attainment < 1.0  # a regime where the policy matters
+    assert attainment == pytest.approx(sim.slo_attainment, abs=0.02)
+    assert accuracy == pytest.approx(sim.mean_serving_accuracy, abs=0.01)
+
+
+def test_adaptive_overhead_learns_that_batches_run_slower_than_profiled(table):
+    """Workers 1.5x slower than the table: SlackFit fills the slack to the edge, so with a
+    fixed overhead many requests finish late; learning the excess keeps them in time."""
+    from superserve.traces.generators import bursty
+
+    arrivals = bursty(150.0, 150.0, 4.0, 4.0, np.random.default_rng(0))
+
+    async def attainment(adaptive):
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=1, latency_scale=1.5)
+        router = Router(make_test_policy(table), pool, clock,
+                        RouterConfig(adaptive_overhead=adaptive, max_queue=100_000))
+        router.start()
+        futs = []
+        for t in arrivals:
+            clock.run_until(float(t))
+            futs.append(router.submit(IMG, slo_s=0.030))
+        clock.advance(5.0)
+        assert_all_terminal(router, futs)
+        late = sum(f.result().outcome is Outcome.COMPLETED and not f.result().deadline_met
+                   for f in futs)
+        return sum(f.result().deadline_met for f in futs) / len(futs), late, router.overhead_s
+
+    fixed, late_fixed, _ = run(lambda: attainment(False))
+    learned, late_learned, overhead = run(lambda: attainment(True))
+    assert overhead > RouterConfig().overhead_s  # it learned something
+    assert late_learned < late_fixed and learned > fixed

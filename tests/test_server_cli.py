@@ -47,13 +47,13 @@ def test_serve_cli_sigterm_drains_and_exits(tmp_path):
                 port = int(m.group(1))
         assert port, "".join(lines)
         url = f"http://127.0.0.1:{port}/v2/models/resnet/infer"
-        post = lambda: httpx.post(url, content=BODY, timeout=30)  # noqa: E731
+        post = lambda: httpx.post(url, content=BODY, timeout=30)
         with ThreadPoolExecutor(12) as ex:
             futs = [ex.submit(post) for _ in range(12)]
             end = time.monotonic() + 10
             while time.monotonic() < end:  # wait until the server holds requests
                 m = re.search(r"^superserve_queue_depth (\S+)",
-                              httpx.get(f"http://127.0.0.1:{port}/metrics").text, re.M)
+                              httpx.get(f"http://127.0.0.1:{port}/metrics").text, re.MULTILINE)
                 if m and float(m.group(1)) > 0:
                     break
             proc.send_signal(signal.SIGTERM)

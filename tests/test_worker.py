@@ -109,8 +109,10 @@ def _tiny_checkpoint(tmp_path):
     ckpt = tmp_path / "resnet.pt"
     specs = [net.space.smallest(), net.space.largest()]
     images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    save_checkpoint(ckpt, net, {}, {})  # no SubnetNorm statistics inside the checkpoint
+    # ... they come from the file beside the table; had the worker ignored it, it would
+    # calibrate on MNIST instead and its logits would differ from these.
     net.calibrate(specs, images, n=64)
-    save_checkpoint(ckpt, net, {}, {})
     net.norm_store.save(tmp_path / "resnet.norm.pt")
     subnets = [SubnetProfile(id=i, spec=s.to_dict(), accuracy=0.9 + 0.05 * i,
                              latency_ms={1: 1.0 + i, 8: 4.0 + 4 * i}) for i, s in enumerate(specs)]

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
     out = args.out or checkpoint_path(args.family)
-    bar = tqdm(total=None, desc=f"train {args.family}", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=None, desc=f"train {args.family}", unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=None)  # disable=None: no bar when not a terminal
 
     def progress(step: int, total: int, loss: float) -> None:
         bar.total = total

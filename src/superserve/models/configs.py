@@ -20,6 +20,8 @@ class TrainConfig:
     warmup_frac: float = 0.1  # fraction of steps spent warming up
     num_random: int = 2  # random subnets per step besides the largest and the smallest
     kd_weight: float = 1.0  # in-place distillation loss weight of the non-largest subnets
+    student_label_weight: float = 0.0  # extra label CE for the non-largest subnets (ViT: the
+    # teacher is poor for the first epochs and KD alone stalls the shared weights)
     label_smoothing: float = 0.1  # the largest subnet's CE
     augment: bool = True  # random affine: shift +-2 px, rotate +-10 deg, scale 0.9-1.1
     dataset: str = "mnist"  # "mnist" (MNIST-5k) | "digits8" (sklearn 8x8, tests)
@@ -48,7 +50,8 @@ class TrainConfig:
 
 _DEFAULTS = {
     "resnet": TrainConfig(family="resnet", epochs=14, batch_size=64, lr=3e-3, weight_decay=0.02),
-    "vit": TrainConfig(family="vit", epochs=30, lr=1e-3, weight_decay=0.05),
+    "vit": TrainConfig(family="vit", epochs=40, lr=1e-3, weight_decay=0.05, warmup_frac=0.05,
+                       student_label_weight=0.5),
 }
 
 

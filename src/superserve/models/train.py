@@ -104,7 +104,10 @@ def train_supernet(cfg: TrainConfig, progress: Callable[[int, int, float], None]
             loss.backward()
             soft = F.softmax(logits.detach(), 1)
             for spec in [smallest] + [space.sample(rng) for _ in range(cfg.num_random)]:
-                kd = F.cross_entropy(model(xb, spec), soft) * cfg.kd_weight
+                out = model(xb, spec)
+                kd = F.cross_entropy(out, soft) * cfg.kd_weight
+                if cfg.student_label_weight:
+                    kd = kd + cfg.student_label_weight * F.cross_entropy(out, yb)
                 kd.backward()
             opt.step()
             sched.step()

@@ -34,14 +34,14 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 @dataclass(frozen=True)
 class ViTConfig:
     image_size: int = 28
-    patch_size: int = 4
+    patch_size: int = 7
     num_classes: int = 10
-    embed_dim: int = 96  # D, fixed
+    embed_dim: int = 128  # D, fixed
     head_dim: int = 16
     num_layers: int = 6  # L, layers allocated
-    depth_choices: tuple[int, ...] = (2, 3, 4, 5, 6)  # layers kept
-    head_choices: tuple[int, ...] = (1, 2, 4, 6)  # heads per kept layer (max = allocated)
-    mlp_choices: tuple[int, ...] = (96, 192, 288, 384)  # MLP hidden units (max = allocated)
+    depth_choices: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # layers kept
+    head_choices: tuple[int, ...] = (1, 2, 4, 8)  # heads per kept layer (max = allocated)
+    mlp_choices: tuple[int, ...] = (128, 256, 384, 512)  # MLP hidden units (max = allocated)
     stem_channels: int = 0  # > 0: a 3x3 conv + GELU before the patch projection (hybrid ViT)
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ class SubnetProfile:
     params: int = 0
     load_ms: float | None = None  # time to load this subnet as a separate model (INFaaS)
     score: float | None = None  # finer accuracy proxy used by the search (mean p(true))
+    val_top1: float | None = None  # raw validation top-1 (500 images: 0.2-point steps)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -62,6 +63,8 @@ class SubnetProfile:
             d["load_ms"] = self.load_ms
         if self.score is not None:
             d["score"] = self.score
+        if self.val_top1 is not None:
+            d["val_top1"] = self.val_top1
         return d
 
 
@@ -114,6 +117,9 @@ class ProfileTable:
             if bad:
                 raise TableError(f"subnet {i}: latencies must be positive and finite, got {bad}")
             rows.append(row)
+        # JSON-normal metadata, so a table equals itself after a save/load round trip
+        object.__setattr__(self, "config", json.loads(json.dumps(dict(self.config))))
+        object.__setattr__(self, "provenance", json.loads(json.dumps(dict(self.provenance))))
         object.__setattr__(self, "lat_s", tuple(rows))
         object.__setattr__(self, "acc", tuple(s.accuracy for s in self.subnets))
         object.__setattr__(self, "fastest_s", min(r[0] for r in rows))
@@ -268,6 +274,7 @@ class ProfileTable:
                     flops=int(s.get("flops", 0)), params=int(s.get("params", 0)),
                     load_ms=None if s.get("load_ms") is None else float(s["load_ms"]),
                     score=None if s.get("score") is None else float(s["score"]),
+                    val_top1=None if s.get("val_top1") is None else float(s["val_top1"]),
                 )
                 for s in d["subnets"]
             )

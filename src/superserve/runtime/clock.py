@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["Clock", "TimerHandle", "LoopClock", "ManualClock"]
+__all__ = ["Clock", "LoopClock", "ManualClock", "TimerHandle"]
 
 
 class TimerHandle(Protocol):

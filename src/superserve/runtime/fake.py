@@ -8,8 +8,6 @@ the same fake serves a real HTTP/gRPC front end in tests.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from superserve.profiling.table import ProfileTable
@@ -90,6 +88,3 @@ class FakePool:
         self._pending.clear()
         self._alive.clear()
 
-
-def make_fake_pool_factory(**kw) -> Callable[[ProfileTable, Clock], FakePool]:
-    return lambda table, clock: FakePool(table, clock, **kw)

@@ -26,8 +26,15 @@ from typing import Protocol
 
 import numpy as np
 
-from superserve.errors import (ConfigError, DeadlineExceededError, OverloadedError,
-                               ShuttingDownError, SuperServeError, WorkerFailedError)
+from superserve.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    ShuttingDownError,
+    SuperServeError,
+    WorkerFailedError,
+)
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet
@@ -37,7 +44,7 @@ from superserve.types import Outcome
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RouterConfig", "InferenceResult", "RouterListener", "Router"]
+__all__ = ["InferenceResult", "Router", "RouterConfig", "RouterListener"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,11 @@ class RouterConfig:
     max_images_per_request: int = 256  # N of one request's [N, C, H, W] input
     overhead_s: float = 0.001  # known per-batch cost beyond profiled compute (IPC, dispatch)
     retry_after_s: float = 1.0  # Retry-After sent with an overload refusal
+    # Learn how much longer batches really take than the table says (IPC, a slower or busier
+    # machine than the one profiled) and reserve that too: without it SlackFit, which fills
+    # the slack to the edge, misses deadlines whenever reality is slower than the profile.
+    adaptive_overhead: bool = True
+    max_learned_overhead_s: float = 0.020  # cap on the learned part
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_queue, int) and self.max_queue >= 1):
@@ -57,6 +69,9 @@ class RouterConfig:
             raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
         if not self.retry_after_s > 0:
             raise ConfigError(f"retry_after_s must be > 0, got {self.retry_after_s!r}")
+        if not self.max_learned_overhead_s >= 0:
+            raise ConfigError("max_learned_overhead_s must be >= 0, got "
+                              f"{self.max_learned_overhead_s!r}")
 
 
 @dataclass
@@ -95,7 +110,7 @@ class RouterListener(Protocol):
 
 
 class _Request:
-    __slots__ = ("result", "future", "n", "remaining", "acc_sum")
+    __slots__ = ("acc_sum", "future", "n", "remaining", "result")
 
     def __init__(self, result: InferenceResult, future: asyncio.Future[InferenceResult],
                  n: int) -> None:
@@ -119,6 +134,7 @@ class _InFlight:
     subnet: int
     jobs: list[_Job]
     dispatched_s: float
+    load_s: float = 0.0
 
 
 @dataclass
@@ -153,6 +169,8 @@ class Router:
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
+        self._excess_mean_s = 0.0  # EWMA of (observed - profiled) batch time
+        self._excess_dev_s = 0.0  # EWMA of its absolute deviation
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,6 +190,22 @@ class Router:
     @property
     def ready_workers(self) -> int:
         return len(self._ready)
+
+    @property
+    def overhead_s(self) -> float:
+        """Per-batch reserve beyond the profiled latency: the configured part plus, when
+        adaptive, a high estimate (mean + 2 deviations) of how late batches really run."""
+        if not self.config.adaptive_overhead:
+            return self.config.overhead_s
+        learned = self._excess_mean_s + 2.0 * self._excess_dev_s
+        return self.config.overhead_s + min(max(learned, 0.0),
+                                            self.config.max_learned_overhead_s)
+
+    def _learn(self, observed_s: float, predicted_s: float) -> None:
+        err = observed_s - predicted_s - self.config.overhead_s
+        a = 0.05
+        self._excess_dev_s += a * (abs(err - self._excess_mean_s) - self._excess_dev_s)
+        self._excess_mean_s += a * (err - self._excess_mean_s)
 
     @property
     def busy_workers(self) -> int:
@@ -194,7 +228,7 @@ class Router:
             self._drained = asyncio.Event()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         left = list(self._open)
         for req in left:
@@ -220,6 +254,9 @@ class Router:
         if self._draining:
             return self._refuse(req, Outcome.REJECTED, ShuttingDownError(
                 "server is shutting down and admits no new requests"))
+        if n == 0:
+            return self._refuse(req, Outcome.REJECTED, InvalidInputError(
+                "request has no images"))
         if n > self.config.max_images_per_request:
             # Checked at the edge too; repeated here so the router never queues what it
             # could never schedule.
@@ -230,10 +267,10 @@ class Router:
             return self._refuse(req, Outcome.REJECTED, OverloadedError(
                 f"queue full: {len(self._queue)} images waiting, max_queue="
                 f"{self.config.max_queue}", self.config.retry_after_s))
-        if cannot_meet(result.deadline_s, now, self.table, self.config.overhead_s):
+        if cannot_meet(result.deadline_s, now, self.table, self.overhead_s):
             return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
                 f"SLO of {slo_s * 1e3:.3g} ms cannot be met: the fastest subnet needs "
-                f"{(self.table.fastest_s + self.config.overhead_s) * 1e3:.3g} ms"))
+                f"{(self.table.fastest_s + self.overhead_s) * 1e3:.3g} ms"))
         self._open.add(req)
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
@@ -266,7 +303,7 @@ class Router:
             self._drained.set()
 
     def _drop_expired_heads(self, now: float) -> None:
-        q, table, overhead = self._queue, self.table, self.config.overhead_s
+        q, table, overhead = self._queue, self.table, self.overhead_s
         while q:
             job = q.peek()
             if job.request.future.done():
@@ -295,7 +332,7 @@ class Router:
             return
         # 1 us past the exact drop point, so that `cannot_meet` is robustly true there
         # despite float rounding of large monotonic clock values.
-        at = self._queue.head_deadline_s() - self.config.overhead_s - self.table.fastest_s + 1e-6
+        at = self._queue.head_deadline_s() - self.overhead_s - self.table.fastest_s + 1e-6
         if at == self._timer_at:
             return
         self._cancel_timer()
@@ -324,7 +361,7 @@ class Router:
             view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
                              arrival_rate_qps=self._rate.rate(now),
-                             overhead_s=self.config.overhead_s)
+                             overhead_s=self.overhead_s)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries
@@ -338,7 +375,7 @@ class Router:
             self._idle.pop()
             bid = next(self._batch_ids)
             images = np.stack([j.image for j in jobs])
-            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now)
+            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s)
             self._worker_subnet[wid] = plan.subnet
             self.stats.batches += 1
             if self.listener is not None:
@@ -361,6 +398,9 @@ class Router:
         if fl is None:
             return
         now = self.clock.now()
+        if self.config.adaptive_overhead:
+            self._learn(now - fl.dispatched_s,
+                        self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s)
         acc = self.table.acc[fl.subnet]
         for k, job in enumerate(fl.jobs):
             req = job.request
@@ -405,7 +445,7 @@ class Router:
                 req = job.request
                 if req.future.done():
                     continue
-                if cannot_meet(req.result.deadline_s, now, self.table, self.config.overhead_s):
+                if cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s):
                     self._finish(req, Outcome.FAILED, WorkerFailedError(
                         f"worker {worker_id} died ({reason}) while serving request "
                         f"{req.result.request_id}, and too little of its deadline is left "

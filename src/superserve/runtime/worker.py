@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,11 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     if getattr(supernet, "uses_norm_stats", True):
         norm = Path(cfg.norm_path) if cfg.norm_path else None
         if norm is not None and norm.exists():
-            supernet.norm_store.load(norm)
+            # NormStore.load is a classmethod returning a new store (an in-place load
+            # returns None): accept either.
+            loaded = supernet.norm_store.load(norm)
+            if loaded is not None:
+                supernet.norm_store = loaded
         missing = [s for s in specs if not supernet.norm_store.has(s)]
         if missing:
             from superserve.data import load_mnist

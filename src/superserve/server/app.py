@@ -28,7 +28,7 @@ from superserve.server.service import InferenceService
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunningServer", "start_server", "build_and_serve"]
+__all__ = ["RunningServer", "build_and_serve", "start_server"]
 
 
 @dataclass

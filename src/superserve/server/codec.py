@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from superserve.errors import InvalidInputError
 
-__all__ = ["INPUT_NAME", "OUTPUTS", "ModelIO", "Decoded", "parse_slo_s", "check_images",
-           "decode_http", "encode_http", "result_parameters", "output_arrays"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUTS",
+    "Decoded",
+    "ModelIO",
+    "check_images",
+    "decode_http",
+    "encode_http",
+    "output_arrays",
+    "parse_slo_s",
+    "result_parameters",
+]
 
 INPUT_NAME = "input"
 OUTPUTS = ("logits", "predicted")

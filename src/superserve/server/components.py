@@ -14,7 +14,7 @@ from superserve.scheduling.base import Policy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_table", "norm_path_for", "load_policy"]
+__all__ = ["load_policy", "norm_path_for", "resolve_table"]
 
 FAMILIES = ("resnet", "vit")
 

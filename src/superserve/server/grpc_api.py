@@ -10,15 +10,22 @@ from grpc itself.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import numpy as np
 
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server import proto
-from superserve.server.codec import INPUT_NAME, OUTPUTS, check_images, output_arrays, \
-    parse_slo_s, result_parameters
+from superserve.server.codec import (
+    INPUT_NAME,
+    OUTPUTS,
+    check_images,
+    output_arrays,
+    parse_slo_s,
+    result_parameters,
+)
 from superserve.server.service import InferenceService, grpc_code_name
 
 log = logging.getLogger(__name__)
@@ -146,7 +153,7 @@ async def start_grpc(service: InferenceService, host: str, port: int) -> tuple[g
                                       ("grpc.max_send_message_length", limit),
                                       ("grpc.so_reuseport", 0)])
     h = _Handlers(service)
-    ser = lambda m: m.SerializeToString()  # noqa: E731
+    ser = lambda m: m.SerializeToString()
     methods = {"ServerLive": h.server_live, "ServerReady": h.server_ready,
                "ModelReady": h.model_ready, "ServerMetadata": h.server_metadata,
                "ModelMetadata": h.model_metadata, "ModelInfer": h.model_infer}

@@ -6,14 +6,14 @@ Queue depth and workers alive are read at scrape time, costing nothing on the ho
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from superserve.runtime.router import InferenceResult
 from superserve.types import Outcome
 
-__all__ = ["ServerMetrics", "CONTENT_TYPE"]
+__all__ = ["CONTENT_TYPE", "ServerMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0,

@@ -8,14 +8,20 @@ from typing import Any
 import numpy as np
 
 from superserve import __version__
-from superserve.errors import (DeadlineExceededError, InvalidInputError, ModelNotFoundError,
-                               OverloadedError, PayloadTooLargeError, ShuttingDownError,
-                               WorkerFailedError)
+from superserve.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ShuttingDownError,
+    WorkerFailedError,
+)
 from superserve.profiling.table import ProfileTable
 from superserve.runtime.router import InferenceResult, Router
 from superserve.server.codec import OUTPUTS, ModelIO
 
-__all__ = ["InferenceService", "http_status", "grpc_code_name", "SERVER_NAME", "EXTENSIONS"]
+__all__ = ["EXTENSIONS", "SERVER_NAME", "InferenceService", "grpc_code_name", "http_status"]
 
 SERVER_NAME = "superserve"
 EXTENSIONS = ["binary_tensor_data", "parameters", "metrics"]

@@ -24,7 +24,7 @@ def main() -> int:
     grpc_file = HERE / "grpc_predict_v2_pb2_grpc.py"
     text = grpc_file.read_text()
     text = re.sub(r"^import grpc_predict_v2_pb2 as", "from . import grpc_predict_v2_pb2 as",
-                  text, flags=re.M)
+                  text, flags=re.MULTILINE)
     grpc_file.write_text(text)
     # tritonclient registers the same `inference.*` symbols in protobuf's default pool; a
     # private pool lets both live in one process (tests, load generators).

@@ -1,0 +1,110 @@
+"""`superserve profile --model CKPT|resnet|vit --out FILE [--batch-sizes ...] [--threads N]`
+and `superserve profile show FILE [--json] [--plot PNG]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["show"], help="show an existing table")
+    p.add_argument("file", nargs="?", help="the table to show")
+    p.add_argument("--model", default="resnet", help="checkpoint path or family name")
+    p.add_argument("--out", default=None, help="table path (default: the shipped table)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
+    p.add_argument("--max-subnets", type=int, default=48)
+    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--monotone", action="store_true",
+                   help="enforce P1/P2 by a monotone fit before saving")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, help="with show: the frontier plot (PNG)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return show(args)
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from superserve.profiling import default_table_path
+    from superserve.profiling.profiler import ProfileConfig, run_profile
+    cfg = ProfileConfig(batch_sizes=tuple(args.batch_sizes), threads=args.threads,
+                        max_subnets=args.max_subnets)
+    if args.generations is not None:
+        cfg = replace(cfg, search=replace(cfg.search, generations=args.generations))
+    out = args.out or default_table_path(args.model if args.model in ("resnet", "vit") else "custom")
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, i: int, n: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=n, desc=stage, file=sys.stderr)
+        bar.total = n
+        bar.update(i - bar.n)
+
+    table = run_profile(args.model, out, cfg, progress)
+    for b in bars.values():
+        b.close()
+    if args.monotone:
+        table = table.monotone()
+        table.save(out)
+    t = table.to_dict()
+    summary = {"table": str(out), "subnets": len(table), "profile_seconds":
+               table.provenance.get("profile_seconds"), "p1_violations": len(t["p1_violations"]),
+               "p2_violations": len(t["p2_violations"]),
+               **{k: table.provenance[k] for k in ("candidates_evaluated", "pareto_points_score",
+                                                   "pareto_points_top1", "served_after_measurement")}}
+    print(json.dumps(summary, indent=None if args.json else 1))
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from superserve.errors import ConfigError
+    from superserve.profiling.table import ProfileTable
+
+    if not args.file:
+        raise ConfigError("profile show needs a table file")
+    table = ProfileTable.load(args.file)
+    d = table.to_dict()
+    if args.plot:
+        plot_frontier(table, args.plot)
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{table.family} on {table.device} x{table.threads} threads, {len(table)} subnets, "
+          f"checkpoint {table.checkpoint_sha256[:12]}, P1 violations {len(d['p1_violations'])}, "
+          f"P2 violations {len(d['p2_violations'])}")
+    head = f"{'id':>3s} {'acc':>6s} {'test':>6s} {'MFLOPs':>8s} " + " ".join(
+        f"{'b' + str(b) + ' ms':>8s}" for b in table.batch_sizes)
+    print(head)
+    for s in table.subnets:
+        print(f"{s.id:3d} {100 * s.accuracy:6.2f} {100 * (s.test_accuracy or 0):6.2f} "
+              f"{s.flops / 1e6:8.2f} " + " ".join(f"{s.latency_ms[b]:8.2f}" for b in table.batch_sizes))
+    return 0
+
+
+def plot_frontier(table, path: str) -> None:
+    """Accuracy vs latency per batch size, like the paper's Fig. 6."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for j, b in enumerate(table.batch_sizes):
+        ax.plot([r[j] * 1e3 for r in table.lat_s], [100 * a for a in table.acc], "o-", ms=3,
+                label=f"batch {b}")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{table.family}: {len(table)} Pareto subnets ({table.device}, "
+                 f"{table.threads} thread(s))")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
