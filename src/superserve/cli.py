@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # name -> one-line help. The module superserve.commands.<name> implements it.
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch loads: OpenMP threads sleep instead of spinning while they wait. On a
+    # 2-core machine shared with a router, a load generator or another job, spinning
+    # threads slow multi-threaded torch down by an order of magnitude.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):

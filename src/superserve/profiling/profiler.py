@@ -44,7 +44,7 @@ class ProfileConfig:
     eval_threads: int = 2  # torch threads for accuracy passes (timing-free)
     repeats: int = 15  # timed runs per (subnet, batch size)
     warmup: int = 3
-    search_calib_images: int = 256
+    search_calib_images: int = 200
     calib_images: int = 2000
     max_subnets: int = 48  # served subnets at most (frontier thinned evenly in log latency)
     predictor_samples: int = 24

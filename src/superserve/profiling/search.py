@@ -31,9 +31,9 @@ class Space(Protocol[S]):
 
 @dataclass(frozen=True)
 class SearchConfig:
-    population: int = 80  # random specs in the first generation
+    population: int = 60  # random specs in the first generation
     generations: int = 4
-    children: int = 60  # new specs per generation
+    children: int = 40  # new specs per generation
     mutate_prob: float = 0.25
     crossover_frac: float = 0.3  # share of children made by crossover
     seed: int = 0
