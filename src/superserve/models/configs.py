@@ -50,7 +50,7 @@ class TrainConfig:
 
 _DEFAULTS = {
     "resnet": TrainConfig(family="resnet", epochs=14, batch_size=64, lr=3e-3, weight_decay=0.02),
-    "vit": TrainConfig(family="vit", epochs=40, lr=1e-3, weight_decay=0.05, warmup_frac=0.05,
+    "vit": TrainConfig(family="vit", epochs=60, lr=1e-3, weight_decay=0.05, warmup_frac=0.05,
                        student_label_weight=0.5),
 }
 

@@ -28,7 +28,8 @@ def _default_table_path(family: str) -> Path:
     prof = importlib.import_module("superserve.profiling")
     ensure = getattr(prof, "ensure_table", None)
     if ensure is not None:  # may profile on first use when the shipped table is missing
-        return Path(ensure(family))
+        got = ensure(family)
+        return Path(got[1] if isinstance(got, tuple) else got)  # (table, path) or path
     default = getattr(prof, "default_table_path", None)
     if default is not None:
         return Path(default(family))
