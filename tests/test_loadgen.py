@@ -4,8 +4,14 @@ import csv
 import numpy as np
 import pytest
 
-from superserve.bench.loadgen import (LoadgenConfig, RequestRecord, plot_timeseries,
-                                      run_loadgen, summarize, write_csv)
+from superserve.bench.loadgen import (
+    LoadgenConfig,
+    RequestRecord,
+    plot_timeseries,
+    run_loadgen,
+    summarize,
+    write_csv,
+)
 from superserve.errors import ConfigError
 
 

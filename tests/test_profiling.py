@@ -2,8 +2,6 @@
 
 import random
 
-import pytest
-
 from superserve.profiling.search import Candidate, SearchConfig, evolve, pareto_front, thin_front
 
 

@@ -7,8 +7,15 @@ import pytest
 
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable, SubnetProfile
-from superserve.scheduling import (EDFQueue, Infaas, QueueView, RateEstimator, SlackFit,
-                                   cannot_meet, make_policy)
+from superserve.scheduling import (
+    EDFQueue,
+    Infaas,
+    QueueView,
+    RateEstimator,
+    SlackFit,
+    cannot_meet,
+    make_policy,
+)
 from superserve.sim.synthetic import synthetic_table
 
 MS = 1e-3

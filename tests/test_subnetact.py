@@ -4,7 +4,6 @@ thread safety, spec validation, checkpoint round trip."""
 import random
 import threading
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,8 +12,14 @@ from superserve.errors import CheckpointError, InvalidSpecError
 from superserve.models import build_supernet, load_checkpoint, load_supernet, save_checkpoint
 from superserve.models.configs import default_train_config
 from superserve.models.vit import kept_layers
-from superserve.subnetact import (NormMode, NormStore, ResNetSpec, ViTSpec, materialize,
-                                  spec_from_dict)
+from superserve.subnetact import (
+    NormMode,
+    NormStore,
+    ResNetSpec,
+    ViTSpec,
+    materialize,
+    spec_from_dict,
+)
 
 FAMILIES = ["resnet", "vit"]
 

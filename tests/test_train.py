@@ -31,7 +31,7 @@ def test_mnist_split_is_stratified_disjoint_and_seeded():
         assert counts.min() == counts.max()  # exactly stratified
     assert d.train[0].dtype == np.float32 and d.train[0].shape[1:] == (1, 28, 28)
     assert 0.0 <= d.train[0].min() and d.train[0].max() <= 1.0
-    rows = lambda x: {r.tobytes() for r in x.reshape(len(x), -1)}  # noqa: E731
+    rows = lambda x: {r.tobytes() for r in x.reshape(len(x), -1)}
     assert not rows(d.test[0]) & rows(d.train[0])
     assert not rows(d.test[0]) & rows(d.val[0])
     assert np.array_equal(load_mnist.__wrapped__(0).test[1], d.test[1])

@@ -121,13 +121,16 @@ def _tiny_checkpoint(tmp_path):
     return net, table, specs, images
 
 
-def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path):
-    """The torch worker's logits equal supernet(x, spec) in this process, for each subnet."""
+@pytest.mark.parametrize("separate", [False, True], ids=["supernet", "separate-models"])
+def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate):
+    """The torch worker's logits equal supernet(x, spec) in this process, for each subnet;
+    also when it serves separately materialized models loaded from disk (INFaaS)."""
     torch = pytest.importorskip("torch")
     net, table, specs, images = _tiny_checkpoint(tmp_path)
     cfg = WorkerConfig(kind="torch", model=str(tmp_path / "resnet.pt"),
                        table_path=str(tmp_path / "resnet.json"),
-                       norm_path=str(tmp_path / "resnet.norm.pt"), threads=1, device="cpu")
+                       norm_path=str(tmp_path / "resnet.norm.pt"), threads=1, device="cpu",
+                       separate_models=separate)
 
     async def body():
         pool = LocalProcessPool(cfg, n_workers=1)

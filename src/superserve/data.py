@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Splits", "load_mnist", "load_digits8", "stratified_split"]
+__all__ = ["Splits", "load_digits8", "load_mnist", "stratified_split"]
 
 
 @dataclass(frozen=True)

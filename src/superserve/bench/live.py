@@ -13,19 +13,26 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from superserve.bench.loadgen import (LoadgenConfig, RequestRecord, plot_timeseries, run_loadgen,
-                                      summarize, write_csv)
+from superserve.bench.loadgen import (
+    LoadgenConfig,
+    RequestRecord,
+    plot_timeseries,
+    run_loadgen,
+    summarize,
+    write_csv,
+)
 from superserve.bench.server_proc import ServerProcess
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveRun", "run_live", "compare", "plot_tradeoff", "print_table"]
+__all__ = ["LiveRun", "compare", "plot_tradeoff", "print_table", "run_live"]
 
 
 @dataclass(frozen=True)

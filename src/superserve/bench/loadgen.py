@@ -24,9 +24,10 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from superserve.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadgenConfig", "RequestRecord", "run_loadgen", "summarize", "write_csv", "plot_timeseries"]
+__all__ = ["LoadgenConfig", "RequestRecord", "plot_timeseries", "run_loadgen", "summarize", "write_csv"]
 
 OUTCOMES = ("completed", "dropped_deadline", "rejected", "failed")
 
@@ -245,7 +246,7 @@ async def run_loadgen(cfg: LoadgenConfig, arrivals_s: Sequence[float], images: n
         rec.sent_s = t_send - t0
         try:
             await asyncio.wait_for(client.infer(key, images[key], rec), timeout=cfg.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             rec.outcome, rec.message = "failed", f"client timeout after {cfg.timeout_s} s"
         except Exception as e:  # a broken connection is a failed request, never a lost one
             rec.outcome, rec.message = "failed", f"{type(e).__name__}: {e}"[:200]

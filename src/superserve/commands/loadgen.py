@@ -30,8 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from superserve.bench.loadgen import (LoadgenConfig, plot_timeseries, run_loadgen, summarize,
-                                          write_csv)
+    from superserve.bench.loadgen import (
+        LoadgenConfig,
+        plot_timeseries,
+        run_loadgen,
+        summarize,
+        write_csv,
+    )
     from superserve.data import load_mnist
     from superserve.traces import load_trace
 

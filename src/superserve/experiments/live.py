@@ -18,7 +18,7 @@ from typing import Any
 from superserve.bench.live import LiveRun, compare, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["sized_rate", "baseline_runs", "run_live_experiment", "run_demo"]
+__all__ = ["baseline_runs", "run_demo", "run_live_experiment", "sized_rate"]
 
 
 def sized_rate(table: ProfileTable, slo_s: float, workers: int, overhead_s: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from superserve.subnetact.norm import NormContext, NormMode, NormStore, calibrate_specs
 from superserve.subnetact.spec import SubnetSpec

@@ -46,7 +46,7 @@ def provenance(device: str = "cpu") -> dict[str, Any]:
         commit = ""
     return {"git_commit": commit or "unknown", "torch_version": str(torch.__version__),
             "device": device, "cpu_count": os.cpu_count(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def build_supernet(family: str, model_config: dict[str, Any] | None = None) -> torch.nn.Module:

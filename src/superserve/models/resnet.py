@@ -18,8 +18,8 @@ import random
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
@@ -135,7 +135,7 @@ class ResNetSpace:
 
     def crossover(self, a: ResNetSpec, b: ResNetSpec, rng: random.Random) -> ResNetSpec:
         picks = [rng.random() < 0.5 for _ in range(self.num_stages)]
-        pa = lambda s: a if picks[s] else b  # noqa: E731 - per-stage parent
+        pa = lambda s: a if picks[s] else b
         return ResNetSpec(tuple(pa(s).depths[s] for s in range(self.num_stages)),
                           tuple(pa(s).widths[s] for s in range(self.num_stages)),
                           tuple(pa(s).expands[s] for s in range(self.num_stages)))

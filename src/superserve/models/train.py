@@ -12,8 +12,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from superserve.subnetact.norm import NormMode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "train_supernet", "evaluate", "augment"]
+__all__ = ["TrainResult", "augment", "evaluate", "train_supernet"]
 
 
 @dataclass
@@ -38,7 +39,7 @@ class TrainResult:
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random affine per image: shift +-2/28 of the side, rotation +-10 deg, scale 0.9-1.1."""
     b = x.shape[0]
-    r = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)  # noqa: E731
+    r = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)
     ang, scale = r(-10.0, 10.0) * math.pi / 180, r(0.9, 1.1)
     tx, ty = r(-4 / 28, 4 / 28), r(-4 / 28, 4 / 28)  # normalised coords: 2/28 of [-1, 1] span
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale

@@ -18,8 +18,8 @@ import random
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
@@ -43,6 +43,7 @@ class ViTConfig:
     head_choices: tuple[int, ...] = (1, 2, 4, 8)  # heads per kept layer (max = allocated)
     mlp_choices: tuple[int, ...] = (128, 256, 384, 512)  # MLP hidden units (max = allocated)
     stem_channels: int = 0  # > 0: a 3x3 conv + GELU before the patch projection (hybrid ViT)
+    pool: str = "cls"  # classify from the "cls" token or the "mean" of the patch tokens
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -52,6 +53,8 @@ class ViTConfig:
             v = getattr(self, name)
             if not v or list(v) != sorted(set(v)) or v[0] < 1:
                 raise ConfigError(f"{name} must be positive and strictly increasing, got {v}")
+        if self.pool not in ("cls", "mean"):
+            raise ConfigError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.depth_choices[-1] > self.num_layers:
             raise ConfigError(f"depth_choices {self.depth_choices} exceed num_layers={self.num_layers}")
 
@@ -201,7 +204,8 @@ class ViTSupernet(SupernetMixin, nn.Module):
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], 1) + self.pos  # (B, T+1, D)
         for layer, heads, mlp in zip(self._kept[spec.depth], spec.heads, spec.mlp):
             h = self.layers[layer](h, heads, mlp)
-        return F.linear(self.ln(h[:, 0]), self.head_w, self.head_b)  # (B, classes)
+        h = h[:, 1:].mean(1) if c.pool == "mean" else h[:, 0]  # (B, D)
+        return F.linear(self.ln(h), self.head_w, self.head_b)  # (B, classes)
 
     def flops(self, spec: ViTSpec) -> int:
         c = self.config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from superserve.profiling.table import ProfileTable, SubnetProfile
 
-__all__ = ["ProfileTable", "SubnetProfile", "default_table_path", "norm_path", "ensure_table"]
+__all__ = ["ProfileTable", "SubnetProfile", "default_table_path", "ensure_table", "norm_path"]
 
 TABLES = Path(__file__).resolve().parent.parent / "assets" / "tables"
 

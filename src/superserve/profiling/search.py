@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=Hashable)
 
-__all__ = ["SearchConfig", "Candidate", "pareto_front", "thin_front", "evolve"]
+__all__ = ["Candidate", "SearchConfig", "evolve", "pareto_front", "thin_front"]
 
 
 class Space(Protocol[S]):
@@ -31,10 +32,10 @@ class Space(Protocol[S]):
 
 @dataclass(frozen=True)
 class SearchConfig:
-    population: int = 60  # random specs in the first generation
+    population: int = 80  # random specs in the first generation
     generations: int = 4
-    children: int = 40  # new specs per generation
-    mutate_prob: float = 0.25
+    children: int = 50  # new specs per generation
+    mutate_prob: float = 0.15  # low: children stay near the frontier they came from
     crossover_frac: float = 0.3  # share of children made by crossover
     seed: int = 0
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from superserve.errors import TableError
 
 SCHEMA_VERSION = 1
 
-__all__ = ["SCHEMA_VERSION", "SubnetProfile", "ProfileTable", "isotonic_increasing"]
+__all__ = ["SCHEMA_VERSION", "ProfileTable", "SubnetProfile", "isotonic_increasing"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class ProfileTable:
     # ----------------------------------------------------------------- construction
     @classmethod
     def build(cls, family: str, subnets: Sequence[SubnetProfile], batch_sizes: Sequence[int],
-              **meta: Any) -> "ProfileTable":
+              **meta: Any) -> ProfileTable:
         """Sort subnets by (latency at the smallest batch, accuracy) and renumber their ids."""
         b0 = min(batch_sizes)
         order = sorted(subnets, key=lambda s: (s.latency_ms[b0], s.accuracy))
@@ -206,7 +207,7 @@ class ProfileTable:
                                 "latency_ms": [self.lat_s[lo][j] * 1e3, self.lat_s[hi][j] * 1e3]})
         return out
 
-    def monotone(self) -> "ProfileTable":
+    def monotone(self) -> ProfileTable:
         """A copy whose latencies satisfy P1 and P2 exactly.
 
         Per batch size, latency is made non-decreasing in accuracy order by isotonic regression
@@ -252,7 +253,7 @@ class ProfileTable:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ProfileTable":
+    def from_dict(cls, d: Mapping[str, Any]) -> ProfileTable:
         if not isinstance(d, Mapping):
             raise TableError(f"a ProfileTable must be a JSON object, got {type(d).__name__}")
         version = d.get("schema_version")
@@ -294,7 +295,7 @@ class ProfileTable:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ProfileTable":
+    def load(cls, path: str | Path) -> ProfileTable:
         p = Path(path)
         try:
             d = json.loads(p.read_text())

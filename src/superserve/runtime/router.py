@@ -151,6 +151,8 @@ class Router:
                  rate_tau_s: float = 1.0) -> None:
         self.policy = policy
         self.table = policy.table
+        # the policy's fastest choice: the shared drop rule's threshold
+        self.min_latency_s = getattr(policy, "min_latency_s", policy.table.fastest_s)
         self.pool = pool
         self.clock = clock
         self.config = config or RouterConfig()
@@ -267,10 +269,11 @@ class Router:
             return self._refuse(req, Outcome.REJECTED, OverloadedError(
                 f"queue full: {len(self._queue)} images waiting, max_queue="
                 f"{self.config.max_queue}", self.config.retry_after_s))
-        if cannot_meet(result.deadline_s, now, self.table, self.overhead_s):
+        if cannot_meet(result.deadline_s, now, self.table, self.overhead_s,
+                       min_latency_s=self.min_latency_s):
             return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
-                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: the fastest subnet needs "
-                f"{(self.table.fastest_s + self.overhead_s) * 1e3:.3g} ms"))
+                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: the fastest choice needs "
+                f"{(self.min_latency_s + self.overhead_s) * 1e3:.3g} ms"))
         self._open.add(req)
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
@@ -309,7 +312,8 @@ class Router:
             if job.request.future.done():
                 q.pop()  # a sibling image already ended this request
                 continue
-            if not cannot_meet(q.head_deadline_s(), now, table, overhead):
+            if not cannot_meet(q.head_deadline_s(), now, table, overhead,
+                               min_latency_s=self.min_latency_s):
                 return
             q.pop()
             r = job.request.result
@@ -317,7 +321,7 @@ class Router:
                 f"request {r.request_id} missed its deadline in the queue: waited "
                 f"{(now - r.arrival_s) * 1e3:.1f} ms of a "
                 f"{(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO, too little left for the "
-                f"fastest subnet ({table.fastest_s * 1e3:.2f} ms)"))
+                f"fastest choice ({self.min_latency_s * 1e3:.2f} ms)"))
 
     # ------------------------------------------------------------------ expiry timer
     def _cancel_timer(self) -> None:
@@ -332,7 +336,7 @@ class Router:
             return
         # 1 us past the exact drop point, so that `cannot_meet` is robustly true there
         # despite float rounding of large monotonic clock values.
-        at = self._queue.head_deadline_s() - self.overhead_s - self.table.fastest_s + 1e-6
+        at = self._queue.head_deadline_s() - self.overhead_s - self.min_latency_s + 1e-6
         if at == self._timer_at:
             return
         self._cancel_timer()
@@ -445,7 +449,8 @@ class Router:
                 req = job.request
                 if req.future.done():
                     continue
-                if cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s):
+                if cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s,
+                               min_latency_s=self.min_latency_s):
                     self._finish(req, Outcome.FAILED, WorkerFailedError(
                         f"worker {worker_id} died ({reason}) while serving request "
                         f"{req.result.request_id}, and too little of its deadline is left "

@@ -6,5 +6,18 @@ from superserve.scheduling.policies import Clipper, Infaas, MaxAcc, MaxBatch, Sl
 from superserve.scheduling.rate import RateEstimator
 from superserve.scheduling.registry import POLICY_NAMES, make_policy
 
-__all__ = ["Clipper", "EDFQueue", "Infaas", "MaxAcc", "MaxBatch", "POLICY_NAMES", "Plan", "Policy",
-           "QueueView", "RateEstimator", "SlackFit", "cannot_meet", "make_policy"]
+__all__ = [
+           "POLICY_NAMES",
+           "Clipper",
+           "EDFQueue",
+           "Infaas",
+           "MaxAcc",
+           "MaxBatch",
+           "Plan",
+           "Policy",
+           "QueueView",
+           "RateEstimator",
+           "SlackFit",
+           "cannot_meet",
+           "make_policy",
+]

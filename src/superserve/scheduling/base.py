@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["QueueView", "Plan", "Policy", "cannot_meet"]
+__all__ = ["Plan", "Policy", "QueueView", "cannot_meet"]
 
 
 @dataclass(frozen=True, slots=True)

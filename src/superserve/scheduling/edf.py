@@ -8,7 +8,8 @@ the only request that can expire next is the head: expiry needs one timer, not o
 from __future__ import annotations
 
 import heapq
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Plan, QueueView
 
-__all__ = ["SlackFit", "MaxBatch", "MaxAcc", "Clipper", "Infaas", "DEFAULT_BUCKETS", "Lookup"]
+__all__ = ["DEFAULT_BUCKETS", "Clipper", "Infaas", "Lookup", "MaxAcc", "MaxBatch", "SlackFit"]
 
 DEFAULT_BUCKETS = 64  # SlackFit latency buckets (docs/scheduling.md: why 64)
 

@@ -14,7 +14,7 @@ class RateEstimator:
     Poisson stream of rate r the level converges to r.
     """
 
-    __slots__ = ("tau_s", "_level", "_t")
+    __slots__ = ("_level", "_t", "tau_s")
 
     def __init__(self, tau_s: float = 1.0) -> None:
         if not tau_s > 0:

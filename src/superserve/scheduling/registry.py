@@ -15,7 +15,7 @@ from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
 from superserve.scheduling.policies import Clipper, Infaas, MaxAcc, MaxBatch, SlackFit
 
-__all__ = ["make_policy", "POLICY_NAMES"]
+__all__ = ["POLICY_NAMES", "make_policy"]
 
 POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper", "infaas")
 

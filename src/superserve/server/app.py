@@ -139,7 +139,8 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     policy = load_policy(cfg.policy, table, slo_s=cfg.default_slo_s, workers=cfg.workers)
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
-                        device=cfg.device)
+                        device=cfg.device,
+                        separate_models=cfg.policy.startswith("infaas") and cfg.worker_kind == "torch")
     pool = LocalProcessPool(wcfg, cfg.workers)
     log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",
              cfg.model, table_path, len(table), table.device, cfg.policy, cfg.workers,

@@ -5,8 +5,8 @@ comparisons, and equivalence tests: its outputs equal supernet(x, spec) in eval 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["materialize"]
 
@@ -100,8 +100,9 @@ class StaticViTLayer(nn.Module):
 
 class StaticViT(nn.Module):
     def __init__(self, patch, cls, pos, layers, ln, head, patch_size: int,
-                 stem: nn.Module | None = None) -> None:
+                 stem: nn.Module | None = None, pool: str = "cls") -> None:
         super().__init__()
+        self.pool = pool
         self.stem = stem
         self.patch, self.layers, self.ln, self.head = patch, nn.Sequential(*layers), ln, head
         self.cls, self.pos = nn.Parameter(cls), nn.Parameter(pos)
@@ -115,7 +116,8 @@ class StaticViT(nn.Module):
             h = F.gelu(self.stem(h))
         h = self.patch(h).flatten(2).transpose(1, 2)
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], 1) + self.pos
-        return self.head(self.ln(self.layers(h)[:, 0]))
+        h = self.layers(h)
+        return self.head(self.ln(h[:, 1:].mean(1) if self.pool == "mean" else h[:, 0]))
 
 
 def _copy_ln(ln: nn.LayerNorm) -> nn.LayerNorm:
@@ -143,7 +145,7 @@ def _materialize_vit(net, spec) -> StaticViT:
             _linear(L.proj_w[:, :h * hd], L.proj_b), _copy_ln(L.ln2),
             _linear(L.fc1_w[:m], L.fc1_b[:m]), _linear(L.fc2_w[:, :m], L.fc2_b), h, hd))
     return StaticViT(patch, net.cls.detach().clone(), net.pos.detach().clone(), layers,
-                     _copy_ln(net.ln), _linear(net.head_w, net.head_b), c.patch_size, stem)
+                     _copy_ln(net.ln), _linear(net.head_w, net.head_b), c.patch_size, stem, c.pool)
 
 
 @torch.no_grad()

@@ -6,12 +6,13 @@ shared modules, so batches of different subnets may run at once (threads, overla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from superserve.errors import InvalidSpecError
 
-__all__ = ["ResNetSpec", "ViTSpec", "SubnetSpec", "spec_from_dict"]
+__all__ = ["ResNetSpec", "SubnetSpec", "ViTSpec", "spec_from_dict"]
 
 
 @dataclass(frozen=True, slots=True)

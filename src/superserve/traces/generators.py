@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["poisson", "bursty", "timevarying", "maf", "from_minute_counts"]
+__all__ = ["bursty", "from_minute_counts", "maf", "poisson", "timevarying"]
 
 
 def poisson(rate: float, duration: float, rng: np.random.Generator) -> np.ndarray:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from superserve.errors import TraceSpecError
 from superserve.traces import generators as g
 
-__all__ = ["Trace", "parse_spec", "load_trace", "trace_stats", "azure_llm_arrivals",
-           "azure_functions_counts"]
+__all__ = [
+    "Trace",
+    "azure_functions_counts",
+    "azure_llm_arrivals",
+    "load_trace",
+    "parse_spec",
+    "trace_stats",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "traces"
 FILE_HEADER = "# superserve trace v1"
@@ -44,7 +51,7 @@ def trace_stats(arrivals_s: np.ndarray, duration_s: float) -> dict[str, Any]:
     per_s = np.bincount(a.astype(int), minlength=max(1, int(np.ceil(duration_s)))) if len(a) else \
         np.zeros(1)
     return {
-        "requests": int(len(a)), "duration_s": float(duration_s),
+        "requests": len(a), "duration_s": float(duration_s),
         "mean_rate": float(len(a) / duration_s) if duration_s > 0 else 0.0,
         "cv2": float(gaps.var() / gaps.mean() ** 2) if len(gaps) > 1 and gaps.mean() > 0 else 0.0,
         "peak_per_s": int(per_s.max()) if len(a) else 0,
