@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from superserve.data import load_digits8
-from superserve.errors import CheckpointError, InvalidSpecError
+from superserve.errors import CheckpointError, ConfigError, InvalidSpecError
 from superserve.models import build_supernet, load_checkpoint, load_supernet, save_checkpoint
 from superserve.models.configs import default_train_config
 from superserve.models.vit import kept_layers
@@ -60,6 +60,23 @@ def test_materialized_equals_supernet(family, digits):
             assert diff <= 1e-5, (spec, diff)
             assert sum(p.numel() for p in m.parameters()) <= \
                 sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("extra", [{"stem_channels": 4}, {"pool": "mean"},
+                                   {"stem_channels": 4, "pool": "mean"}])
+def test_materialized_vit_variants_equal_supernet(extra, digits):
+    torch.manual_seed(0)
+    net = build_supernet("vit", {**default_train_config("vit", quick=True).model, **extra}).eval()
+    x = torch.from_numpy(digits.test[0][:16])
+    rng = random.Random(2)
+    with torch.inference_mode():
+        for spec in [net.space.largest(), net.space.smallest(), net.space.sample(rng)]:
+            assert (net(x, spec) - materialize(net, spec)(x)).abs().max().item() <= 1e-5
+
+
+def test_vit_pool_is_validated():
+    with pytest.raises(ConfigError, match="pool must be 'cls' or 'mean', got 'max'"):
+        build_supernet("vit", {"pool": "max"})
 
 
 def test_weight_slice_shares_storage():
@@ -117,6 +134,18 @@ def test_norm_store_is_compact_and_round_trips(tmp_path, digits):
         channels = sum(out + 2 * mid + (out if blk == 0 else 0)
                        for _, blk, mid, out in net.layout(s)) + net.config.stem_channels
         assert store.nbytes(s) == 2 * 2 * channels  # fp16 mean + var per active channel
+
+
+def test_norm_store_caches_unpacked_views_until_recalibrated(digits):
+    net = tiny("resnet")
+    spec = net.space.smallest()
+    net.calibrate([spec], digits.train[0], n=100, seed=0)
+    first = net.norm_store.get(spec)
+    assert net.norm_store.get(spec) is first  # switching back costs a dict lookup
+    assert net.norm_store.cache_nbytes() == 2 * net.norm_store.nbytes(spec)  # fp32 vs fp16
+    net.calibrate([spec], digits.train[0], n=100, seed=1)  # other images: new statistics
+    second = net.norm_store.get(spec)
+    assert second is not first and not torch.equal(second[0][-1], first[0][-1])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,10 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from superserve.cli import main
 from superserve.data import load_digits8, load_mnist
+from superserve.errors import ConfigError
 from superserve.models import load_checkpoint, load_supernet
+from superserve.models.configs import TrainConfig, default_train_config
 
 
 def test_quick_train_learns_and_checkpoint_loads(tmp_path, capsys):
@@ -41,3 +44,12 @@ def test_mnist_split_is_stratified_disjoint_and_seeded():
 def test_digits8_fixture():
     d = load_digits8()
     assert d.image_size == 8 and len(d.test[1]) > 300
+
+
+def test_train_config_errors_name_field_and_value():
+    with pytest.raises(ConfigError, match="kd_warmup_frac must lie in \\[0, 1\\], got 1.5"):
+        TrainConfig(family="vit", kd_warmup_frac=1.5)
+    with pytest.raises(ConfigError, match="family must be 'resnet' or 'vit', got 'mlp'"):
+        TrainConfig(family="mlp")
+    # the quick config keeps the family's model choices it does not shrink (ViT: mean pooling)
+    assert default_train_config("vit", quick=True).model["pool"] == "mean"

@@ -28,6 +28,7 @@ def describe(family: str, threads: int) -> dict:
             lat[name] = _median_time(lambda: net(x, spec), 100, warmup=10) * 1e3
     return {
         "family": family, "checkpoint": str(checkpoint_path(family)),
+        "checkpoint_mb": checkpoint_path(family).stat().st_size / 2**20,
         "params": sum(p.numel() for p in net.parameters()),
         "search_space_size": net.space.size(),
         "test_accuracy_largest": m.get("test_accuracy_largest"),

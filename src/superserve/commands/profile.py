@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="table path (default: the shipped table)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
-    p.add_argument("--max-subnets", type=int, default=48)
+    p.add_argument("--max-subnets", type=int, default=64)
     p.add_argument("--generations", type=int, default=None)
     p.add_argument("--monotone", action="store_true",
                    help="enforce P1/P2 by a monotone fit before saving")

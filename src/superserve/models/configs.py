@@ -20,6 +20,9 @@ class TrainConfig:
     warmup_frac: float = 0.1  # fraction of steps spent warming up
     num_random: int = 2  # random subnets per step besides the largest and the smallest
     kd_weight: float = 1.0  # in-place distillation loss weight of the non-largest subnets
+    kd_warmup_frac: float = 0.0  # ramp the KD weight up from 0 over this fraction of steps:
+    # distilling from a near-uniform early teacher pins the shared weights near chance (ViT
+    # on MNIST-5k: val 48% after 250 steps with KD from the start, 85% with labels only)
     student_label_weight: float = 0.0  # extra label CE for the non-largest subnets (ViT: the
     # teacher is poor for the first epochs and KD alone stalls the shared weights)
     label_smoothing: float = 0.1  # the largest subnet's CE
@@ -41,6 +44,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.kd_warmup_frac <= 1.0:
+            raise ConfigError(f"kd_warmup_frac must lie in [0, 1], got {self.kd_warmup_frac!r}")
         if self.num_random < 0:
             raise ConfigError(f"num_random must be >= 0, got {self.num_random!r}")
 
@@ -50,8 +55,8 @@ class TrainConfig:
 
 _DEFAULTS = {
     "resnet": TrainConfig(family="resnet", epochs=14, batch_size=64, lr=3e-3, weight_decay=0.02),
-    "vit": TrainConfig(family="vit", epochs=60, lr=1e-3, weight_decay=0.05, warmup_frac=0.05,
-                       student_label_weight=0.5),
+    "vit": TrainConfig(family="vit", epochs=40, lr=1e-3, weight_decay=0.05, warmup_frac=0.05,
+                       student_label_weight=0.5, kd_warmup_frac=0.3, model={"pool": "mean"}),
 }
 
 
@@ -65,5 +70,5 @@ def default_train_config(family: str, quick: bool = False) -> TrainConfig:
                  {"image_size": 8, "patch_size": 2, "embed_dim": 32, "num_layers": 2,
                   "depth_choices": (1, 2), "head_choices": (1, 2), "mlp_choices": (32, 64)})
         cfg = replace(cfg, epochs=12, batch_size=64, dataset="digits8", calib_images=500,
-                      model=model, lr=1e-2, weight_decay=0.01)
+                      model={**cfg.model, **model}, lr=1e-2, weight_decay=0.01)
     return cfg

@@ -88,6 +88,7 @@ def train_supernet(cfg: TrainConfig, progress: Callable[[int, int, float], None]
         opt, lambda s: (s + 1) / warm if s < warm else
         0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
     largest, smallest = space.largest(), space.smallest()
+    kd_ramp = int(cfg.kd_warmup_frac * total)
     t0, step, loss_ema = time.perf_counter(), 0, float("nan")
     model.train()
     while step < total:
@@ -104,9 +105,10 @@ def train_supernet(cfg: TrainConfig, progress: Callable[[int, int, float], None]
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             loss.backward()
             soft = F.softmax(logits.detach(), 1)
+            kd_w = cfg.kd_weight * min(1.0, step / kd_ramp) if kd_ramp else cfg.kd_weight
             for spec in [smallest] + [space.sample(rng) for _ in range(cfg.num_random)]:
                 out = model(xb, spec)
-                kd = F.cross_entropy(out, soft) * cfg.kd_weight
+                kd = F.cross_entropy(out, soft) * kd_w
                 if cfg.student_label_weight:
                     kd = kd + cfg.student_label_weight * F.cross_entropy(out, yb)
                 kd.backward()

@@ -48,7 +48,7 @@ class ProfileConfig:
     warmup: int = 3
     search_calib_images: int = 200
     calib_images: int = 2000
-    max_subnets: int = 48  # served subnets at most (frontier thinned evenly in log latency)
+    max_subnets: int = 64  # candidates measured (frontier thinned evenly in log latency)
     pool: int = 20000  # unevaluated specs ranked by the fitted predictor
     predictor_samples: int = 24
     search: SearchConfig = SearchConfig()
@@ -169,7 +169,13 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(),
     predicted = [Candidate(sp, float(np.dot(features(net, sp), w_acc)), max(predict(sp), 1e-6))
                  for sp in pool]
     pred_front = pareto_front(predicted)
-    chosen = thin_front(pred_front, cfg.max_subnets)
+    # The two ends are always served. The largest subnet is the distillation teacher and the
+    # most accurate by construction; a linear predictor may rank a cheaper one above it.
+    by_spec = {c.spec: c for c in predicted}
+    big, small = by_spec[space.largest()], by_spec[space.smallest()]
+    big = Candidate(big.spec, max(big.score, max(c.score for c in pred_front) + 1e-6), big.cost)
+    middle = [c for c in pred_front if small.cost < c.cost < big.cost and c.score > small.score]
+    chosen = thin_front([small, *middle, big], cfg.max_subnets)
     pred_score = {c.spec: c.score for c in chosen}
 
     # 3. calibrate for real, measure, score
