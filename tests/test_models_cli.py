@@ -38,3 +38,18 @@ def test_bench_subnetact_json(capsys):
     # statistics of 500 subnets cost more than those of the served set, and fp16 stays small
     assert r["memory_mb_supernet_with_500_stats"] > r["memory_mb_supernet_with_stats"]
     assert 0 < r["stats_fraction_per_subnet"] < 0.05
+
+
+def test_spread_by_flops_steps_evenly_from_smallest_to_largest():
+    from superserve.bench.subnetact import spread_by_flops
+    from superserve.models import build_supernet
+    from superserve.models.configs import default_train_config
+
+    net = build_supernet("resnet", default_train_config("resnet", quick=True).model)
+    specs = spread_by_flops(net, 6, pool=400)
+    flops = [net.flops(s) for s in specs]
+    assert len(set(specs)) == 6 and flops == sorted(flops)
+    assert specs[0] == net.space.smallest() and specs[-1] == net.space.largest()
+    step = (flops[-1] - flops[0]) / 5
+    for i, f in enumerate(flops):  # each within a step of its evenly spaced target
+        assert abs(f - (flops[0] + i * step)) < step

@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from superserve.profiling.search import Candidate, SearchConfig, evolve, pareto_front, thin_front
 
 
@@ -60,28 +62,93 @@ def test_evolution_beats_random_sampling_on_a_known_frontier():
     assert len(found) >= 20  # random sampling of the same budget expects ~7
 
 
-def test_profiler_end_to_end_on_quick_model(tmp_path):
+QUICK_RESNET = {"image_size": 8, "stem_channels": 8, "stage_channels": (8, 16),
+                "stage_strides": (1, 2), "depth_choices": (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """An untrained 8x8 resnet supernet checkpoint: the pipeline, not the accuracy, is tested."""
+    import torch
+
+    from superserve.models import build_supernet
+    from superserve.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_supernet("resnet", QUICK_RESNET)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, net, {"dataset": "digits8"}, {})
+    return path
+
+
+def tiny_config(**kw):
+    from superserve.profiling.profiler import ProfileConfig
+
+    return ProfileConfig(batch_sizes=(1, 2, 4), repeats=3, warmup=1, calib_images=300,
+                         search_calib_images=100, predictor_samples=6, max_subnets=10,
+                         search=SearchConfig(population=12, generations=1, children=8), **kw)
+
+
+def test_profiler_end_to_end_on_tiny_model(tiny_ckpt, tmp_path, capsys):
+    import json
+
     from superserve.cli import main
     from superserve.models import file_sha256
     from superserve.profiling import norm_path
-    from superserve.profiling.profiler import ProfileConfig, run_profile
+    from superserve.profiling.profiler import run_profile
     from superserve.profiling.table import ProfileTable
     from superserve.subnetact import NormStore
 
-    ckpt = tmp_path / "q.pt"
-    assert main(["train", "--family", "resnet", "--quick", "--out", str(ckpt)]) == 0
-    cfg = ProfileConfig(batch_sizes=(1, 2, 4), repeats=3, warmup=1, calib_images=300,
-                        search_calib_images=100, predictor_samples=6, max_subnets=10,
-                        search=SearchConfig(population=12, generations=1, children=8))
     out = tmp_path / "t.json"
-    table = run_profile(str(ckpt), out, cfg)
+    table = run_profile(str(tiny_ckpt), out, tiny_config())
     loaded = ProfileTable.load(out)
-    assert loaded == table and loaded.checkpoint_sha256 == file_sha256(ckpt)
-    assert 2 <= len(table) <= 10 and table.batch_sizes == (1, 2, 4)
+    assert loaded == table and loaded.checkpoint_sha256 == file_sha256(tiny_ckpt)
+    assert 1 <= len(table) <= 10 and table.batch_sizes == (1, 2, 4) and table.threads == 1
     scores = [s.score for s in table.subnets]
-    assert scores == sorted(scores)  # the measured frontier: score rises with latency
-    assert all(s.test_accuracy is not None and s.load_ms > 0 and s.flops > 0 for s in table.subnets)
+    assert scores == sorted(scores) and len(set(scores)) == len(scores)  # strictly rising
+    accs = [s.accuracy for s in table.subnets]
+    assert accs == sorted(accs)
+    assert all(s.test_accuracy is not None and s.load_ms > 0 and s.flops > 0 and s.params > 0
+               for s in table.subnets)
+    prov = table.provenance
+    assert prov["candidates_evaluated"] >= 12 and prov["served_after_measurement"] == len(table)
+    assert {"pareto_points_score", "pareto_points_top1", "pareto_points_p_true"} <= set(prov)
     store = NormStore.load(norm_path(out))
-    assert len(store) == len(table)
-    assert main(["profile", "show", str(out), "--plot", str(tmp_path / "f.png")]) == 0
+    assert len(store) == len(table)  # statistics of exactly the served subnets
+    capsys.readouterr()
+    assert main(["profile", "show", str(out), "--json", "--plot", str(tmp_path / "f.png")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {"subnets", "batch_sizes", "device", "threads", "checkpoint_sha256", "schema_version",
+            "p1_violations", "p2_violations"} <= set(shown)
+    assert {"id", "spec", "accuracy", "test_accuracy", "latency_ms", "flops"} <= set(
+        shown["subnets"][0])
     assert (tmp_path / "f.png").stat().st_size > 1000
+    assert main(["profile", "show", str(out)]) == 0
+    assert "P1 violations" in capsys.readouterr().out
+
+
+def test_ensure_table_profiles_once_then_reuses_the_cache(tiny_ckpt, tmp_path, monkeypatch):
+    import superserve.profiling.profiler as profiler
+    from superserve.profiling import ensure_table
+
+    table, path = ensure_table(str(tiny_ckpt), threads=1, cache_dir=tmp_path,
+                               config=tiny_config())
+    assert path.parent == tmp_path and path.is_file()
+
+    def no_profiling(*a, **k):
+        raise AssertionError("profiled again although a matching table is cached")
+
+    monkeypatch.setattr(profiler, "run_profile", no_profiling)
+    again, path2 = ensure_table(str(tiny_ckpt), threads=1, cache_dir=tmp_path)
+    assert path2 == path and again == table
+    # another thread count does not match the cached table: it must profile
+    with pytest.raises(AssertionError, match="profiled again"):
+        ensure_table(str(tiny_ckpt), threads=2, cache_dir=tmp_path)
+
+
+def test_ensure_table_rejects_devices_it_cannot_profile(tiny_ckpt, tmp_path):
+    from superserve.errors import ConfigError
+    from superserve.profiling import ensure_table
+
+    with pytest.raises(ConfigError, match="device='cuda'"):
+        ensure_table(str(tiny_ckpt), threads=1, device="cuda", cache_dir=tmp_path)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import random
 import statistics
@@ -46,13 +47,34 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
 
 
 def spread_by_flops(net, n: int, pool: int = 3000, seed: int = 0) -> list:
-    """n distinct subnets spread evenly by FLOPs from the smallest to the largest."""
-    rng = random.Random(seed)
-    cands = {net.space.sample(rng) for _ in range(pool)} | {net.space.smallest(),
-                                                            net.space.largest()}
-    ranked = sorted(cands, key=net.flops)
-    idx = sorted({round(i * (len(ranked) - 1) / (n - 1)) for i in range(n)})
-    return [ranked[i] for i in idx]
+    """n distinct subnets whose FLOPs step evenly from the smallest's to the largest's.
+
+    Random samples crowd the middle of the FLOPs range, so the pool adds mutations of the
+    largest and the smallest subnet; each evenly spaced FLOPs target takes the nearest
+    candidate not taken yet."""
+    space, rng = net.space, random.Random(seed)
+    lo, hi = space.smallest(), space.largest()
+    cands = {space.sample(rng) for _ in range(pool)} | {lo, hi}
+    for prob in (0.05, 0.1, 0.2, 0.4):
+        for _ in range(pool // 8):
+            cands.add(space.mutate(hi, rng, prob))
+            cands.add(space.mutate(lo, rng, prob))
+    ranked = sorted(cands, key=lambda s: (net.flops(s), s.to_dict().__repr__()))
+    flops = [net.flops(s) for s in ranked]
+    f_lo, f_hi = flops[0], flops[-1]
+    taken: set[int] = set()
+    for i in range(min(n, len(ranked))):
+        target = f_lo + i * (f_hi - f_lo) / max(1, n - 1)
+        j = bisect.bisect_left(flops, target)
+        # nearest untaken candidate on either side of the target
+        left, right = j - 1, j
+        while left in taken:
+            left -= 1
+        while right in taken:
+            right += 1
+        options = [k for k in (left, right) if 0 <= k < len(ranked)]
+        taken.add(min(options, key=lambda k: abs(flops[k] - target)))
+    return [ranked[k] for k in sorted(taken)]
 
 
 def stats_nbytes(net, spec) -> int:
@@ -83,7 +105,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     calib_x = data.train[0]
     rng = random.Random(1)
     rand_specs = [net.space.sample(rng) for _ in range(args.specs)]
-    need = [s for s in served + rand_specs if net.uses_norm_stats and not net.norm_store.has(s)]
+    # a model zoo covering the supernet's range: the paper's 6 extracted subnets
+    six = spread_by_flops(net, 6)
+    need = [s for s in served + rand_specs + six if net.uses_norm_stats and not net.norm_store.has(s)]
     net.calibrate(need, calib_x, n=256)  # statistics' values do not change timings
     x8 = torch.from_numpy(data.test[0][:8])
 
@@ -95,25 +119,41 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             t_super = _median_time(lambda: net(x8, spec), args.repeats)
             t_mat = _median_time(lambda: m(x8), args.repeats)
             ratios.append(t_super / t_mat)
-        # actuation: paired batches, switch vs no switch, over served subnets
-        a, b = served[0], served[-1]
+        # actuation: paired batch-1 forwards of the same subnet, one right after a batch of
+        # that subnet, one right after a batch of another; which of the two runs first is
+        # random, so neither inherits a warmer cache systematically
+        x1 = x8[:1]
         diffs = []
-        pairs = list(zip(served[::2], served[1::2]))[:10] or [(a, b)]
+        pairs = list(zip(served[::2], served[1::2]))[:10] or [(served[0], served[-1])]
+        order = random.Random(2)
+
+        def timed(prev, spec) -> float:
+            net(x1, prev)
+            t0 = time.perf_counter()
+            net(x1, spec)
+            return time.perf_counter() - t0
+
         for s1, s2 in pairs:
             for _ in range(3):
-                net(x8, s1), net(x8, s2)
+                net(x1, s1), net(x1, s2)
             for _ in range(args.repeats):
-                net(x8, s2)
-                t0 = time.perf_counter()
-                net(x8, s2)  # same subnet as before
-                same = time.perf_counter() - t0
-                net(x8, s1)
-                t0 = time.perf_counter()
-                net(x8, s2)  # switched from s1
-                switched = time.perf_counter() - t0
+                if order.random() < 0.5:
+                    same = timed(s2, s2)
+                    switched = timed(s1, s2)
+                else:
+                    switched = timed(s1, s2)
+                    same = timed(s2, s2)
                 diffs.append(switched - same)
+        # what a switch changes per call: the spec's statistics and block layout lookups
+        lookups = []
+        for s1, s2 in pairs:
+            for spec in (s1, s2) * args.repeats:
+                t0 = time.perf_counter()
+                if net.uses_norm_stats:
+                    net.norm_store.get(spec)
+                    net.layout(spec)
+                lookups.append(time.perf_counter() - t0)
         # loading a materialized subnet from disk
-        six = [served[round(i * (len(served) - 1) / 5)] for i in range(6)]
         loads = []
         with tempfile.TemporaryDirectory() as d:
             for i, spec in enumerate(six):
@@ -125,6 +165,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     mod(x8[:1])  # ready: one forward done
                     loads.append(time.perf_counter() - t0)
         mem_six = sum(module_bytes(materialize(net, s)) for s in six)
+        six_served = [served[round(i * (len(served) - 1) / 5)] for i in range(6)]
+        mem_six_served = sum(module_bytes(materialize(net, s)) for s in six_served)
 
     cache = net.norm_store.cache_nbytes() if net.uses_norm_stats else 0
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
@@ -136,6 +178,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "family": net.family, "threads": args.threads,
         "actuation_us_p50": max(0.0, statistics.median(diffs) * 1e6),
         "actuation_us_p50_raw": statistics.median(diffs) * 1e6,
+        "actuation_lookup_us_p50": statistics.median(lookups) * 1e6,
         "load_extracted_ms_p50": statistics.median(loads) * 1e3,
         "latency_ratio_supernet_vs_materialized": statistics.median(ratios),
         "latency_ratio_p90": sorted(ratios)[int(0.9 * (len(ratios) - 1))],
@@ -146,6 +189,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "stats_fraction_per_subnet_max": max(per_subnet),
         "memory_mb_6_extracted": mem_six / MB,
         "memory_ratio_6": mem_six / (weights + stats_served),
+        "memory_mb_6_extracted_served_range": mem_six_served / MB,
         "memory_mb_supernet_with_500_stats": (weights + stats_500) / MB,
         "memory_ratio_6_with_500": mem_six / (weights + stats_500),
         # fp32 views the NormStore caches for the subnets this run touched (switch speed)

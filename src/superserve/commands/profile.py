@@ -15,8 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="table path (default: the shipped table)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
-    p.add_argument("--max-subnets", type=int, default=64)
-    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--max-subnets", type=int, default=None,
+                   help="frontier points measured (default: ProfileConfig's)")
+    p.add_argument("--generations", type=int, default=None, help="search generations")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per batch size")
+    p.add_argument("--calib-images", type=int, default=None,
+                   help="SubnetNorm calibration images of the served subnets")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--monotone", action="store_true",
                    help="enforce P1/P2 by a monotone fit before saving")
     p.add_argument("--json", action="store_true")
@@ -32,10 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
     from superserve.profiling import default_table_path
     from superserve.profiling.profiler import ProfileConfig, run_profile
-    cfg = ProfileConfig(batch_sizes=tuple(args.batch_sizes), threads=args.threads,
-                        max_subnets=args.max_subnets)
+    cfg = ProfileConfig(batch_sizes=tuple(args.batch_sizes), threads=args.threads, seed=args.seed,
+                        search=replace(ProfileConfig().search, seed=args.seed))
     if args.generations is not None:
         cfg = replace(cfg, search=replace(cfg.search, generations=args.generations))
+    for flag in ("max_subnets", "repeats", "calib_images"):
+        if getattr(args, flag) is not None:
+            cfg = replace(cfg, **{flag: getattr(args, flag)})
     out = args.out or default_table_path(args.model if args.model in ("resnet", "vit") else "custom")
     bars: dict[str, tqdm] = {}
 
@@ -49,15 +57,22 @@ def run(args: argparse.Namespace) -> int:
     table = run_profile(args.model, out, cfg, progress)
     for b in bars.values():
         b.close()
+    t = table.to_dict()  # the violations as measured, reported even when fitted away below
     if args.monotone:
         table = table.monotone()
         table.save(out)
-    t = table.to_dict()
-    summary = {"table": str(out), "subnets": len(table), "profile_seconds":
-               table.provenance.get("profile_seconds"), "p1_violations": len(t["p1_violations"]),
-               "p2_violations": len(t["p2_violations"]),
-               **{k: table.provenance[k] for k in ("candidates_evaluated", "pareto_points_score",
-                                                   "pareto_points_top1", "served_after_measurement")}}
+    b1 = [s.latency_ms[table.batch_sizes[0]] for s in table.subnets]
+    prov = table.provenance
+    summary = {"table": str(out), "subnets": len(table),
+               "batch1_latency_span": round(max(b1) / min(b1), 2),
+               "accuracy_range": [table.acc[0], table.acc[-1]],
+               "profile_seconds": prov.get("profile_seconds"),
+               "phase_seconds": prov.get("phase_seconds"),
+               **{k: prov.get(k) for k in ("candidates_evaluated", "pareto_points_score",
+                                           "pareto_points_top1", "pareto_points_p_true",
+                                           "measured", "served_after_measurement")},
+               "monotone_fit": args.monotone,
+               "p1_violations": t["p1_violations"], "p2_violations": t["p2_violations"]}
     print(json.dumps(summary, indent=None if args.json else 1))
     return 0
 
@@ -78,12 +93,18 @@ def show(args: argparse.Namespace) -> int:
     print(f"{table.family} on {table.device} x{table.threads} threads, {len(table)} subnets, "
           f"checkpoint {table.checkpoint_sha256[:12]}, P1 violations {len(d['p1_violations'])}, "
           f"P2 violations {len(d['p2_violations'])}")
-    head = f"{'id':>3s} {'acc':>6s} {'test':>6s} {'MFLOPs':>8s} " + " ".join(
-        f"{'b' + str(b) + ' ms':>8s}" for b in table.batch_sizes)
+    head = f"{'id':>3s} {'acc':>6s} {'val':>6s} {'test':>6s} {'score':>7s} {'MFLOPs':>8s} " + \
+        " ".join(f"{'b' + str(b) + ' ms':>8s}" for b in table.batch_sizes)
     print(head)
+    pct = lambda v: f"{100 * v:6.2f}" if v is not None else f"{'-':>6s}"
     for s in table.subnets:
-        print(f"{s.id:3d} {100 * s.accuracy:6.2f} {100 * (s.test_accuracy or 0):6.2f} "
-              f"{s.flops / 1e6:8.2f} " + " ".join(f"{s.latency_ms[b]:8.2f}" for b in table.batch_sizes))
+        score = f"{s.score:7.4f}" if s.score is not None else f"{'-':>7s}"
+        print(f"{s.id:3d} {pct(s.accuracy)} {pct(s.val_top1)} {pct(s.test_accuracy)} {score} "
+              f"{s.flops / 1e6:8.2f} " + " ".join(f"{s.latency_ms[b]:8.2f}"
+                                                  for b in table.batch_sizes))
+    for kind in ("p1_violations", "p2_violations"):
+        for v in d[kind][:10]:
+            print(f"{kind[:2].upper()} violation: {json.dumps(v)}")
     return 0
 
 

@@ -24,12 +24,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_table(path: str | None):
+    """The table at `path`; without one, the shipped resnet table, or (before the offline
+    phase has shipped one) the synthetic OFA-ResNet-like stand-in, said on stderr."""
+    import sys
+
     from superserve.profiling.table import ProfileTable
 
     if path is None:
         from superserve.profiling import default_table_path
 
-        path = default_table_path("resnet")
+        default = default_table_path("resnet")
+        if not default.is_file():
+            from superserve.sim.synthetic import synthetic_table
+
+            print(f"note: no shipped table at {default}; using the synthetic stand-in "
+                  "(superserve.sim.synthetic)", file=sys.stderr)
+            return synthetic_table()
+        path = default
     return ProfileTable.load(path)
 
 

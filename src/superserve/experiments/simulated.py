@@ -11,9 +11,11 @@ The scale and how it was computed go into every experiment's meta.json.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +26,38 @@ from superserve.scheduling import make_policy
 from superserve.sim.simulator import SimConfig, SimResult, simulate
 from superserve.traces import load_trace
 
-__all__ = ["EXPERIMENTS", "Ctx", "capacity_qps", "rate_scale", "run_experiment"]
+__all__ = ["EXPERIMENTS", "Ctx", "RateScale", "capacity_qps", "frontier_gains", "rate_scale",
+           "run_experiment"]
 
 PAPER_LARGEST_QPS = 2000.0  # paper: 8 GPUs, largest OFA-ResNet50 subnet
 
 
 def capacity_qps(table: ProfileTable, subnet: int, slo_s: float) -> float:
+    """One worker's throughput on `subnet`: the best b / latency(b) with latency(b) <= SLO/2."""
     row = table.lat_s[subnet]
     fits = [b / lat for b, lat in zip(table.batch_sizes, row) if lat <= slo_s / 2]
     return max(fits) if fits else 1.0 / row[0]
 
 
-def rate_scale(table: ProfileTable, slo_s: float, workers: int = 8) -> float:
+@dataclass(frozen=True)
+class RateScale:
+    factor: float  # multiply every paper rate by this
+    capacity_qps: float  # this table's `workers`-worker capacity on its most accurate subnet
+    subnet: int  # that subnet's id
+    workers: int
+
+    @property
+    def how(self) -> str:
+        return (f"paper rates x {self.factor:.4f} = {self.workers} workers x "
+                f"{self.capacity_qps / self.workers:.0f} q/s (subnet {self.subnet}, the most "
+                f"accurate, best batch within SLO/2) / {PAPER_LARGEST_QPS:.0f} q/s (paper: 8 GPUs"
+                f" on the largest subnet)")
+
+
+def rate_scale(table: ProfileTable, slo_s: float, workers: int = 8) -> RateScale:
     best = max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
-    return workers * capacity_qps(table, best, slo_s) / PAPER_LARGEST_QPS
+    cap = workers * capacity_qps(table, best, slo_s)
+    return RateScale(cap / PAPER_LARGEST_QPS, cap, best, workers)
 
 
 @dataclass
@@ -51,11 +71,11 @@ class Ctx:
     progress: Callable[[str], None] | None = None
 
     @property
-    def scale(self) -> float:
+    def scale(self) -> RateScale:
         return rate_scale(self.table, self.slo_s, self.workers)
 
     def r(self, paper_qps: float) -> float:
-        return round(paper_qps * self.scale, 3)
+        return round(paper_qps * self.scale.factor, 3)
 
     def dur(self, full_s: float, quick_s: float) -> float:
         return quick_s if self.quick else full_s
@@ -66,7 +86,7 @@ class Ctx:
         base = SimConfig(slo_s=self.slo_s, workers=self.workers, seed=self.seed)
         c = replace(base, **cfg)
         pol = make_policy(policy, self.table, slo_s=c.slo_s, workers=c.workers)
-        return simulate(load_trace(trace).arrivals_s, self.table, pol, c)
+        return simulate(_trace(trace), self.table, pol, c)
 
     def clipper_specs(self, n: int = 6) -> list[str]:
         """n Clipper+ subnets spread evenly over the table's accuracy range."""
@@ -77,6 +97,41 @@ class Ctx:
             if i not in ids:
                 ids.append(i)
         return [f"clipper:{i}" for i in ids]
+
+
+@lru_cache(maxsize=4)
+def _trace(spec: str) -> np.ndarray:
+    """Every policy of a cell replays the same trace: generate it once."""
+    return load_trace(spec).arrivals_s
+
+
+def frontier_gains(recs: list[dict[str, Any]], ours: str = "slackfit") -> dict[str, Any]:
+    """SlackFit against the baselines' tradeoff frontier (the paper's headline numbers).
+
+    The baselines' Pareto frontier (no other baseline point has both higher attainment and
+    higher accuracy) is a curve attainment(accuracy), falling as accuracy rises; between its
+    points it is interpolated linearly. accuracy_gain_pts: our accuracy minus the frontier's
+    best accuracy at our attainment (None when no baseline reaches our attainment).
+    attainment_ratio: our attainment over the frontier's at our accuracy (None when no
+    baseline is that accurate: then we are more accurate than all of them). dominated_by:
+    baselines with both higher attainment and higher accuracy than ours."""
+    me = next(r for r in recs if r["policy"] == ours)
+    base = [r for r in recs if r["policy"] != ours]
+    pts = sorted({(r["mean_serving_accuracy"], r["slo_attainment"]) for r in base})
+    front = [p for p in pts if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts)]
+    acc = np.array([p[0] for p in front])  # ascending
+    att = np.array([p[1] for p in front])  # descending along the frontier
+    a0, s0 = me["mean_serving_accuracy"], me["slo_attainment"]
+    gain = ratio = None
+    if len(front) and s0 <= att.max() + 1e-12:
+        gain = 100 * (a0 - float(np.interp(s0, att[::-1], acc[::-1])))
+    if len(front) and a0 <= acc.max() + 1e-12:
+        at = float(np.interp(a0, acc, att))
+        ratio = s0 / at if at > 0 else float("inf")
+    return {"accuracy_gain_pts": gain, "attainment_ratio": ratio,
+            "dominated_by": [r["policy"] for r in base
+                             if r["slo_attainment"] > s0 and r["mean_serving_accuracy"] > a0],
+            "frontier": [{"accuracy": float(x), "slo_attainment": float(y)} for x, y in front]}
 
 
 def _rec(exp: str, cell: str, policy: str, r: SimResult, **extra: Any) -> dict[str, Any]:
@@ -108,7 +163,7 @@ def fig8(ctx: Ctx) -> list[dict[str, Any]]:
         r = ctx.run(trace, pol, record_batches=pol == "slackfit")
         out.append(_rec("fig8", "maf", pol, r))
         if pol == "slackfit":
-            _plot_timeseries(ctx, load_trace(trace).arrivals_s, r, ctx.out / "fig8_timeseries.png")
+            _plot_timeseries(ctx, _trace(trace), r, ctx.out / "fig8_timeseries.png")
     _plot_scatter(out, ctx.out / "fig8_tradeoff.png", "fig8: MAF-like trace")
     return out
 
@@ -155,7 +210,7 @@ def fig11a(ctx: Ctx) -> list[dict[str, Any]]:
         r = ctx.run(trace, pol, failures=kills, record_batches=pol == "slackfit")
         out.append(_rec("fig11a", "kill 1 of 8 every 12 s", pol, r, lost_batches=r.lost_batches))
         if pol == "slackfit":
-            _plot_timeseries(ctx, load_trace(trace).arrivals_s, r, ctx.out / "fig11a_timeseries.png",
+            _plot_timeseries(ctx, _trace(trace), r, ctx.out / "fig11a_timeseries.png",
                              marks=[t for t, _ in kills])
     _plot_scatter(out, ctx.out / "fig11a_tradeoff.png", "fig11a: workers killed")
     return out
@@ -178,6 +233,46 @@ EXPERIMENTS: dict[str, Callable[[Ctx], list[dict[str, Any]]]] = {
 }
 
 
+def _by_cell(recs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        cells.setdefault(r["cell"], []).append(r)
+    return cells
+
+
+def _grid_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's check for grids: SlackFit's worst cell, and any baseline point with both
+    higher attainment and higher accuracy than SlackFit in its cell."""
+    cells = _by_cell(recs)
+    sf = {c: next(r for r in rs if r["policy"] == "slackfit") for c, rs in cells.items()}
+    dominated = [f"{c}: {r['policy']}" for c, rs in cells.items() for r in rs
+                 if r["policy"] != "slackfit" and r["slo_attainment"] > sf[c]["slo_attainment"]
+                 and r["mean_serving_accuracy"] > sf[c]["mean_serving_accuracy"]]
+    worst = min(sf.values(), key=lambda r: r["slo_attainment"])
+    return {"slackfit_min_attainment": worst["slo_attainment"], "slackfit_worst_cell": worst["cell"],
+            "slackfit_cells_at_0.999": sum(r["slo_attainment"] >= 0.999 for r in sf.values()),
+            "cells": len(sf), "slackfit_dominated_by": dominated}
+
+
+def _fig11c_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for c, rs in _by_cell(recs).items():
+        a = {r["policy"]: r["slo_attainment"] for r in rs}
+        out[c] = {"slackfit_ge_maxbatch": a["slackfit"] >= a["maxbatch"],
+                  "slackfit_ge_maxacc": a["slackfit"] >= a["maxacc"]}
+    return out
+
+
+SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {
+    "fig8": frontier_gains,
+    "fig9": _grid_summary,
+    "fig10": _grid_summary,
+    "fig11a": lambda recs: {**frontier_gains(recs), "slackfit_attainment": next(
+        r["slo_attainment"] for r in recs if r["policy"] == "slackfit")},
+    "fig11c": _fig11c_summary,
+}
+
+
 def run_experiment(name: str, ctx: Ctx) -> list[dict[str, Any]]:
     ctx.out.mkdir(parents=True, exist_ok=True)
     records = EXPERIMENTS[name](ctx)
@@ -186,11 +281,15 @@ def run_experiment(name: str, ctx: Ctx) -> list[dict[str, Any]]:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(records)
-    meta = {"experiment": name, "rate_scale": ctx.scale, "slo_ms": ctx.slo_s * 1e3,
-            "workers": ctx.workers, "quick": ctx.quick, "table_family": ctx.table.family,
+    scale = ctx.scale
+    summary = SUMMARIES[name](records) if name in SUMMARIES else {}
+    meta = {"experiment": name, "rate_scale": scale.factor, "scale_how": scale.how,
+            "capacity_qps": scale.capacity_qps, "capacity_subnet": scale.subnet,
+            "slo_ms": ctx.slo_s * 1e3, "workers": ctx.workers, "quick": ctx.quick,
+            "seed": ctx.seed, "table_family": ctx.table.family,
             "table_device": ctx.table.device, "table_threads": ctx.table.threads,
-            "scale_how": (f"paper rates x {ctx.scale:.4f} = this table's {ctx.workers}-worker "
-                          f"capacity on its most accurate subnet / {PAPER_LARGEST_QPS:.0f} q/s")}
+            "table_subnets": len(ctx.table), "table_sha256": hashlib.sha256(json.dumps(
+                ctx.table.to_dict(), sort_keys=True).encode()).hexdigest(), "summary": summary}
     (ctx.out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return records
 

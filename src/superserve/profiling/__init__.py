@@ -6,13 +6,18 @@ and the profiler import torch and are imported explicitly (`superserve.profiling
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from superserve.profiling.table import ProfileTable, SubnetProfile
 
 __all__ = ["ProfileTable", "SubnetProfile", "default_table_path", "ensure_table", "norm_path"]
 
+log = logging.getLogger(__name__)
+
 TABLES = Path(__file__).resolve().parent.parent / "assets" / "tables"
+FAMILIES = ("resnet", "vit")
 
 
 def default_table_path(family: str) -> Path:
@@ -27,27 +32,40 @@ def norm_path(table_path: str | Path) -> Path:
 
 
 def ensure_table(model: str, threads: int = 1, device: str = "cpu",
-                 cache_dir: str | Path | None = None) -> tuple[ProfileTable, Path]:
-    """The ProfileTable for `model` (family name or checkpoint) on this device and thread
+                 cache_dir: str | Path | None = None, config: Any = None
+                 ) -> tuple[ProfileTable, Path]:
+    """The ProfileTable for `model` (family name or checkpoint path) on this device and thread
     count: the shipped one when checkpoint hash, device and threads match, else a cached one,
-    else profile now and cache. Returns (table, its path)."""
+    else profile now (`config`: a ProfileConfig; default: the default one with `threads`) and
+    cache it in `cache_dir` (default ~/.cache/superserve). Returns (table, its path); the
+    SubnetNorm statistics of its subnets lie at norm_path(path)."""
     from superserve.models import checkpoint_path, file_sha256
 
-    ckpt = checkpoint_path(model) if model in ("resnet", "vit") else Path(model)
+    ckpt = checkpoint_path(model) if model in FAMILIES else Path(model)
     sha = file_sha256(ckpt)
-    candidates = []
-    if model in ("resnet", "vit"):
-        candidates.append(default_table_path(model))
-    cache = Path(cache_dir or Path.home() / ".cache" / "superserve")
+    candidates = [default_table_path(model)] if model in FAMILIES else []
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "superserve"
     cached = cache / f"{sha[:16]}-{device}-t{threads}.json"
     candidates.append(cached)
     for path in candidates:
-        if path.is_file():
-            t = ProfileTable.load(path)
-            if t.checkpoint_sha256 == sha and t.device == device and t.threads == threads:
-                return t, path
+        if not path.is_file():
+            continue
+        table = ProfileTable.load(path)
+        bad = table.mismatches(checkpoint_sha256=sha, device=device, threads=threads)
+        if not bad:
+            return table, path
+        log.info("not using %s: %s", path, "; ".join(bad))
+    from dataclasses import replace
+
     from superserve.profiling.profiler import ProfileConfig, run_profile
 
+    cfg = replace(config, threads=threads) if config is not None else ProfileConfig(threads=threads)
+    if device != "cpu":  # timing a GPU needs synchronisation and device-resident statistics
+        from superserve.errors import ConfigError
+
+        raise ConfigError(f"no ProfileTable for {model!r} on device={device!r} with "
+                          f"threads={threads}, and the profiler measures device='cpu' only")
+    log.info("no matching ProfileTable for %s (%s, %d threads): profiling into %s",
+             model, device, threads, cached)
     cache.mkdir(parents=True, exist_ok=True)
-    table = run_profile(str(ckpt), cached, ProfileConfig(threads=threads))
-    return table, cached
+    return run_profile(str(ckpt), cached, cfg), cached

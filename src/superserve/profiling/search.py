@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from superserve.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=Hashable)
@@ -38,6 +40,15 @@ class SearchConfig:
     mutate_prob: float = 0.15  # low: children stay near the frontier they came from
     crossover_frac: float = 0.3  # share of children made by crossover
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("population", "generations", "children"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"SearchConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("mutate_prob", "crossover_frac"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"SearchConfig.{name} must be in [0, 1], "
+                                 f"got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

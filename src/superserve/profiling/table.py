@@ -179,6 +179,22 @@ class ProfileTable:
             v = self.load_ms
         return (v or 0.0) / 1e3
 
+    def mismatches(self, *, family: str | None = None, checkpoint_sha256: str | None = None,
+                   device: str | None = None, threads: int | None = None) -> list[str]:
+        """What differs between this table and the model / device it is about to be used for
+        (only the fields given are compared); empty when it fits."""
+        want = {"family": family, "checkpoint_sha256": checkpoint_sha256, "device": device,
+                "threads": threads}
+        return [f"{k}={getattr(self, k)!r} (expected {v!r})" for k, v in want.items()
+                if v is not None and getattr(self, k) != v]
+
+    def require_match(self, **expected: Any) -> None:
+        """Raise TableError naming every mismatched field (see `mismatches`)."""
+        bad = self.mismatches(**expected)
+        if bad:
+            raise TableError("ProfileTable does not match: " + "; ".join(bad) +
+                             " - profile this model on this device (superserve profile)")
+
     # ----------------------------------------------------------------- the paper's properties
     def p1_violations(self, tolerance: float = 0.0) -> list[dict[str, Any]]:
         """P1: for every subnet, latency grows with batch size."""

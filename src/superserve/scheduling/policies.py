@@ -152,8 +152,10 @@ class MaxAcc:
 
 
 class MaxBatch:
-    """Batch first (paper appendix A): the largest batch (up to the covering size) that the
-    fastest subnet serves within the slack, then the most accurate subnet at that batch."""
+    """Batch first (paper appendix A): the largest batch (up to the covering size) that some
+    subnet serves within the slack, then the most accurate subnet at that batch. (On a table
+    that satisfies P2 "some subnet" is the fastest one; looking at every subnet's latency at
+    each batch size keeps the rule right when the profile violates P2.)"""
 
     name = "maxbatch"
 
@@ -165,7 +167,9 @@ class MaxBatch:
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         slack = view.head_deadline_s - now_s - view.overhead_s
         lk = self.lookup
-        j = lk.largest_batch(lk.fastest, slack, lk.cover(view.length))
+        j = lk.cover(view.length)
+        while j >= 0 and lk.lat[j][0] > slack:  # lat[j][0]: the fastest at batch column j
+            j -= 1
         if j < 0:
             return Plan(lk.fastest, 1)
         return Plan(lk.most_accurate(j, slack), self.table.batch_sizes[j])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-__all__ = ["RateEstimator"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["RateEstimator", "ewma_levels"]
 
 
 class RateEstimator:
@@ -30,3 +34,30 @@ class RateEstimator:
     def rate(self, now_s: float) -> float:
         dt = now_s - self._t
         return self._level * math.exp(-dt / self.tau_s) if dt > 0 else self._level
+
+
+def ewma_levels(arrivals_s: np.ndarray, tau_s: float = 1.0) -> np.ndarray:
+    """RateEstimator's level just after each arrival of a sorted arrival array, all at once.
+
+    Equal to calling `observe(t)` for every t in order and reading `rate(t)` after each, but
+    vectorised for the simulator: within a chunk starting at T, level_i = exp(-(t_i - T)/tau) *
+    (carry + cumsum(exp((t_k - T)/tau)) / tau). Chunks span at most 200 tau so exp stays finite.
+    """
+    import numpy as np
+
+    t = np.asarray(arrivals_s, dtype=float)
+    out = np.empty(len(t))
+    if not len(t):
+        return out
+    span = 200.0 * tau_s
+    cuts = np.searchsorted(t, t[0] + span * np.arange(1, int((t[-1] - t[0]) / span) + 2))
+    level, t_prev, start = 0.0, float(t[0]), 0
+    for stop in [int(c) for c in cuts]:
+        if stop <= start:
+            continue
+        origin = float(t[start])
+        carry = level * math.exp(-(origin - t_prev) / tau_s)
+        x = t[start:stop] - origin
+        out[start:stop] = np.exp(-x / tau_s) * (carry + np.cumsum(np.exp(x / tau_s)) / tau_s)
+        level, t_prev, start = float(out[stop - 1]), float(t[stop - 1]), stop
+    return out

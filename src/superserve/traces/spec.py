@@ -73,7 +73,7 @@ _KINDS: dict[str, dict[str, tuple[type, bool]]] = {  # key -> (type, required)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    kind, sep, body = spec.strip().partition(":")
+    kind, _, body = spec.strip().partition(":")
     kind = kind.lower()
     if kind not in _KINDS:
         raise TraceSpecError(f"unknown trace kind {kind!r} in {spec!r}; expected one of "
@@ -115,9 +115,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 def load_trace(spec: str) -> Trace:
     """A Trace from a spec string or a trace file path."""
     path = Path(spec)
-    if ":" not in spec.split("/")[-1] or path.is_file():
-        if path.is_file():
-            return _read_file(path)
+    if path.is_file():
+        return _read_file(path)
+    # a spec starts with "kind:"; its values may hold paths (azure-functions:path=/a/b.csv)
+    if ":" not in spec or "/" in spec.partition(":")[0]:
         raise TraceSpecError(f"{spec!r} is neither a trace spec (kind:key=value,...) nor a file")
     kind, p = parse_spec(spec)
     rng = np.random.default_rng(p.pop("seed", 0))

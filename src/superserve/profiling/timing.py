@@ -1,0 +1,87 @@
+"""Latency measurement and the batch-1 latency predictor used during the search.
+
+Timing on a shared 2-core CPU is noisy in bursts (another process wakes up for a second). So
+`measure_interleaved` times many subnets round-robin: a burst slows one round of every subnet
+instead of all the runs of one, and the medians keep their order. That order is what decides
+which subnets stay on the measured frontier.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LatencyModel", "measure", "measure_interleaved", "percentile"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 1]) of an already sorted sequence."""
+    if not sorted_values:
+        raise ValueError("percentile of an empty sequence")
+    return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
+
+
+def measure(fn: Callable[[], Any], repeats: int, warmup: int,
+            clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(median, p99) seconds of `fn` after `warmup` untimed calls."""
+    return measure_interleaved([fn], repeats, warmup, clock)[0]
+
+
+def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                        clock: Callable[[], float] = time.perf_counter
+                        ) -> list[tuple[float, float]]:
+    """(median, p99) seconds of each fn, timed round-robin: `warmup` untimed rounds, then
+    `repeats` timed rounds, each calling every fn once."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = clock()
+            fn()
+            times[i].append(clock() - t0)
+    out = []
+    for ts in times:
+        ts.sort()
+        out.append((statistics.median(ts), percentile(ts, 0.99)))
+    return out
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """latency_s(batch 1) ~ c0 + c1 * layers + c2 * MFLOPs, least squares on measured subnets.
+
+    At batch 1 a small CPU model is dominated by per-layer dispatch overhead, which FLOPs alone
+    miss; the FLOPs term carries the rest. Used only to rank candidates during the search;
+    the served subnets are measured for real."""
+
+    coef: tuple[float, float, float]
+    median_rel_error: float
+
+    @classmethod
+    def fit(cls, features: Sequence[tuple[float, float]], latencies_s: Sequence[float]
+            ) -> LatencyModel:
+        import numpy as np
+
+        if len(features) < 3:
+            raise ValueError(f"a latency model needs >= 3 measured subnets, got {len(features)}")
+        a = np.array([[1.0, lay, mf] for lay, mf in features])
+        y = np.array(latencies_s, dtype=float)
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        err = float(np.median(np.abs(a @ coef - y) / y))
+        return cls(tuple(float(c) for c in coef), err)  # type: ignore[arg-type]
+
+    def predict(self, layers: float, mflops: float) -> float:
+        c0, c1, c2 = self.coef
+        # never <= 0: the search divides nothing by it, but thin_front takes its log
+        return max(c0 + c1 * layers + c2 * mflops, 1e-7)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coef": list(self.coef), "features": ["1", "layers", "MFLOPs"],
+                "median_rel_error": self.median_rel_error}

@@ -1,0 +1,117 @@
+"""Edge cases of the policies (docs/scheduling.md lists each decision) on hand-built tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from superserve.errors import ConfigError
+from superserve.profiling.table import ProfileTable, SubnetProfile
+from superserve.scheduling import QueueView, SlackFit, cannot_meet, make_policy
+from superserve.scheduling.policies import DEFAULT_BUCKETS, Lookup
+
+MS = 1e-3
+
+
+def table(rows, batches=(1, 2, 4), load_ms=None):
+    subnets = [SubnetProfile(i, {"i": i}, acc, dict(zip(batches, lat)), load_ms=load_ms)
+               for i, (lat, acc) in enumerate(rows)]
+    return ProfileTable.build("t", subnets, batches)
+
+
+T3 = [([1, 2, 3], 0.90), ([2, 4, 6], 0.95), ([4, 8, 12], 0.99)]
+
+
+def decide(policy, qlen, slack_ms, **kw):
+    p = policy.decide(QueueView(length=qlen, head_deadline_s=slack_ms * MS, **kw), 0.0)
+    return p.subnet, p.batch_size
+
+
+def test_default_bucket_count_is_documented_value():
+    assert SlackFit(table(T3)).buckets == DEFAULT_BUCKETS == 64
+    assert make_policy("slackfit", table(T3)).buckets == 64
+    assert make_policy("slackfit:buckets=7", table(T3)).buckets == 7
+
+
+def test_slack_equal_to_a_choice_latency_fits():
+    sf = SlackFit(table(T3), buckets=11)
+    assert decide(sf, 8, 12.0) == (2, 4)  # exactly 12 ms: the largest choice fits
+    assert decide(sf, 8, 11.999) != (2, 4)
+
+
+def test_slack_bucket_whose_choice_does_not_fit_falls_to_the_bucket_below():
+    # one bucket per ms over [1, 12]; slack 6.5 ms lies in bucket [6, 7) whose choice is id1 at
+    # batch 4 (6 ms): fits. Slack 6.0-eps lies in bucket [5, 6) - no choice at 5.x ms - which
+    # inherits bucket [4, 5): id1 at batch 2 vs id2 at batch 1 (both 4 ms): larger batch wins.
+    sf = SlackFit(table(T3), buckets=11)
+    assert decide(sf, 8, 6.5) == (1, 4)
+    assert decide(sf, 8, 5.99) == (1, 2)
+
+
+def test_many_buckets_mostly_empty_inherit_from_below():
+    sf = SlackFit(table(T3), buckets=1000)
+    assert sum(c is not None for c in sf.bucket_choices) <= 9  # 9 choices, some share latency
+    assert decide(sf, 8, 5.5) == (1, 2)
+    assert decide(sf, 8, 100.0) == (2, 4)
+
+
+def test_one_bucket_holds_the_largest_batch_and_is_used_only_when_it_fits():
+    sf = SlackFit(table(T3), buckets=1)
+    # the single bucket keeps batch 4 with the highest accuracy: id2 at 12 ms
+    assert sf.bucket_choices[0][:2] == (2, 4)
+    assert decide(sf, 8, 12.0) == (2, 4)
+    # below it nothing else exists: the fastest subnet at batch 1 (the drop rule ran before)
+    assert decide(sf, 8, 11.0) == (0, 1)
+
+
+def test_queue_shorter_than_the_batch_is_served_whole_at_the_covering_size():
+    sf = SlackFit(table(T3), buckets=11)
+    assert decide(sf, 3, 100.0) == (2, 4)  # covering size 4; caller takes the 3 there are
+    assert decide(sf, 1, 3.5) == (1, 1)  # one request: id1 at batch 1 (2 ms) beats id0 b4
+
+
+def test_lookup_handles_tables_that_violate_p2():
+    # id1 is more accurate AND faster than id0 at batch 2 (a P2 violation)
+    t = table([([1, 3, 5], 0.90), ([2, 2.5, 6], 0.95)])
+    lk = Lookup(t)
+    assert lk.most_accurate(1, 2.6 * MS) == 1
+    assert lk.most_accurate(1, 2.4 * MS) == -1
+    assert decide(make_policy("maxbatch", t), 2, 2.6) == (1, 2)
+
+
+def test_infaas_moves_to_a_variant_that_sustains_the_rate():
+    t = table(T3, load_ms=1.0)
+    inf = make_policy("infaas:min_accuracy=0.94", t, slo_s=0.020, workers=1)
+    # id1 (0.95): best throughput within SLO/2 = 10 ms is batch 4 in 6 ms = 667 q/s;
+    # id2 (0.99) is slower: so 0.94 means id1 at any rate, never the less accurate id0
+    assert inf.variant_for(100.0) == 1 and inf.variant_for(5000.0) == 1
+    no_floor = make_policy("infaas", t, slo_s=0.020, workers=1)
+    assert no_floor.variant_for(10.0) == 0  # the least accurate, cheapest variant
+    p = no_floor.decide(QueueView(4, 0.020, 0, 1, 10.0), 0.0)
+    assert (p.subnet, p.load_s) == (0, pytest.approx(0.001))  # switching pays the load
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("clipper:1.5", "not in \\(0, 1\\]"), ("clipper:id=1,accuracy=0.9", "exactly one"),
+    ("clipper:id=-1", "no subnet id=-1"), ("infaas:min_accuracy=abc", "min_accuracy='abc'"),
+    ("infaas:floor=0.9", "unknown key 'floor'"), ("slackfit:buckets", "expected key=value"),
+])
+def test_more_bad_specs_name_the_part(spec, msg):
+    with pytest.raises(ConfigError, match=msg):
+        make_policy(spec, table(T3))
+
+
+def test_policy_min_latency_feeds_the_drop_rule():
+    t = table(T3)
+    clip = make_policy("clipper:2", t)
+    assert clip.min_latency_s == pytest.approx(4 * MS)
+    # 3 ms of slack: the table's fastest choice could make it, clipper:2 cannot
+    assert not cannot_meet(3 * MS, 0.0, t)
+    assert cannot_meet(3 * MS, 0.0, t, min_latency_s=clip.min_latency_s)
+    for name in ("slackfit", "maxacc", "maxbatch"):
+        assert make_policy(name, t).min_latency_s == pytest.approx(1 * MS)
+
+
+def test_decision_reads_only_the_view_not_the_queue():
+    # a decision costs the same whatever the queue length: nothing is iterated
+    sf = SlackFit(table(T3))
+    assert decide(sf, 10**9, 12.0) == (2, 4)

@@ -1,0 +1,213 @@
+"""The discrete-event simulator: hand-worked runs, equality with an obviously-correct slow
+reference built on EDFQueue/QueueView/RateEstimator, determinism, failures, actuation,
+the rate estimate, and the `simulate` command."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+
+import numpy as np
+import pytest
+
+from superserve.cli import main
+from superserve.errors import ConfigError
+from superserve.profiling.table import ProfileTable, SubnetProfile
+from superserve.scheduling import EDFQueue, QueueView, RateEstimator, cannot_meet, make_policy
+from superserve.scheduling.rate import ewma_levels
+from superserve.sim.simulator import SimConfig, simulate
+from superserve.sim.synthetic import synthetic_table
+from superserve.traces.generators import bursty
+
+MS = 1e-3
+
+
+def table3(load_ms=None):
+    """id0 acc .90: 1 2 3 ms at batch 1/2/4; id1 .95: 2 4 6; id2 .99: 4 8 12."""
+    rows = [([1, 2, 3], 0.90), ([2, 4, 6], 0.95), ([4, 8, 12], 0.99)]
+    subnets = [SubnetProfile(i, {"i": i}, a, dict(zip((1, 2, 4), r)), load_ms=load_ms)
+               for i, (r, a) in enumerate(rows)]
+    return ProfileTable.build("t", subnets, (1, 2, 4))
+
+
+def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0):
+    """Slow and plain: one EDF queue of request ids, a real QueueView per decision, a
+    RateEstimator fed every arrival. Returns per-request (finish time or nan, accuracy)."""
+    n = len(arrivals)
+    finish, acc = np.full(n, np.nan), np.zeros(n)
+    q: EDFQueue[int] = EDFQueue()
+    rate = RateEstimator(tau_s)
+    free = list(range(workers - 1, -1, -1))
+    loaded: list[int | None] = [None] * workers
+    busy: list[tuple[float, int, int, list[int], int]] = []
+    nxt_arrival, now, seq = 0, 0.0, 0
+    while True:
+        while nxt_arrival < n and arrivals[nxt_arrival] <= now:
+            q.push(arrivals[nxt_arrival] + slo_s, nxt_arrival)
+            rate.observe(arrivals[nxt_arrival])
+            nxt_arrival += 1
+        while free and q:
+            while q and cannot_meet(q.head_deadline_s(), now, table, overhead_s,
+                                    min_latency_s=policy.min_latency_s):
+                q.pop()  # dropped: no compute
+            if not q:
+                break
+            w = free[-1]
+            plan = policy.decide(QueueView(len(q), q.head_deadline_s(), w, loaded[w],
+                                           rate.rate(now), overhead_s), now)
+            free.pop()
+            batch = q.pop_n(plan.batch_size)
+            done = now + (table.latency_s(plan.subnet, len(batch)) + overhead_s + plan.load_s)
+            loaded[w] = plan.subnet
+            heapq.heappush(busy, (done, seq, w, batch, plan.subnet))
+            seq += 1
+        t_done = busy[0][0] if busy else math.inf
+        t_arr = arrivals[nxt_arrival] if (free and nxt_arrival < n) else math.inf
+        if min(t_done, t_arr) == math.inf:
+            return finish, acc
+        now = min(t_done, t_arr)
+        if t_done <= now:
+            done, _, w, batch, subnet = heapq.heappop(busy)
+            finish[batch] = done
+            acc[batch] = table.acc[subnet]
+            free.append(w)
+
+
+@pytest.mark.parametrize("policy", ["slackfit", "maxacc", "maxbatch", "clipper:1", "infaas",
+                                    "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_fast_simulator_equals_the_plain_reference(policy, workers):
+    table = table3(load_ms=2.0)
+    arrivals = bursty(500.0 * workers, 700.0 * workers, 4.0, 2.0, np.random.default_rng(5))
+    slo = 0.012
+    pol = make_policy(policy, table, slo_s=slo, workers=workers)
+    r = simulate(arrivals, table, pol, SimConfig(slo_s=slo, workers=workers, overhead_s=0.2 * MS))
+    finish, acc = reference(arrivals.tolist(), table, make_policy(policy, table, slo_s=slo,
+                            workers=workers), slo, workers, overhead_s=0.2 * MS)
+    met = ~np.isnan(finish) & (finish - arrivals <= slo + 1e-12)
+    assert r.completed_in_slo == int(met.sum())
+    assert r.dropped == int(np.isnan(finish).sum())
+    assert r.mean_serving_accuracy == pytest.approx(acc[met].mean())
+    assert 0 < r.dropped + r.completed_late  # a regime where the policy is under pressure
+
+
+def test_hand_worked_run_on_one_worker():
+    # table3, SLO 10 ms. t=0: one request, slack 10 ms -> slackfit's short-queue rule serves it
+    # alone on the most accurate subnet (id2, 4 ms), done at 4 ms. Arrivals at 1, 2, 3 ms queue
+    # up; at 4 ms the head (arrived 1 ms) has 7 ms of slack; 3 are waiting, so the covering
+    # batch is 4, and the most accurate subnet fitting 7 ms at batch 4 is id1 (6 ms). The 3
+    # run as a batch of 3 (5 ms, between the profiled 4 and 6 ms): done at 9 ms.
+    t = table3()
+    r = simulate([0.0, 0.001, 0.002, 0.003], t, make_policy("slackfit", t),
+                 SimConfig(slo_s=0.010, workers=1, record_batches=True))
+    assert [(s, b) for _, s, b, _ in r.batch_log] == [(2, 1), (1, 3)]
+    assert r.completed_in_slo == 4 and r.dropped == 0
+    assert r.mean_serving_accuracy == pytest.approx((0.99 + 3 * 0.95) / 4)
+    assert r.latency_ms_p50 == pytest.approx(6.5)  # latencies 4, 8, 7, 6 ms
+
+
+def test_requests_that_cannot_make_it_are_dropped_without_compute():
+    # clipper on id2 (4 ms at batch 1) with a 5 ms SLO and one worker: a second request 0.5 ms
+    # after the first waits 3.5 ms, leaving 1.5 ms < 4 ms: dropped, never run
+    t = table3()
+    r = simulate([0.0, 0.0005], t, make_policy("clipper:2", t),
+                 SimConfig(slo_s=0.005, workers=1, record_batches=True))
+    assert r.completed_in_slo == 1 and r.dropped == 1 and r.batches == 1
+    assert r.completed_late == 0
+
+
+def test_deterministic_with_jitter_and_seed():
+    t = synthetic_table(n=12)
+    a = bursty(2000, 2000, 4.0, 3.0, np.random.default_rng(0))
+    cfg = SimConfig(slo_s=0.03, workers=2, jitter=0.2, seed=4)
+    one = simulate(a, t, make_policy("slackfit", t), cfg).to_dict()
+    two = simulate(a, t, make_policy("slackfit", t), cfg).to_dict()
+    other = simulate(a, t, make_policy("slackfit", t),
+                     SimConfig(slo_s=0.03, workers=2, jitter=0.2, seed=5)).to_dict()
+    for d in (one, two, other):
+        d.pop("wall_s")
+        d.pop("requests_per_wall_s")
+    assert one == two and one != other
+    assert one["completed_late"] > 0  # jitter pushes some batches past their deadline
+
+
+def test_worker_failure_requeues_its_batch():
+    # one worker, id2 at batch 1 takes 4 ms; it dies at 1 ms mid-batch and restarts at 2 ms:
+    # the request goes back to the queue and is served again, finishing at 6 ms
+    t = table3()
+    cfg = SimConfig(slo_s=0.010, workers=1, failures=((0.001, 0),), restart_s=0.001,
+                    record_batches=True)
+    r = simulate([0.0], t, make_policy("clipper:2", t), cfg)
+    assert r.lost_batches == 1 and r.batches == 2 and r.completed_in_slo == 1
+    assert r.latency_ms_p50 == pytest.approx(6.0)
+    # without a restart nobody is left to serve it: dropped, not lost silently
+    r = simulate([0.0, 0.005], t, make_policy("clipper:2", t),
+                 SimConfig(slo_s=0.010, workers=1, failures=((0.001, 0),)))
+    assert r.dropped == 2 and r.requests == 2
+
+
+def test_losing_half_the_workers_costs_capacity():
+    t = synthetic_table(n=12)
+    a = bursty(6000, 6000, 2.0, 4.0, np.random.default_rng(1))
+    base = SimConfig(slo_s=0.05, workers=4)
+    full = simulate(a, t, make_policy("clipper:11", t), base)
+    half = simulate(a, t, make_policy("clipper:11", t),
+                    SimConfig(slo_s=0.05, workers=4, failures=((0.5, 0), (0.5, 1))))
+    assert half.slo_attainment < full.slo_attainment
+
+
+def test_actuation_delay_is_paid_on_every_switch():
+    t = table3()
+    # two requests far apart; slackfit serves the first alone on id2; the second arrives to a
+    # short slack (SLO 3 ms) and needs id0: a 5 ms actuation delay makes it late
+    arr = [0.0, 0.010]
+    quick = simulate(arr, t, make_policy("slackfit", t), SimConfig(slo_s=0.005, workers=1))
+    slow = simulate(arr, t, make_policy("slackfit", t),
+                    SimConfig(slo_s=0.005, workers=1, actuation_s=0.0))
+    assert quick.completed_in_slo == slow.completed_in_slo == 2
+    switch = simulate([0.0, 0.010, 0.0101], t, make_policy("slackfit", t),
+                      SimConfig(slo_s=0.005, workers=1, actuation_s=0.005))
+    assert switch.completed_late >= 1
+
+
+def test_infaas_load_delay_blocks_the_worker():
+    t = table3(load_ms=30.0)
+    r = simulate([0.0], t, make_policy("infaas", t, slo_s=0.05), SimConfig(slo_s=0.05))
+    assert r.latency_ms_p50 == pytest.approx(31.0)  # load 30 ms + id0 at batch 1
+    r = simulate([0.0], t, make_policy("infaas", t, slo_s=0.02), SimConfig(slo_s=0.02))
+    assert r.completed_late == 1  # the load alone exceeds the SLO
+
+
+def test_ewma_levels_equal_the_rate_estimator():
+    a = np.sort(np.random.default_rng(0).uniform(0, 900, 20000))  # spans several chunks
+    est, ref = RateEstimator(0.5), []
+    for x in a:
+        est.observe(x)
+        ref.append(est.rate(x))
+    assert np.allclose(ewma_levels(a, 0.5), ref, rtol=1e-9)
+    assert len(ewma_levels(np.array([]), 1.0)) == 0
+
+
+@pytest.mark.parametrize("kw,msg", [({"slo_s": 0}, "slo_s"), ({"workers": 0}, "workers"),
+                                    ({"jitter": -1}, "jitter"), ({"rate_tau_s": 0}, "rate_tau_s"),
+                                    ({"failures": ((1.0, 3),)}, "worker 3")])
+def test_sim_config_validation(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        SimConfig(**kw)
+
+
+def test_simulate_cli_prints_the_issue_keys(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    synthetic_table(n=8).save(path)
+    rc = main(["simulate", "--table", str(path), "--trace", "poisson:rate=500,duration=2",
+               "--policy", "slackfit", "--workers", "2", "--slo-ms", "30", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"requests", "completed_in_slo", "completed_late", "dropped", "slo_attainment",
+            "mean_serving_accuracy", "latency_ms_p50", "latency_ms_p99", "wall_s",
+            "requests_per_wall_s"} <= set(out)
+    assert out["requests"] == out["completed_in_slo"] + out["completed_late"] + out["dropped"]
+    assert main(["simulate", "--table", str(path), "--trace", "poisson:rate=5,duration=1",
+                 "--policy", "clipper:99"]) == 2
+    assert "no subnet id=99" in capsys.readouterr().err
