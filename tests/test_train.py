@@ -12,17 +12,22 @@ from superserve.models import load_checkpoint, load_supernet
 from superserve.models.configs import TrainConfig, default_train_config
 
 
-def test_quick_train_learns_and_checkpoint_loads(tmp_path, capsys):
-    out = tmp_path / "r.pt"
-    assert main(["train", "--family", "resnet", "--quick", "--out", str(out)]) == 0
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_quick_train_learns_and_checkpoint_loads(family, tmp_path, capsys):
+    out = tmp_path / f"{family}.pt"
+    assert main(["train", "--family", family, "--quick", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     # 10 classes: chance is 0.1; the quick config must clearly learn
     assert printed["test_accuracy_largest"] > 0.6
     ckpt = load_checkpoint(out)
-    assert ckpt["train_config"]["family"] == "resnet" and ckpt["train_config"]["dataset"] == "digits8"
-    assert ckpt["provenance"]["git_commit"]
+    assert ckpt["train_config"]["family"] == family and ckpt["train_config"]["dataset"] == "digits8"
+    assert ckpt["model_config"]["image_size"] == 8 and ckpt["schema_version"] == 1
+    assert ckpt["provenance"]["git_commit"] and ckpt["provenance"]["torch_version"]
     net = load_supernet(out)
-    assert net.norm_store.has(net.space.largest()) and net.norm_store.has(net.space.smallest())
+    assert net.family == family
+    if net.uses_norm_stats:
+        assert net.norm_store.has(net.space.largest()) and net.norm_store.has(net.space.smallest())
+        assert "test_accuracy_smallest_shared_bn" in printed  # without SubnetNorm, for contrast
     assert json.loads(out.with_suffix(".metrics.json").read_text()) == ckpt["metrics"]
 
 

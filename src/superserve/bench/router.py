@@ -45,7 +45,7 @@ def _table(path: str | None):
     from superserve.server.components import resolve_table
 
     try:
-        return resolve_table("resnet", path)[0:2]
+        return resolve_table("resnet", path, check_family=False)[0:2]
     except ConfigError:
         if path is not None:
             raise

@@ -133,9 +133,10 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     """`superserve serve`: build the parts from the config, serve until SIGTERM/SIGINT."""
     from superserve.runtime.pool import LocalProcessPool
     from superserve.runtime.worker import WorkerConfig
-    from superserve.server.components import load_policy, resolve_table
+    from superserve.server.components import FAMILIES, load_policy, resolve_table
 
-    table, table_path, norm_path = resolve_table(cfg.model, cfg.table)
+    table, table_path, norm_path = resolve_table(cfg.model, cfg.table,
+                                                   check_family=cfg.worker_kind == "torch")
     policy = load_policy(cfg.policy, table, slo_s=cfg.default_slo_s, workers=cfg.workers)
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
@@ -145,7 +146,9 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",
              cfg.model, table_path, len(table), table.device, cfg.policy, cfg.workers,
              cfg.threads_per_worker)
-    running = await start_server(cfg, table, policy, pool, model_name=table.family)
+    # the API names the model after its family; a checkpoint path serves under its table's family
+    model_name = cfg.model if cfg.model in FAMILIES else table.family
+    running = await start_server(cfg, table, policy, pool, model_name=model_name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

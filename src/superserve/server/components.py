@@ -36,7 +36,10 @@ def _default_table_path(family: str) -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "tables" / f"{family}.json"
 
 
-def resolve_table(model: str, table: str | None) -> tuple[ProfileTable, Path, Path]:
+def resolve_table(model: str, table: str | None, *,
+                  check_family: bool = True) -> tuple[ProfileTable, Path, Path]:
+    """`check_family=False` for workers that run no model (profile/noop kinds): any table drives
+    them, e.g. a synthetic one in tests and benchmarks."""
     if table is None:
         if model not in FAMILIES:
             raise ConfigError(f"model {model!r} is a checkpoint, not a family "
@@ -48,7 +51,7 @@ def resolve_table(model: str, table: str | None) -> tuple[ProfileTable, Path, Pa
         t = ProfileTable.load(path)
     except TableError as e:
         raise ConfigError(f"cannot serve {model!r}: {e}") from e
-    if model in FAMILIES and t.family != model:
+    if check_family and model in FAMILIES and t.family != model:
         raise ConfigError(f"table {path} profiles family {t.family!r}, not model {model!r}")
     return t, path, norm_path_for(path)
 
