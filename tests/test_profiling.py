@@ -86,7 +86,9 @@ def tiny_config(**kw):
 
     return ProfileConfig(batch_sizes=(1, 2, 4), repeats=3, warmup=1, calib_images=300,
                          search_calib_images=100, predictor_samples=6, max_subnets=10,
-                         search=SearchConfig(population=12, generations=1, children=8), **kw)
+                         search=SearchConfig(population=12, generations=1, children=8),
+                         predictor_search=SearchConfig(population=100, generations=2,
+                                                       children=50), **kw)
 
 
 def test_profiler_end_to_end_on_tiny_model(tiny_ckpt, tmp_path, capsys):
@@ -104,15 +106,19 @@ def test_profiler_end_to_end_on_tiny_model(tiny_ckpt, tmp_path, capsys):
     loaded = ProfileTable.load(out)
     assert loaded == table and loaded.checkpoint_sha256 == file_sha256(tiny_ckpt)
     assert 1 <= len(table) <= 10 and table.batch_sizes == (1, 2, 4) and table.threads == 1
-    scores = [s.score for s in table.subnets]
-    assert scores == sorted(scores) and len(set(scores)) == len(scores)  # strictly rising
     accs = [s.accuracy for s in table.subnets]
-    assert accs == sorted(accs)
+    assert len(set(accs)) == len(accs)  # the predicted frontier: accuracy strictly rises
+    fitted = table.monotone()  # measured latencies fitted to P1/P2
+    assert fitted.p1_violations() == [] and fitted.p2_violations() == []
+    by_acc = sorted(fitted.subnets, key=lambda s: s.accuracy)
+    assert [s.latency_ms[1] for s in by_acc] == sorted(s.latency_ms[1] for s in by_acc)
     assert all(s.test_accuracy is not None and s.load_ms > 0 and s.flops > 0 and s.params > 0
                for s in table.subnets)
     prov = table.provenance
     assert prov["candidates_evaluated"] >= 12 and prov["served_after_measurement"] == len(table)
-    assert {"pareto_points_score", "pareto_points_top1", "pareto_points_p_true"} <= set(prov)
+    assert {"pareto_points_score", "pareto_points_top1", "pareto_points_p_true",
+            "pareto_points_predicted_score"} <= set(prov)
+    assert prov["accuracy_predictor"]["samples"] == prov["candidates_evaluated"]
     store = NormStore.load(norm_path(out))
     assert len(store) == len(table)  # statistics of exactly the served subnets
     capsys.readouterr()

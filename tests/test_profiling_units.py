@@ -115,3 +115,69 @@ def test_table_mismatch_names_each_field():
     with pytest.raises(TableError, match="device='cpu' \\(expected 'cuda'\\)"):
         t.require_match(device="cuda")
     t.require_match(family="resnet")
+
+
+def _toy_specs(n, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        depth = rng.randint(1, 4)
+        out.append({"family": "toy", "depth": depth,
+                    "widths": [rng.choice([0.25, 0.5, 0.75, 1.0]) for _ in range(depth)]})
+    return out
+
+
+def test_spec_encoder_pads_inactive_positions_by_the_largest_spec():
+    from superserve.profiling.predictor import SpecEncoder
+
+    enc = SpecEncoder({"family": "toy", "depth": 4, "widths": [1.0, 1.0, 1.0, 1.0]})
+    raw = enc.raw({"depth": 2, "widths": [0.5, 1.0]})
+    # (value, active) per position: depth, then 4 width slots (2 active, 2 padded)
+    assert raw.tolist() == [2, 1, 0.5, 1, 1.0, 1, 0, 0, 0, 0]
+    x = enc.encode([{"depth": 2, "widths": [0.5, 1.0]}], [10.0], [1000.0])
+    assert x.shape == (1, 10 + 5) and x[0, 0] == 0.5  # depth scaled by the largest (4)
+
+
+def test_accuracy_predictor_learns_a_known_score_and_ranks_unseen_specs():
+    import numpy as np
+
+    from superserve.profiling.predictor import AccuracyPredictor, SpecEncoder, spearman
+
+    enc = SpecEncoder({"family": "toy", "depth": 4, "widths": [1.0] * 4})
+
+    def truth(s):  # diminishing returns in total width, a bonus for depth
+        return -1.0 / (1.0 + sum(s["widths"])) + 0.02 * s["depth"]
+
+    def feats(specs):
+        size = [sum(s["widths"]) * 10 for s in specs]
+        return enc.encode(specs, size, [v * 100 for v in size])
+
+    train, test = _toy_specs(200, 0), _toy_specs(100, 1)
+    rng = np.random.default_rng(0)
+    y = [truth(s) + rng.normal(0, 0.005) for s in train]
+    pred = AccuracyPredictor.fit(feats(train), y)
+    assert pred.samples == 200 and pred.cv_spearman > 0.9 and pred.cv_mae < 0.02
+    got = pred.predict(feats(test))
+    assert spearman(got, [truth(s) for s in test]) > 0.95
+    d = pred.to_dict()
+    assert {"alpha", "cv_mae", "cv_spearman", "samples"} <= set(d)
+
+
+def test_accuracy_predictor_needs_enough_samples():
+    import numpy as np
+
+    from superserve.profiling.predictor import AccuracyPredictor
+
+    with pytest.raises(ValueError, match="needs >= 8"):
+        AccuracyPredictor.fit(np.zeros((4, 3)), [0.0] * 4)
+
+
+def test_spearman_handles_ties_and_constant_input():
+    from superserve.profiling.predictor import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0
+    assert spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)

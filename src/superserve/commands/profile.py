@@ -70,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
                "phase_seconds": prov.get("phase_seconds"),
                **{k: prov.get(k) for k in ("candidates_evaluated", "pareto_points_score",
                                            "pareto_points_top1", "pareto_points_p_true",
-                                           "measured", "served_after_measurement")},
+                                           "pareto_points_predicted_score",
+                                           "pareto_points_measured_after_calibration",
+                                           "accuracy_predictor", "measured",
+                                           "served_after_measurement")},
                "monotone_fit": args.monotone,
-               "p1_violations": t["p1_violations"], "p2_violations": t["p2_violations"]}
+               "p1_violations_measured": len(t["p1_violations"]),
+               "p2_violations_measured": len(t["p2_violations"])}
     print(json.dumps(summary, indent=None if args.json else 1))
     return 0
 

@@ -43,7 +43,7 @@ class SupernetMixin:
         return self.forward_ctx(x, spec, NormContext(mode))
 
     def calibrate(self, specs, images, n: int = 2000, seed: int = 0,
-                  batch_size: int = 1000) -> None:
+                  batch_size: int = 200) -> None:
         """SubnetNorm: compute and store BN statistics of `specs` over `n` images chosen
         with `seed` from `images` (training images; never the test split)."""
         if not self.uses_norm_stats:

@@ -50,7 +50,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, spec, x: np.ndarray, y: np.ndarray,
-             mode: NormMode | None = None, batch_size: int = 500) -> float:
+             mode: NormMode | None = None, batch_size: int = 250) -> float:
     """Top-1 accuracy of `spec` (SubnetNorm statistics unless `mode` says otherwise)."""
     model.eval()
     xt, correct = torch.from_numpy(x), 0

@@ -245,6 +245,8 @@ class ProfileTable:
                    for s in self.subnets]
         prov = dict(self.provenance)
         prov["monotone_fit"] = True
+        prov.setdefault("violations_before_monotone_fit", {"p1": len(self.p1_violations()),
+                                                           "p2": len(self.p2_violations())})
         return ProfileTable.build(self.family, subnets, self.batch_sizes, device=self.device,
                                   threads=self.threads, checkpoint_sha256=self.checkpoint_sha256,
                                   torch_version=self.torch_version, config=self.config,

@@ -21,7 +21,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 1]) of an already sorted sequence."""
     if not sorted_values:
         raise ValueError("percentile of an empty sequence")
-    return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
+    return sorted_values[min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))]
 
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int,

@@ -212,7 +212,7 @@ def pooled_stats(records: list[list[tuple[torch.Tensor, torch.Tensor, int]]]
 
 def calibrate_specs(forward: Callable[[torch.Tensor, SubnetSpec, NormContext], torch.Tensor],
                     store: NormStore, specs: Iterable[SubnetSpec], images: torch.Tensor,
-                    batch_size: int = 1000) -> None:
+                    batch_size: int = 200) -> None:
     """Run each spec over `images` in CALIBRATE mode and store its pooled statistics."""
     with torch.inference_mode():
         for spec in specs:
