@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", default=None, help="ProfileTable (default: the shipped resnet)")
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc",
+                   help="what the load generator speaks (live runs; gRPC is cheaper per request)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="request payload limit in MiB (413 beyond)")
     parser.add_argument("--overhead-ms", type=float, default=1.0,
                         help="per-batch dispatch + IPC cost the policy reserves (default 1)")
+    parser.add_argument("--latency-scale", type=float, default=1.0,
+                        help="plan with profiled latencies x this (a margin where the worker "
+                             "shares its CPU with other processes; default 1)")
+    parser.add_argument("--worker-cpus", default=None,
+                        help="comma list of CPU ids; worker i is pinned to the (i mod n)-th "
+                             "(Linux), e.g. 1 keeps CPU 0 for the router and clients")
     parser.add_argument("--drain-timeout-s", type=float, default=10.0,
                         help="on SIGTERM, how long queued requests may still finish")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -45,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
+    if args.worker_cpus is not None:
+        _pin_workers(args.worker_cpus)
     cfg = ServeConfig(model=args.model, table=args.table, policy=args.policy,
                       workers=args.workers, threads_per_worker=args.threads_per_worker,
                       host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                       default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                      overhead_s=args.overhead_ms / 1e3, drain_timeout_s=args.drain_timeout_s,
+                      overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
+                      drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind)
 
     def ready(running) -> None:
@@ -60,3 +69,20 @@ def run(args: argparse.Namespace) -> int:
               f"{cfg.workers} worker(s)); Ctrl-C or SIGTERM to stop", flush=True)
 
     return asyncio.run(build_and_serve(cfg, on_ready=ready))
+
+
+def _pin_workers(spec: str) -> None:
+    """Workers are spawned processes: they read the CPU list from the environment."""
+    import os
+
+    try:
+        ids = [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError:
+        ids = []
+    n = os.cpu_count() or 1
+    if not ids or not hasattr(os, "sched_setaffinity"):
+        raise ConfigError(f"--worker-cpus must be a comma list of CPU ids on Linux, got {spec!r}")
+    bad = [c for c in ids if not 0 <= c < n]
+    if bad:
+        raise ConfigError(f"--worker-cpus names CPUs {bad}; this machine has 0..{n - 1}")
+    os.environ["SUPERSERVE_WORKER_CPUS"] = ",".join(map(str, ids))

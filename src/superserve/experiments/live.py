@@ -18,15 +18,40 @@ from typing import Any
 from superserve.bench.live import LiveRun, compare, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["baseline_runs", "run_demo", "run_live_experiment", "sized_rate"]
+__all__ = ["CAP_QPS", "baseline_runs", "run_demo", "run_live_experiment", "sized_rate"]
+
+# Mean rates the load generator and the router sustain beside one busy worker on the 2-core
+# machine (measured with a no-compute worker: gRPC keeps p50 < 2 ms up to 1,500 q/s; the HTTP
+# client, httpx, spends ~1 ms of CPU per request and falls behind above ~400 q/s).
+CAP_QPS = {"grpc": 800.0, "http": 250.0}
+
+# The planning margin of every live server here, and of the simulator beside it: the worker
+# shares two cores with the router and the load generator, so a batch runs up to ~1.5x its
+# quiet-machine profile (p90 ~1.3x), and dispatch + IPC + the client's event loop add a few ms.
+OVERHEAD_MS = 6.0
+LATENCY_SCALE = 1.25
+
+
+def _pinning() -> list[str]:
+    """One-worker runs on a machine with >= 2 CPUs: the worker gets CPU 1 to itself, and this
+    process (load generator, simulator) and the router it starts share CPU 0. Measured on the
+    2-core machine: SlackFit's late requests fell from 54 to 30 of ~5,700 in the quick demo."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[0]})  # inherited by the servers started from here
+    return ["--worker-cpus", str(cpus[1])]
 
 
 def sized_rate(table: ProfileTable, slo_s: float, workers: int, overhead_s: float,
                cv2: float = 4.0, duration_s: float = 20.0, target: float = 0.999,
-               headroom: float = 0.6, cap_qps: float = 600.0) -> float:
+               headroom: float = 0.6, cap_qps: float = 800.0) -> float:
     """A mean rate for a bursty trace (base = variant = rate/2): `headroom` x the highest rate
-    at which the simulated SlackFit keeps `target` attainment, capped at what one Python router
-    and load generator sustain on a 2-core machine (`cap_qps`)."""
+    at which the simulated SlackFit keeps `target` attainment, capped at what the router, the
+    load generator and one worker sustain together on a 2-core machine (`cap_qps`; see
+    CAP_QPS)."""
     from superserve.scheduling import make_policy
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces import load_trace
@@ -91,7 +116,10 @@ def _table_args(args: argparse.Namespace) -> tuple[ProfileTable, list[str]]:
     from superserve.profiling import default_table_path
 
     path = Path(args.table) if getattr(args, "table", None) else default_table_path("resnet")
-    return ProfileTable.load(path), ["--model", "resnet", "--table", str(path)]
+    # the simulator and the rate sizing plan with the same margin as the live servers
+    return (ProfileTable.load(path).scaled(LATENCY_SCALE),
+            ["--model", "resnet", "--table", str(path), "--overhead-ms", str(OVERHEAD_MS),
+             "--latency-scale", str(LATENCY_SCALE)])
 
 
 def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Path,
@@ -100,7 +128,8 @@ def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Pat
 
     trace = load_trace(trace_spec)
     on_run, bars = _progress_factory()
-    results = compare(runs, trace.arrivals_s, args.slo_ms, out, common, on_run=on_run)
+    results = compare(runs, trace.arrivals_s, args.slo_ms, out, common,
+                      protocol=args.protocol, on_run=on_run)
     for b in bars:
         b.close()
     rows = [r.summary for r in results]
@@ -113,19 +142,21 @@ def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Pat
 
 def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[dict]:
     table, common = _table_args(args)
-    overhead_s = 0.002
+    overhead_s = OVERHEAD_MS / 1e3
     slo_s = args.slo_ms / 1e3
     dur = 15 if args.quick else 45
-    rate = sized_rate(table, slo_s, 1, overhead_s)
+    rate = sized_rate(table, slo_s, 1, overhead_s, cap_qps=CAP_QPS[args.protocol])
     rows: list[dict] = []
     if name == "live-tradeoff":
+        common = common + _pinning()
         traces = [f"bursty:base={rate / 2},variant={rate / 2},cv2=4,duration={dur},seed={args.seed}",
                   f"azure-llm:name=code,rate={rate / 2},duration={dur},seed={args.seed}"]
         for k, spec in enumerate(traces[:1] if args.quick else traces):
             rows += _run_compare(name, baseline_runs(table, 1), spec, args, out / f"trace{k}",
                                  table, common, overhead_s)
     elif name == "live-fault":
-        rate2 = sized_rate(table, slo_s, 1, overhead_s)  # what ONE worker sustains
+        rate2 = sized_rate(table, slo_s, 1, overhead_s,  # what ONE worker sustains
+                           cap_qps=CAP_QPS[args.protocol])
         spec = f"bursty:base={rate2 / 2},variant={rate2 / 2},cv2=2,duration={dur},seed={args.seed}"
         runs = [LiveRun("slackfit-2w-kills", "slackfit", 2, kill_every_s=dur / 4),
                 LiveRun("slackfit-2w", "slackfit", 2)]
@@ -146,15 +177,17 @@ def _print_sim(rows: list[dict]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     table, common = _table_args(args)
-    overhead_s = 0.002
+    overhead_s = OVERHEAD_MS / 1e3
     dur = 12 if args.quick else 40
-    rate = args.rate or sized_rate(table, args.slo_ms / 1e3, 1, overhead_s)
+    rate = args.rate or sized_rate(table, args.slo_ms / 1e3, 1, overhead_s,
+                                   cap_qps=CAP_QPS[args.protocol])
     spec = f"bursty:base={rate / 2},variant={rate / 2},cv2=4,duration={dur},seed={args.seed}"
+    common = common + _pinning()
     runs = baseline_runs(table, 1)
     if args.quick:
         runs = [runs[0], runs[1], runs[-2], runs[-1]]  # slackfit, 2 clippers, infaas
     print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, "
-          f"SLO {args.slo_ms:.0f} ms, trace {spec}", flush=True)
+          f"SLO {args.slo_ms:.0f} ms, trace {spec}, {args.protocol}", flush=True)
     rows = _run_compare("demo", runs, spec, args, args.out, table, common, overhead_s)
     print()
     print_table(rows)

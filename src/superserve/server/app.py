@@ -103,6 +103,9 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
 
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: without it, a keep-alive client's next request waits
+    # ~40 ms (Nagle holds the response body behind the client's delayed ACK of the headers)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((cfg.host, cfg.http_port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -137,6 +140,8 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
 
     table, table_path, norm_path = resolve_table(cfg.model, cfg.table,
                                                    check_family=cfg.worker_kind == "torch")
+    if cfg.latency_scale != 1.0:  # the policy plans with the margin; workers run as they run
+        table = table.scaled(cfg.latency_scale)
     policy = load_policy(cfg.policy, table, slo_s=cfg.default_slo_s, workers=cfg.workers)
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,

@@ -24,6 +24,7 @@ class ServeConfig:
     max_images: int = 256  # N per request
     max_body_bytes: int = 16 * 1024 * 1024  # request payload limit (413 / INVALID_ARGUMENT)
     overhead_s: float = 0.001  # per-batch IPC + dispatch cost the policy reserves
+    latency_scale: float = 1.0  # the policy plans with profiled latencies x this (>= 1: margin)
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
     worker_kind: str = "torch"  # torch | profile (sleep the profiled latency) | noop
@@ -43,6 +44,8 @@ class ServeConfig:
             raise ConfigError(f"default_slo_s must be > 0, got {self.default_slo_s!r}")
         if not self.overhead_s >= 0:
             raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
+        if not 0 < self.latency_scale < 100:
+            raise ConfigError(f"latency_scale must be in (0, 100), got {self.latency_scale!r}")
         if not self.drain_timeout_s >= 0:
             raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s!r}")
         if self.device not in ("auto", "cpu", "cuda"):
