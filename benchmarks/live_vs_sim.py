@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sim-duration-s", type=float, default=120.0)
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
     p.add_argument("--ladder", default="1.0,0.95,0.9,0.85,0.8,0.75,0.7,0.6,0.5")
+    p.add_argument("--overhead-ms", type=float, default=6.0,
+                   help="the live server's per-batch margin (the simulator keeps its ideal)")
+    p.add_argument("--latency-scale", type=float, default=1.25,
+                   help="the live server plans with profiled latencies x this")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                   help="worker on CPU 1, router and this load generator on CPU 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
@@ -90,7 +96,12 @@ def start_server(args: argparse.Namespace, table_path: str) -> tuple[subprocess.
     cmd = [sys.executable, "-m", "superserve.cli", "serve", "--model", args.model,
            "--table", table_path, "--policy", args.policy, "--workers", str(args.workers),
            "--threads-per-worker", str(args.threads_per_worker), "--http-port", "0",
-           "--grpc-port", "0", "--slo-ms", str(args.slo_ms), "--max-queue", "4096"]
+           "--grpc-port", "0", "--slo-ms", str(args.slo_ms), "--max-queue", "4096",
+           "--overhead-ms", str(args.overhead_ms), "--latency-scale", str(args.latency_scale)]
+    if args.pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})  # this process and the server it starts
+        cmd += ["--worker-cpus", str(cpus[1])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     end = time.monotonic() + 600

@@ -68,6 +68,19 @@ def test_slackfit_short_queue_serves_most_accurate_that_fits():
     assert decide(sf, 2, 6.5) == (1, 2)  # 2 requests: id2 b2 is 8 ms > 6.5; id1 b2 = 4 ms
 
 
+def test_slackfit_cap_bounds_the_planned_batch_latency():
+    # cap = 0.5 x SLO 13 ms = 6.5 ms: full slack plans as if 6.5 ms were left
+    sf = make_policy("slackfit:buckets=11,cap=0.5", table3(), slo_s=13 * MS)
+    assert sf.cap_s == pytest.approx(6.5 * MS)
+    assert decide(sf, 16, 12.5) == (1, 4)
+    assert decide(sf, 16, 3.2) == (0, 4)  # below the cap nothing changes
+    assert decide(SlackFit(table3(), buckets=11), 16, 12.5) == (2, 4)  # the paper's: no cap
+    with pytest.raises(ConfigError, match="cap must be in"):
+        make_policy("slackfit:cap=1.5", table3(), slo_s=0.05)
+    with pytest.raises(ConfigError, match="needs the SLO"):
+        make_policy("slackfit:cap=0.5", table3())
+
+
 def test_slackfit_overhead_reduces_slack():
     assert decide(SlackFit(table3(), buckets=11), 16, 12.5, overhead_s=6 * MS) == (1, 4)
 

@@ -83,10 +83,16 @@ class SlackFit:
 
     name = "slackfit"
 
-    def __init__(self, table: ProfileTable, buckets: int = DEFAULT_BUCKETS) -> None:
+    def __init__(self, table: ProfileTable, buckets: int = DEFAULT_BUCKETS,
+                 cap_s: float | None = None) -> None:
         if buckets < 1:
             raise ConfigError(f"slackfit buckets must be >= 1, got {buckets}")
+        if cap_s is not None and not cap_s > 0:
+            raise ConfigError(f"slackfit cap_s must be > 0, got {cap_s}")
         self.table, self.buckets = table, buckets
+        # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
+        # arrives just after a batch starts still finds a worker within cap_s
+        self.cap_s = cap_s
         self.lookup = Lookup(table)
         self.min_latency_s = table.fastest_s
         lo = table.fastest_s
@@ -113,6 +119,8 @@ class SlackFit:
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         slack = view.head_deadline_s - now_s - view.overhead_s
+        if self.cap_s is not None and slack > self.cap_s:
+            slack = self.cap_s
         k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
         k = self._below[min(k, self.buckets - 1)] if k >= 0 else -1
         choice = self.bucket_choices[k] if k >= 0 else None

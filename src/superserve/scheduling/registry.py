@@ -1,6 +1,6 @@
 """`make_policy("slackfit:buckets=32", table)`: policies by name, as the CLI and configs say them.
 
-    slackfit[:buckets=N]            maxbatch            maxacc
+    slackfit[:buckets=N,cap=F]      maxbatch            maxacc
     clipper:<subnet id>             clipper:<accuracy, e.g. 0.97>  (the closest subnet)
     clipper:id=N | clipper:accuracy=X
     infaas[:min_accuracy=X,load_ms=Y]
@@ -41,7 +41,17 @@ def make_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:
     name, _, body = spec.strip().partition(":")
     name = name.lower()
     if name == "slackfit":
-        return SlackFit(table, **_kv(name, body, {"buckets": int}))
+        opts = _kv(name, body, {"buckets": int, "cap": float})
+        cap = opts.pop("cap", None)
+        if cap is not None:
+            if not 0 < cap <= 1:
+                raise ConfigError(f"slackfit cap must be in (0, 1] (a fraction of the SLO), "
+                                  f"got {cap}")
+            slo_s = kw.get("slo_s")
+            if slo_s is None:
+                raise ConfigError("slackfit:cap=F needs the SLO (make_policy(..., slo_s=))")
+            opts["cap_s"] = cap * slo_s
+        return SlackFit(table, **opts)
     if name in ("maxbatch", "maxacc"):
         if body:
             raise ConfigError(f"policy {name!r} takes no options, got {body!r}")
