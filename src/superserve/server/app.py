@@ -72,15 +72,18 @@ class _Uvicorn:
     """uvicorn.Server without its signal capture: the serve command owns SIGTERM."""
 
     @staticmethod
-    def make(app: Any) -> Any:
+    def make(app: Any, limit_concurrency: int | None = None) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
             def capture_signals(self) -> contextlib.AbstractContextManager[None]:
                 return contextlib.nullcontext()
 
+        # beyond limit_concurrency open requests uvicorn answers 503 at once (an overload the
+        # process cannot parse fast enough still gets an explicit status); the router's own
+        # bounded queue answers 429 well before that
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                             timeout_keep_alive=30)
+                             timeout_keep_alive=30, limit_concurrency=limit_concurrency)
         return Server(cfg)
 
 
@@ -110,12 +113,13 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     sock.listen(1024)
     sock.setblocking(False)
     http_port = sock.getsockname()[1]
-    server = _Uvicorn.make(build_app(service, metrics))
+    server = _Uvicorn.make(build_app(service, metrics), limit_concurrency=2 * cfg.max_queue + 64)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     grpc_server, grpc_port = None, -1
     try:
         if cfg.grpc_port >= 0:
-            grpc_server, grpc_port = await start_grpc(service, cfg.host, cfg.grpc_port)
+            grpc_server, grpc_port = await start_grpc(service, cfg.host, cfg.grpc_port,
+                                                      max_concurrent_rpcs=2 * cfg.max_queue)
         while not server.started:  # uvicorn startup is quick; bounded by the task's fate
             if task.done():
                 task.result()

@@ -145,11 +145,15 @@ def _wrap(fn: Callable[[bytes], Awaitable[Any]]) -> Callable[[bytes, Any], Await
     return handler
 
 
-async def start_grpc(service: InferenceService, host: str, port: int) -> tuple[grpc.aio.Server,
-                                                                               int]:
-    """Start the gRPC server on (host, port); port 0 picks one. Returns (server, port)."""
+async def start_grpc(service: InferenceService, host: str, port: int,
+                     max_concurrent_rpcs: int | None = None) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server on (host, port); port 0 picks one. Returns (server, port).
+
+    `max_concurrent_rpcs`: beyond it gRPC answers RESOURCE_EXHAUSTED at once, before the
+    request is even parsed, so an overload the process cannot keep up with still gets an
+    explicit status instead of a client-side timeout."""
     limit = 2 * service.max_body_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+    server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs, options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
                                       ("grpc.so_reuseport", 0)])
     h = _Handlers(service)
