@@ -42,6 +42,9 @@ class SimConfig:
     slo_s: float = 0.05  # latency SLO of every request
     workers: int = 1
     overhead_s: float = 0.0  # per-batch overhead beyond the profiled latency (dispatch, I/O)
+    # of it, what keeps the worker busy (None: all of it); the rest is client-side delay
+    # that the policy reserves but that does not occupy a worker (live: network, event loops)
+    busy_overhead_s: float | None = None
     jitter: float = 0.0  # relative std-dev of a batch's service time (normal, clipped at -50%)
     actuation_s: float = 0.0  # paid when a worker's subnet changes (0 for SubNetAct)
     failures: tuple[tuple[float, int], ...] = ()  # (time_s, worker id): that worker dies
@@ -55,6 +58,9 @@ class SimConfig:
             raise ConfigError(f"slo_s must be > 0, got {self.slo_s!r}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
+        if self.busy_overhead_s is not None and not 0 <= self.busy_overhead_s <= self.overhead_s:
+            raise ConfigError(f"busy_overhead_s must be in [0, overhead_s], got "
+                              f"{self.busy_overhead_s!r}")
         for name in ("jitter", "actuation_s", "overhead_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -121,6 +127,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     levels: list[float] = ewma_levels(arr, cfg.rate_tau_s).tolist()
     tau = cfg.rate_tau_s
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
+    busy_ovh = overhead if cfg.busy_overhead_s is None else cfg.busy_overhead_s
     fastest = getattr(policy, "min_latency_s", table.fastest_s)
     lat = _latency_rows(table)
     max_b = table.max_batch
@@ -201,7 +208,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 members, lo, hi = None, head, head + b
                 head = hi
             service = (lat[subnet][b] if b <= max_b else table.latency_s(subnet, b)) \
-                + overhead + plan.load_s
+                + busy_ovh + plan.load_s
             if actuation and worker_subnet[w] is not None and worker_subnet[w] != subnet:
                 service += actuation
             if jitter:
@@ -259,6 +266,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 free.append(w)
     # requests never dispatched (all workers dead) stay nan: they count as dropped
     finish, served_acc = _fill(n, table, done_lo, done_hi, done_t, done_sub, done_members)
+    finish = finish + (overhead - busy_ovh)  # the client-side part of the overhead
     return _result(arr, finish, served_acc, slo, time.perf_counter() - t_wall, batches,
                    batch_items, lost, log)
 
