@@ -107,6 +107,27 @@ def test_hand_worked_run_on_one_worker():
     assert r.latency_ms_p50 == pytest.approx(6.5)  # latencies 4, 8, 7, 6 ms
 
 
+def test_client_side_overhead_delays_requests_but_not_the_worker():
+    # one request every 5 ms on clipper:0 (1 ms at batch 1), SLO 10 ms, overhead 3 ms reserved:
+    # all of it busy -> each batch occupies the worker 4 ms; only 1 ms busy -> 2 ms; either way
+    # the client sees 1 + 3 = 4 ms
+    t = table3()
+    arr = [0.005 * k for k in range(4)]
+    for busy in (None, 0.001):
+        r = simulate(arr, t, make_policy("clipper:0", t),
+                     SimConfig(slo_s=0.010, workers=1, overhead_s=0.003, busy_overhead_s=busy))
+        assert r.completed_in_slo == 4 and r.latency_ms_p50 == pytest.approx(4.0)
+    # back to back: a worker that stays busy for the whole overhead serves fewer in time
+    burst = [0.0001 * k for k in range(8)]
+    full = simulate(burst, t, make_policy("clipper:0", t),
+                    SimConfig(slo_s=0.010, workers=1, overhead_s=0.003))
+    part = simulate(burst, t, make_policy("clipper:0", t),
+                    SimConfig(slo_s=0.010, workers=1, overhead_s=0.003, busy_overhead_s=0.0))
+    assert part.completed_in_slo >= full.completed_in_slo
+    with pytest.raises(ConfigError, match="busy_overhead_s"):
+        SimConfig(overhead_s=0.001, busy_overhead_s=0.002)
+
+
 def test_requests_that_cannot_make_it_are_dropped_without_compute():
     # clipper on id2 (4 ms at batch 1) with a 5 ms SLO and one worker: a second request 0.5 ms
     # after the first waits 3.5 ms, leaving 1.5 ms < 4 ms: dropped, never run
