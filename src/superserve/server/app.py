@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -158,6 +159,10 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     # the API names the model after its family; a checkpoint path serves under its table's family
     model_name = cfg.model if cfg.model in FAMILIES else table.family
     running = await start_server(cfg, table, policy, pool, model_name=model_name)
+    # everything built so far lives as long as the server: keep it out of the cyclic GC's scans,
+    # so a full collection walks only per-request objects (short pauses on the serving path)
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
