@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pytest
 
 from conftest import synthetic_table
 
@@ -67,3 +68,11 @@ def test_serve_cli_sigterm_drains_and_exits(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.parametrize("cpus,msg", [("99", "this machine has 0.."), ("a,b", "comma list")])
+def test_serve_rejects_bad_worker_cpus(cpus, msg, capsys):
+    from superserve.cli import main
+
+    assert main(["serve", "--worker-cpus", cpus, "--worker-kind", "noop"]) == 2
+    assert msg in capsys.readouterr().err

@@ -175,11 +175,11 @@ def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int) -> None:
     """Entry point of a worker process (multiprocessing 'spawn')."""
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s worker{worker_id} %(levelname)s: %(message)s")
-    cpus = os.environ.get("SUPERSERVE_WORKER_CPUS")  # set by `serve --worker-cpus`
-    if cpus and hasattr(os, "sched_setaffinity"):
-        ids = [int(c) for c in cpus.split(",") if c.strip()]
-        os.sched_setaffinity(0, {ids[worker_id % len(ids)]})
     try:
+        cpus = os.environ.get("SUPERSERVE_WORKER_CPUS")  # set by `serve --worker-cpus`
+        if cpus and hasattr(os, "sched_setaffinity"):
+            ids = [int(c) for c in cpus.split(",") if c.strip()]
+            os.sched_setaffinity(0, {ids[worker_id % len(ids)]})
         run, info = _torch_runner(cfg) if cfg.kind == "torch" else _fake_runner(cfg)
     except Exception as e:  # report why, so the pool can say it instead of looping
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
