@@ -98,10 +98,10 @@ def start_server(args: argparse.Namespace, table_path: str) -> tuple[subprocess.
            "--threads-per-worker", str(args.threads_per_worker), "--http-port", "0",
            "--grpc-port", "0", "--slo-ms", str(args.slo_ms), "--max-queue", "4096",
            "--overhead-ms", str(args.overhead_ms), "--latency-scale", str(args.latency_scale)]
-    if args.pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[0]})  # this process and the server it starts
-        cmd += ["--worker-cpus", str(cpus[1])]
+    if args.pin:
+        from superserve.experiments.live import pin_beside_worker
+
+        cmd += pin_beside_worker()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     end = time.monotonic() + 600

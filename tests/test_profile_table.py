@@ -70,3 +70,19 @@ def test_not_json(tmp_path):
     p.write_text("{nope")
     with pytest.raises(TableError, match="not valid JSON"):
         ProfileTable.load(p)
+
+
+def test_scaled_keeps_ids_and_multiplies_every_latency():
+    from superserve.errors import TableError
+    from superserve.sim.synthetic import synthetic_table
+
+    t = synthetic_table()
+    s = t.scaled(1.25)
+    assert [x.spec for x in s.subnets] == [x.spec for x in t.subnets]
+    assert s.acc == t.acc and s.fastest_s == pytest.approx(1.25 * t.fastest_s)
+    for a, b in zip(s.lat_s, t.lat_s):
+        assert a == pytest.approx(tuple(1.25 * v for v in b))
+    assert s.provenance["latency_scale"] == 1.25
+    assert s.scaled(2.0).provenance["latency_scale"] == 2.5
+    with pytest.raises(TableError, match="latency scale"):
+        t.scaled(0)

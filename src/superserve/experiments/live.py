@@ -18,7 +18,8 @@ from typing import Any
 from superserve.bench.live import LiveRun, compare, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["CAP_QPS", "baseline_runs", "run_demo", "run_live_experiment", "sized_rate"]
+__all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "run_demo", "run_live_experiment",
+           "sized_rate"]
 
 # Rate ceilings for the live runs on the 2-core machine. benchmarks/live_vs_sim.py measured
 # the live server (SlackFit, 1 worker, gRPC, bursty CV^2 4, 20 s per rate) at 0.990 attainment
@@ -41,9 +42,10 @@ BUSY_OVERHEAD_MS = 1.0
 SLACKFIT = "slackfit:cap=0.5"
 
 
-def _pinning() -> list[str]:
+def pin_beside_worker() -> list[str]:
     """One-worker runs on a machine with >= 2 CPUs: the worker gets CPU 1 to itself, and this
-    process (load generator, simulator) and the router it starts share CPU 0. Measured on the
+    process (load generator, simulator) and the router it starts share CPU 0. Returns the
+    `serve` arguments that pin the worker (none on a 1-CPU machine). Measured on the
     2-core machine: SlackFit's late requests fell from 54 to 30 of ~5,700 in the quick demo."""
     import os
 
@@ -165,7 +167,7 @@ def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[
     rate = sized_rate(table, slo_s, 1, overhead_s, cap_qps=CAP_QPS[args.protocol])
     rows: list[dict] = []
     if name == "live-tradeoff":
-        common = common + _pinning()
+        common = common + pin_beside_worker()
         traces = [f"bursty:base={rate / 2},variant={rate / 2},cv2=4,duration={dur},seed={args.seed}",
                   f"azure-llm:name=code,rate={rate / 2},duration={dur},seed={args.seed}"]
         for k, spec in enumerate(traces[:1] if args.quick else traces):
@@ -199,7 +201,7 @@ def run_demo(args: argparse.Namespace) -> int:
     rate = args.rate or sized_rate(table, args.slo_ms / 1e3, 1, overhead_s,
                                    cap_qps=CAP_QPS[args.protocol])
     spec = f"bursty:base={rate / 2},variant={rate / 2},cv2=4,duration={dur},seed={args.seed}"
-    common = common + _pinning()
+    common = common + pin_beside_worker()
     runs = baseline_runs(table, 1)
     if args.quick:
         runs = [runs[0], runs[1], runs[-2], runs[-1]]  # slackfit, 2 clippers, infaas

@@ -255,20 +255,21 @@ class ProfileTable:
     def scaled(self, factor: float) -> ProfileTable:
         """A copy with every latency (median, p99, load) multiplied by `factor`: a planning
         margin for a worker that shares its CPU, the same for the live server and the
-        simulator so that both plan alike."""
+        simulator so that both plan alike. Order and ids are kept, so a policy built on the
+        copy names the same subnets as the original."""
         if not 0 < factor < 100:
             raise TableError(f"latency scale must be in (0, 100), got {factor!r}")
-        subnets = [replace(s, latency_ms={b: v * factor for b, v in s.latency_ms.items()},
-                           latency_p99_ms={b: v * factor for b, v in s.latency_p99_ms.items()},
-                           load_ms=None if s.load_ms is None else s.load_ms * factor)
-                   for s in self.subnets]
-        prov = dict(self.provenance)
-        prov["latency_scale"] = prov.get("latency_scale", 1.0) * factor
-        return ProfileTable.build(self.family, subnets, self.batch_sizes, device=self.device,
-                                  threads=self.threads, checkpoint_sha256=self.checkpoint_sha256,
-                                  torch_version=self.torch_version, config=self.config,
-                                  provenance=prov,
-                                  load_ms=None if self.load_ms is None else self.load_ms * factor)
+
+        def times(v: float | None) -> float | None:
+            return None if v is None else v * factor
+
+        subnets = tuple(replace(s, latency_ms={b: v * factor for b, v in s.latency_ms.items()},
+                                latency_p99_ms={b: v * factor
+                                                for b, v in s.latency_p99_ms.items()},
+                                load_ms=times(s.load_ms))
+                        for s in self.subnets)
+        prov = {**self.provenance, "latency_scale": self.provenance.get("latency_scale", 1.0) * factor}
+        return replace(self, subnets=subnets, provenance=prov, load_ms=times(self.load_ms))
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
