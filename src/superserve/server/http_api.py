@@ -3,17 +3,27 @@
 Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/{m}[/versions/{v}],
 /v2/models/{m}[/versions/{v}]/ready; POST /v2/models/{m}[/versions/{v}]/infer; GET /metrics.
 Errors are KServe's `{"error": "..."}` with the status from `service.http_status`.
+
+Infer, the one hot route, is answered by a plain ASGI handler in front of the FastAPI app
+(`InferFastPath`); everything else goes through FastAPI. Measured on the 2-core machine with
+uvicorn + httptools, 1,000 req/s: FastAPI's routing, middleware stack and request object
+cost ~130 us of CPU per request over a bare ASGI handler (191 vs 61 us), and the router, the
+front end and the load generator share one core there.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from superserve.errors import SuperServeError
+from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.codec import HEADER_LENGTH, decode_http, encode_http
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
 from superserve.server.service import InferenceService, http_status
@@ -23,37 +33,92 @@ log = logging.getLogger(__name__)
 __all__ = ["build_app"]
 
 
-def _error(exc: BaseException) -> JSONResponse:
+def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
+    """status, KServe error body, headers (Retry-After on 429) for an error."""
     status = http_status(exc)
-    headers = {}
+    headers = {"content-type": "application/json"}
     retry = getattr(exc, "retry_after_s", None)
     if status == 429 and retry is not None:
-        headers["Retry-After"] = str(max(1, round(retry)))
+        headers["retry-after"] = str(max(1, round(retry)))
     if status == 500:
         log.error("request failed: %s", exc)
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    return status, json.dumps({"error": str(exc)}).encode(), headers
 
 
-async def _read_body(request: Request, service: InferenceService) -> bytes:
-    """Read at most `limit` bytes: a declared or actual larger body is refused (413) without
-    buffering it whole."""
-    declared = request.headers.get("content-length")
+def _error(exc: BaseException) -> Response:
+    status, body, headers = _error_parts(exc)
+    return Response(content=body, status_code=status, headers=headers)
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+class InferFastPath:
+    """ASGI: POST /v2/models/{m}[/versions/{v}]/infer answered here, all else by `app`."""
+
+    def __init__(self, app: Any, service: InferenceService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            m = _INFER_PATH.match(scope["path"])
+            if m is not None:
+                await self._infer(m.group(1), m.group(2) or "", scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(self, model: str, version: str, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        service = self.service
+        try:
+            service.check_model(model, version)
+            headers = dict(scope["headers"])
+            body = await _receive_body(receive, headers.get(b"content-length"), service)
+            hl = headers.get(HEADER_LENGTH.encode())
+            decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
+                                  service.io)
+            result = await service.infer(decoded.images, decoded.slo_s)
+            content, out_headers = encode_http(decoded, result, service.model)
+            status, extra = 200, [(k.lower().encode(), v.encode())
+                                  for k, v in out_headers.items()]
+        except SuperServeError as e:
+            status, content, err_headers = _error_parts(e)
+            extra = [(k.encode(), v.encode()) for k, v in err_headers.items()]
+        extra.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": extra})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _receive_body(receive: Receive, declared: bytes | None,
+                        service: InferenceService) -> bytes:
+    """The request body, refused (413) as soon as its declared or received size passes the
+    limit, without buffering it whole."""
     if declared is not None and declared.isdigit():
         service.check_size(int(declared))
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise InvalidInputError("client disconnected before sending the whole body")
+        chunk = msg.get("body", b"")
         size += len(chunk)
         service.check_size(size)
         chunks.append(chunk)
-    return b"".join(chunks)
+        more = msg.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -> FastAPI:
+def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -> InferFastPath:
     app = FastAPI(title="SuperServe", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
     @app.exception_handler(SuperServeError)
-    async def _on_error(request: Request, exc: SuperServeError) -> JSONResponse:
+    async def _on_error(request: Request, exc: SuperServeError) -> Response:
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -86,16 +151,6 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -
         ok = service.ready()
         return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
-    @app.post("/v2/models/{model}/infer")
-    @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer(model: str, request: Request, version: str = "") -> Response:
-        service.check_model(model, version)
-        body = await _read_body(request, service)
-        decoded = decode_http(body, request.headers.get(HEADER_LENGTH), service.io)
-        result = await service.infer(decoded.images, decoded.slo_s)
-        content, headers = encode_http(decoded, result, service.model)
-        return Response(content=content, headers=headers)
-
     @app.get("/metrics")
     async def prometheus() -> Response:
         body = metrics.render() if metrics is not None else b""
@@ -105,4 +160,4 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -
     async def not_found(path: str) -> JSONResponse:
         return JSONResponse({"error": f"no such endpoint: /{path}"}, status_code=404)
 
-    return app
+    return InferFastPath(app, service)
