@@ -240,18 +240,20 @@ def test_every_shared_policy_drives_the_router(table, spec):
     run(body)
 
 
-def test_router_on_virtual_clock_matches_the_simulator(table):
+@pytest.mark.parametrize("spec", ["slackfit", "slackfit:early_drop=1"])
+def test_router_on_virtual_clock_matches_the_simulator(table, spec):
     """Same trace, table, policy and workers, no overhead: the live router (fake pool,
     virtual clock) and the discrete-event simulator reach the same SLO attainment and
-    serving accuracy."""
+    serving accuracy (early drop included: both apply base.drop_slack_s the same way)."""
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces.generators import bursty
 
     arrivals = bursty(800.0, 800.0, 4.0, 3.0, np.random.default_rng(0))
-    sim = simulate(arrivals, table, make_test_policy(table), SimConfig(slo_s=0.030, workers=1))
+    sim = simulate(arrivals, table, make_test_policy(table, spec),
+                   SimConfig(slo_s=0.030, workers=1))
 
     async def body():
-        clock, pool, router = make(table, policy=make_test_policy(table), overhead_s=0.0,
+        clock, pool, router = make(table, policy=make_test_policy(table, spec), overhead_s=0.0,
                                    max_queue=100_000)
         futs = []
         for t in arrivals:
@@ -296,3 +298,44 @@ def test_adaptive_overhead_learns_that_batches_run_slower_than_profiled(table):
     learned, late_learned, overhead = run(lambda: attainment(True))
     assert overhead > RouterConfig().overhead_s  # it learned something
     assert late_learned < late_fixed and learned > fixed
+
+
+def test_early_drop_answers_heads_that_would_starve_the_queue(table):
+    """A long queue whose head has slack for a tiny batch only: with early drop the head is
+    answered DROPPED_DEADLINE as soon as a worker is free, with a message that says why, and
+    the queue behind it is served; the paper's rule serves the head."""
+    from superserve.scheduling.registry import make_policy
+
+    def scenario(spec):
+        async def body():
+            clock = ManualClock()
+            pool = FakePool(table, clock, n_workers=1)
+            policy = make_policy(spec, table)
+            router = Router(policy, pool, clock, RouterConfig(overhead_s=0.0, max_queue=10_000))
+            router.start()  # the worker announces itself when the clock first runs
+            n = 4 * table.max_batch
+            need = SlackFitLike.need(table)
+            head = router.submit(IMG, slo_s=(table.fastest_s + need) / 2)
+            rest = [router.submit(IMG, slo_s=5.0) for _ in range(n)]
+            clock.run_until(0.0)
+            clock.advance(10.0)
+            return policy, head.result(), [f.result() for f in rest]
+        return run(body)
+
+    policy, head, rest = scenario("slackfit:early_drop=1")
+    assert policy.drop_slack_s(4 * table.max_batch, 0.0) == SlackFitLike.need(table)
+    assert head.outcome is Outcome.DROPPED_DEADLINE
+    assert isinstance(head.error, DeadlineExceededError) and "dropped early" in str(head.error)
+    assert all(r.outcome is Outcome.COMPLETED for r in rest)
+    policy, head, rest = scenario("slackfit")
+    assert policy.drop_slack_s(4 * table.max_batch, 0.0) == table.fastest_s
+    assert head.outcome is Outcome.COMPLETED
+
+
+class SlackFitLike:
+    @staticmethod
+    def need(table):
+        """What early drop asks of a head with a long queue behind it: the fastest subnet's
+        latency at the largest profiled batch <= max batch / 4."""
+        j = max(k for k, b in enumerate(table.batch_sizes) if b <= table.max_batch / 4)
+        return min(row[j] for row in table.lat_s)

@@ -235,3 +235,39 @@ def test_simulate_cli_prints_the_issue_keys(tmp_path, capsys):
     assert main(["simulate", "--table", str(path), "--trace", "poisson:rate=5,duration=1",
                  "--policy", "clipper:99"]) == 2
     assert "no subnet id=99" in capsys.readouterr().err
+
+
+def test_early_drop_keeps_slackfit_from_collapsing_under_overload():
+    """The paper's SlackFit on the shipped resnet table, bursty trace a little past its 0.99
+    capacity: heads with little slack get tiny batches, the queue behind them falls behind
+    and attainment collapses; early drop sheds those heads and stays near 1. Below capacity
+    the two agree."""
+    from superserve.server.components import resolve_table
+
+    table, _, _ = resolve_table("resnet", None)
+    cfg = SimConfig(slo_s=0.05, workers=1, seed=0)
+
+    def attainment(spec, rate):
+        arr = bursty(rate / 2, rate / 2, 4.0, 60.0, np.random.default_rng(0))
+        return simulate(arr, table, make_policy(spec, table, slo_s=0.05), cfg).slo_attainment
+
+    plain, early = attainment("slackfit", 3300), attainment("slackfit:early_drop=1", 3300)
+    assert plain < 0.9 < 0.99 < early
+    low = [attainment(s, 1000) for s in ("slackfit", "slackfit:early_drop=1")]
+    assert low[0] == pytest.approx(low[1], abs=1e-3) and min(low) > 0.999
+
+
+def test_early_drop_threshold_follows_the_queue():
+    t = synthetic_table()
+    p = make_policy("slackfit:early_drop=1", t)
+    assert p.drop_slack_s(1, 1e6) == t.fastest_s  # a short queue: the plain rule
+    assert p.drop_slack_s(3, 0.0) == t.fastest_s
+    long_q = p.drop_slack_s(10_000, 0.0)
+    j = max(k for k, b in enumerate(t.batch_sizes) if b <= t.max_batch / 4)
+    assert long_q == max(t.fastest_s, min(row[j] for row in t.lat_s))
+    vals = [p.drop_slack_s(n, 0.0) for n in range(1, 4 * t.max_batch)]
+    assert vals == sorted(vals)  # never lower for a longer queue
+    assert make_policy("slackfit", t).drop_slack_s(10_000, 0.0) == t.fastest_s
+    assert make_policy("slackfit:early_drop=0", t).early_drop is False
+    with pytest.raises(ConfigError, match="early_drop"):
+        make_policy("slackfit:early_drop=maybe", t)

@@ -37,7 +37,7 @@ from superserve.errors import (
 )
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
-from superserve.scheduling.base import Policy, QueueView, cannot_meet
+from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slack_s
 from superserve.scheduling.edf import EDFQueue
 from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
@@ -323,6 +323,26 @@ class Router:
                 f"{(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO, too little left for the "
                 f"fastest choice ({self.min_latency_s * 1e3:.2f} ms)"))
 
+    def _drop_early(self, now: float, rate_qps: float) -> None:
+        """The policy's early drop (base.drop_slack_s), after the plain rule."""
+        q = self._queue
+        need = drop_slack_s(self.policy, len(q), rate_qps, self.min_latency_s)
+        if need <= self.min_latency_s:
+            return
+        cut = now + self.overhead_s + need
+        while q and q.head_deadline_s() < cut:
+            job = q.pop()
+            if job.request.future.done():
+                continue
+            r = job.request.result
+            self._finish(job.request, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
+                f"request {r.request_id} dropped early: {(r.deadline_s - now) * 1e3:.1f} ms "
+                f"of its {(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO left, "
+                f"{(r.deadline_s - now - self.overhead_s) * 1e3:.2f} ms after the "
+                f"{self.overhead_s * 1e3:.1f} ms overhead margin: too little for a batch that "
+                f"keeps up with the queue ({need * 1e3:.2f} ms needed), "
+                f"with {len(q)} requests behind it"))
+
     # ------------------------------------------------------------------ expiry timer
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -359,13 +379,14 @@ class Router:
         while self._idle and q:
             now = self.clock.now()
             self._drop_expired_heads(now)
+            rate = self._rate.rate(now)
+            self._drop_early(now, rate)
             if not q:
                 break
             wid = self._idle[-1]
             view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
-                             arrival_rate_qps=self._rate.rate(now),
-                             overhead_s=self.overhead_s)
+                             arrival_rate_qps=rate, overhead_s=self.overhead_s)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries

@@ -11,7 +11,10 @@ and the queue is non-empty:
     1. pop and answer DROPPED_DEADLINE every EDF head for which
        `cannot_meet(..., min_latency_s=policy.min_latency_s)` is true (the shared drop rule:
        not even the policy's fastest choice can finish before the deadline, so no compute is
-       spent on it);
+       spent on it); then, with `threshold = drop_slack_s(policy, len(queue), rate, fastest)` (the
+       arrival rate as in the view), pop and answer DROPPED_DEADLINE every head whose slack
+       (deadline - now - overhead) is below `threshold` (the same rule unless the policy
+       drops early: see SlackFit's `early_drop`);
     2. plan = policy.decide(view, now_s); None means "leave the worker idle for now";
     3. pop min(plan.batch_size, len(queue)) earliest-deadline requests (a queue shorter than the
        planned batch is taken whole) and run them on plan.subnet, after plan.load_s seconds of
@@ -25,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["Plan", "Policy", "QueueView", "cannot_meet"]
+__all__ = ["Plan", "Policy", "QueueView", "cannot_meet", "drop_slack_s"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +68,12 @@ def cannot_meet(head_deadline_s: float, now_s: float, table: ProfileTable,
     fixed subnet at batch 1); without it, the table's fastest subnet at the smallest batch."""
     fastest = table.fastest_s if min_latency_s is None else min_latency_s
     return head_deadline_s - now_s - overhead_s < fastest
+
+
+def drop_slack_s(policy: object, queue_length: int, arrival_rate_qps: float,
+                 fastest_s: float) -> float:
+    """The least slack an EDF head needs to be kept, for a queue of `queue_length` at this
+    arrival rate: the policy's `drop_slack_s` when it has one, else `fastest_s` (the plain
+    rule's bar: the policy's fastest choice)."""
+    f = getattr(policy, "drop_slack_s", None)
+    return fastest_s if f is None else f(queue_length, arrival_rate_qps)

@@ -1,6 +1,6 @@
 """`make_policy("slackfit:buckets=32", table)`: policies by name, as the CLI and configs say them.
 
-    slackfit[:buckets=N,cap=F]      maxbatch            maxacc
+    slackfit[:buckets=N,cap=F,early_drop=1]      maxbatch            maxacc
     clipper:<subnet id>             clipper:<accuracy, e.g. 0.97>  (the closest subnet)
     clipper:id=N | clipper:accuracy=X
     infaas[:min_accuracy=X,load_ms=Y]
@@ -35,13 +35,21 @@ def _kv(name: str, body: str, allowed: dict[str, type]) -> dict[str, Any]:
     return out
 
 
+def _flag(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(v)
+
+
 def make_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:
     """Build a policy from its spec string. `kw` may carry `slo_s` and `workers` (used by
     infaas to size its variants' capacity)."""
     name, _, body = spec.strip().partition(":")
     name = name.lower()
     if name == "slackfit":
-        opts = _kv(name, body, {"buckets": int, "cap": float})
+        opts = _kv(name, body, {"buckets": int, "cap": float, "early_drop": _flag})
         cap = opts.pop("cap", None)
         if cap is not None:
             if not 0 < cap <= 1:

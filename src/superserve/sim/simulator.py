@@ -129,6 +129,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
     busy_ovh = overhead if cfg.busy_overhead_s is None else cfg.busy_overhead_s
     fastest = getattr(policy, "min_latency_s", table.fastest_s)
+    drop_slack = getattr(policy, "drop_slack_s", None)
+    early_drop = drop_slack is not None and getattr(policy, "early_drop", True)
     lat = _latency_rows(table)
     max_b = table.max_batch
     rng = np.random.default_rng(cfg.seed)
@@ -183,13 +185,24 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             qlen = len(requeue) + (tail - head)
             if qlen == 0:
                 break
+            rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
+            if early_drop:  # the policy's early drop (base.drop_slack_s), same order as live
+                need = drop_slack(qlen, rate)
+                if need > fastest:
+                    cut = now + overhead + need - slo
+                    while requeue and arrl[requeue[0]] < cut:
+                        requeue.pop(0)
+                    if head < tail and arrl[head] < cut:
+                        head = bisect_left(arrl, cut, head, tail)
+                    qlen = len(requeue) + (tail - head)
+                    if qlen == 0:
+                        break
             w = free[-1]
             view.length = qlen
             view.head_deadline_s = arrl[requeue[0] if requeue else head] + slo
             view.worker_id = w
             view.worker_subnet = worker_subnet[w]
-            view.arrival_rate_qps = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) \
-                if tail else 0.0
+            view.arrival_rate_qps = rate
             plan = decide(view, now)  # type: ignore[arg-type]  # duck-typed QueueView
             if plan is None:
                 break
