@@ -16,6 +16,11 @@ def _ok_body(pred: int) -> bytes:
                        "queue_ms": 1.5, "service_ms": 2.5, "deadline_met": True}}).encode()
 
 
+def _header(head: bytes, name: str) -> int:
+    return int(next(ln for ln in head.decode().split("\r\n")
+                    if ln.lower().startswith(name + ":")).split(":", 1)[1])
+
+
 def _response(status: int, body: bytes, reason: str = "X") -> bytes:
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n\r\n").encode() + body
@@ -32,11 +37,7 @@ async def _serve(behaviour, seen: list):
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.decode().split("\r\n"):
-                    if line.lower().startswith("content-length:"):
-                        length = int(line.split(":", 1)[1])
-                body = await reader.readexactly(length)
+                body = await reader.readexactly(_header(head, "content-length"))
                 seen.append((head, body))
                 out = behaviour(count, head, body)
                 count += 1
@@ -78,8 +79,7 @@ def test_binary_request_and_json_response_round_trip():
     assert sum(r.correct for r in recs) == sum(r.label == 3 for r in recs)
     head, body = seen[0]
     assert head.startswith(b"POST /v2/models/resnet/infer HTTP/1.1\r\n")
-    hlen = int([ln for ln in head.decode().split("\r\n")
-                if ln.lower().startswith("inference-header-content-length")][0].split(":")[1])
+    hlen = _header(head, "inference-header-content-length")
     req = json.loads(body[:hlen])
     assert req["parameters"] == {"slo_ms": 40}
     assert req["inputs"][0]["shape"] == [1, 1, 28, 28]
@@ -139,8 +139,7 @@ def test_connections_are_reused():
             try:
                 while True:
                     head = await reader.readuntil(b"\r\n\r\n")
-                    n = int([ln for ln in head.decode().split("\r\n")
-                             if ln.lower().startswith("content-length")][0].split(":")[1])
+                    n = _header(head, "content-length")
                     await reader.readexactly(n)
                     writer.write(_response(200, _ok_body(0)))
                     await writer.drain()

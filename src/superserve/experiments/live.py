@@ -21,13 +21,14 @@ from superserve.profiling.table import ProfileTable
 __all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "run_demo", "run_live_experiment",
            "sized_rate"]
 
-# Rate ceilings for the live runs on the 2-core machine. benchmarks/live_vs_sim.py measured
-# the live server (SlackFit, 1 worker, gRPC, bursty CV^2 4, 20 s per rate) at 0.990 attainment
-# at 724 req/s, 0.988 at 869 and 0.956 at 1,448; the demo's 40 s run at 500 req/s reached
-# 0.9992. The limit is the core that the router, gRPC and the load generator share, not the
-# worker, so the simulator (which has no such core) sizes the trace only below this ceiling.
-# HTTP: the httpx client costs ~1 ms of CPU per request.
-CAP_QPS = {"grpc": 500.0, "http": 200.0}
+# Rate ceilings for the live runs on the 2-core machine, where the router, the front end and
+# the load generator share one core. gRPC: benchmarks/live_vs_sim.py measured the live server
+# (SlackFit, 1 worker, bursty CV^2 4, 20 s per rate) at 0.990 attainment at 724 req/s, 0.988
+# at 869 and 0.956 at 1,448 (grpc.aio costs ~500 us of CPU per call on each side); the demo's
+# 40 s run at 500 req/s reached 0.9992. HTTP (the infer fast path and the load generator's own
+# client, ~220 us per request for both): 0.9957 at 2,606 req/s, 0.90 x the simulator's 0.99
+# capacity, so there the simulator's headroom, not this ceiling, sizes the trace.
+CAP_QPS = {"grpc": 500.0, "http": 2500.0}
 
 # The planning margin of every live server here, and of the simulator beside it: the worker
 # shares two cores with the router and the load generator, so a batch runs up to ~1.5x its
@@ -62,9 +63,10 @@ def sized_rate(table: ProfileTable, slo_s: float, workers: int, overhead_s: floa
     """A mean rate for a bursty trace (base = variant = rate/2): `headroom` x the highest rate
     at which the simulated SlackFit keeps `target` attainment, capped at what the router, the
     load generator and one worker sustain together on a 2-core machine (`cap_qps`; see
-    CAP_QPS). On the 2-core machine the live server keeps 0.99 attainment only up to ~0.25 of
-    the simulated capacity (benchmarks/live_vs_sim.py: the router, gRPC and the load generator
-    share one core), so the ceiling, not the headroom, decides there."""
+    CAP_QPS). Over gRPC on the 2-core machine the live server keeps 0.99 attainment only up to
+    ~0.25 of the simulated capacity (grpc.aio's CPU per call on the core that the router and
+    the load generator share), so the ceiling, not the headroom, decides there; over HTTP
+    (~0.9 of it) the headroom decides."""
     from superserve.scheduling import make_policy
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces import load_trace
