@@ -105,44 +105,6 @@ def _fill_from_parameters(rec: RequestRecord, params: dict[str, Any]) -> None:
     rec.service_ms = float(params.get("service_ms", math.nan))
 
 
-class _HttpClient(_Client):
-    def __init__(self, cfg: LoadgenConfig) -> None:
-        import httpx
-
-        base = cfg.url if "://" in cfg.url else f"http://{cfg.url}"
-        self._url = f"{base.rstrip('/')}/v2/models/{cfg.model}/infer"
-        self._params = {"slo_ms": cfg.slo_ms}
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        self._client = httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits)
-        self._bodies: dict[int, bytes] = {}
-
-    def body(self, key: int, image: np.ndarray) -> bytes:
-        b = self._bodies.get(key)
-        if b is None:
-            payload = {"inputs": [{"name": "input", "shape": [1, *image.shape], "datatype": "FP32",
-                                   "data": image.ravel().tolist()}],
-                       "parameters": self._params}
-            b = self._bodies[key] = json.dumps(payload).encode()
-        return b
-
-    async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:
-        r = await self._client.post(self._url, content=self.body(key, image),
-                                    headers={"content-type": "application/json"})
-        rec.status = str(r.status_code)
-        if r.status_code == 200:
-            out = r.json()
-            _fill_from_parameters(rec, out.get("parameters") or {})
-            rec.predicted = _predicted_from_outputs(out.get("outputs") or [])
-            rec.outcome = "completed"
-        else:
-            rec.outcome = {504: "dropped_deadline", 429: "rejected", 503: "rejected"}.get(
-                r.status_code, "failed")
-            rec.message = r.text[:200]
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
 class _RawHttpClient(_Client):
     """KServe v2 REST over plain asyncio keep-alive connections, binary-data extension.
 
