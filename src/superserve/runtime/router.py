@@ -323,10 +323,11 @@ class Router:
                 f"{(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO, too little left for the "
                 f"fastest choice ({self.min_latency_s * 1e3:.2f} ms)"))
 
-    def _drop_early(self, now: float, rate_qps: float) -> None:
-        """The policy's early drop (base.drop_slack_s), after the plain rule."""
+    def _drop_early(self, now: float, queued: int, rate_qps: float) -> None:
+        """The policy's early drop (base.drop_slack_s) for a queue of `queued`, after the
+        plain rule has dropped what it drops (their own message)."""
         q = self._queue
-        need = drop_slack_s(self.policy, len(q), rate_qps, self.min_latency_s)
+        need = drop_slack_s(self.policy, queued, rate_qps, self.min_latency_s)
         if need <= self.min_latency_s:
             return
         cut = now + self.overhead_s + need
@@ -378,9 +379,10 @@ class Router:
         q = self._queue
         while self._idle and q:
             now = self.clock.now()
+            queued = len(q)  # the early-drop threshold is for the queue as it stands
             self._drop_expired_heads(now)
             rate = self._rate.rate(now)
-            self._drop_early(now, rate)
+            self._drop_early(now, queued, rate)
             if not q:
                 break
             wid = self._idle[-1]

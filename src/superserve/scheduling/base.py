@@ -11,10 +11,10 @@ and the queue is non-empty:
     1. pop and answer DROPPED_DEADLINE every EDF head for which
        `cannot_meet(..., min_latency_s=policy.min_latency_s)` is true (the shared drop rule:
        not even the policy's fastest choice can finish before the deadline, so no compute is
-       spent on it); then, with `threshold = drop_slack_s(policy, len(queue), rate, fastest)` (the
-       arrival rate as in the view), pop and answer DROPPED_DEADLINE every head whose slack
-       (deadline - now - overhead) is below `threshold` (the same rule unless the policy
-       drops early: see SlackFit's `early_drop`);
+       spent on it); with `threshold = drop_slack_s(policy, len(queue), rate, fastest)` (the
+       queue as it stands before these drops, the arrival rate as in the view), also every
+       head whose slack (deadline - now - overhead) is below `threshold` (the same rule unless
+       the policy drops early: see SlackFit's `early_drop`);
     2. plan = policy.decide(view, now_s); None means "leave the worker idle for now";
     3. pop min(plan.batch_size, len(queue)) earliest-deadline requests (a queue shorter than the
        planned batch is taken whole) and run them on plan.subnet, after plan.load_s seconds of

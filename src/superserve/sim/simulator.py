@@ -176,8 +176,12 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         # ---- dispatch to free workers while there is work
         while free and (requeue or head < tail):
             # the shared drop rule, in bulk on the main range: deadline - now - overhead <
-            # fastest  <=>  arrival < now + overhead + fastest - slo
-            cut = now + overhead + fastest - slo
+            # bar  <=>  arrival < now + overhead + bar - slo; the bar is the fastest choice,
+            # or the policy's early-drop threshold for the queue as it stands (drop_slack_s)
+            rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
+            bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
+                if early_drop else fastest
+            cut = now + overhead + bar - slo
             while requeue and arrl[requeue[0]] < cut:
                 requeue.pop(0)
             if head < tail and arrl[head] < cut:
@@ -185,18 +189,6 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             qlen = len(requeue) + (tail - head)
             if qlen == 0:
                 break
-            rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
-            if early_drop:  # the policy's early drop (base.drop_slack_s), same order as live
-                need = drop_slack(qlen, rate)
-                if need > fastest:
-                    cut = now + overhead + need - slo
-                    while requeue and arrl[requeue[0]] < cut:
-                        requeue.pop(0)
-                    if head < tail and arrl[head] < cut:
-                        head = bisect_left(arrl, cut, head, tail)
-                    qlen = len(requeue) + (tail - head)
-                    if qlen == 0:
-                        break
             w = free[-1]
             view.length = qlen
             view.head_deadline_s = arrl[requeue[0] if requeue else head] + slo
