@@ -11,6 +11,7 @@ import asyncio
 import csv
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from superserve.bench.server_proc import ServerProcess
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveRun", "compare", "plot_tradeoff", "print_table", "run_live"]
+__all__ = ["LiveRun", "compare", "place_labels", "plot_tradeoff", "print_table", "run_live"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _killer(srv: ServerProcess, every_s: float, stop: threading.Event, t0: float
 
 def run_live(run: LiveRun, arrivals_s: Sequence[float], slo_ms: float, out_dir: Path,
              common_args: Sequence[str] = (), protocol: str = "http",
-             progress: Callable[[int, int], None] | None = None) -> LiveResult:
+             on_record: Callable[[RequestRecord], None] | None = None) -> LiveResult:
     from superserve.data import load_mnist
 
     x, y = load_mnist().test
@@ -92,7 +93,7 @@ def run_live(run: LiveRun, arrivals_s: Sequence[float], slo_ms: float, out_dir: 
                                       daemon=True)
             killer.start()
         try:
-            records = asyncio.run(run_loadgen(cfg, arrivals_s, x, y, progress=progress))
+            records = asyncio.run(run_loadgen(cfg, arrivals_s, x, y, on_record=on_record))
         finally:
             stop.set()
             if killer is not None:
@@ -112,12 +113,18 @@ def _warmup(cfg: LoadgenConfig, x: np.ndarray, y: np.ndarray, n: int = 20) -> No
 
 def compare(runs: Sequence[LiveRun], arrivals_s: Sequence[float], slo_ms: float, out_dir: Path,
             common_args: Sequence[str] = (), protocol: str = "http",
-            on_run: Callable[[LiveRun], Callable[[int, int], None] | None] | None = None
+            on_run: Callable[[LiveRun], Callable[[RequestRecord], None] | None] | None = None
             ) -> list[LiveResult]:
+    """Each run on the same arrivals, one after another; `on_run(run)` may return a
+    per-request callback (progress) for that run."""
     results = []
     for run in runs:
-        progress = on_run(run) if on_run else None
-        results.append(run_live(run, arrivals_s, slo_ms, out_dir, common_args, protocol, progress))
+        on_record = on_run(run) if on_run else None
+        results.append(run_live(run, arrivals_s, slo_ms, out_dir, common_args, protocol,
+                                on_record))
+        close = getattr(on_record, "close", None)
+        if close is not None:
+            close()
     rows = [r.summary for r in results]
     keys = ["name", "policy", "workers", "requests", "slo_attainment", "mean_serving_accuracy",
             "realized_accuracy", "latency_ms_p50", "latency_ms_p99", "max_send_lag_ms", "kills"]
@@ -130,37 +137,103 @@ def compare(runs: Sequence[LiveRun], arrivals_s: Sequence[float], slo_ms: float,
     return results
 
 
-def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+def place_labels(points: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]],
+                 bounds: tuple[float, float, float, float] | None = None,
+                 point_r: float = 6.0) -> list[tuple[float, float]]:
+    """Offsets (dx, dy), in display units, of label centres from their points so that no two
+    label boxes overlap each other or any point, and they stay within `bounds` (x0, y0, x1, y1)
+    where possible. Greedy: labels in turn try 8 directions at growing distances and take the
+    first free place, else the least-overlapping one. `sizes` are the labels' (width, height)."""
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    dots = [(x - point_r, y - point_r, x + point_r, y + point_r) for x, y in points]
+    placed: list[tuple[float, float, float, float]] = []
+    offsets = []
+    dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for (px, py), (w, h) in zip(points, sizes):
+        best, best_cost = (point_r + w / 2, point_r + h / 2), math.inf
+        for r in (4.0, 14.0, 28.0, 46.0, 70.0, 100.0):
+            for sx, sy in dirs:
+                dx = sx * (point_r + r + w / 2) if sx else 0.0
+                dy = sy * (point_r + r + h / 2) if sy else 0.0
+                cx, cy = px + dx, py + dy
+                box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+                cost = sum(overlap(box, o) for o in placed + dots)
+                if bounds is not None:
+                    inside = overlap(box, bounds)
+                    cost += 4 * (w * h - inside)
+                cost += 1e-3 * r  # nearer is better among free places
+                if cost < best_cost:
+                    best, best_cost = (dx, dy), cost
+            if best_cost < 1.0:
+                break
+        dx, dy = best
+        placed.append((px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2))
+        offsets.append(best)
+    return offsets
+
+
+def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str = "",
+                  accuracy_key: str = "mean_serving_accuracy") -> None:
+    """Accuracy vs SLO attainment, one point per run, labels placed so none overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in rows:
-        marker = "*" if r["policy"].startswith("slackfit") else "o"
-        ax.scatter(r["slo_attainment"], 100 * r["mean_serving_accuracy"], marker=marker,
-                   s=160 if marker == "*" else 60)
-        ax.annotate(r["name"], (r["slo_attainment"], 100 * r["mean_serving_accuracy"]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = [r["slo_attainment"] for r in rows]
+    ys = [100 * r[accuracy_key] for r in rows]
+    for r, x, y in zip(rows, xs, ys):
+        star = r["policy"].startswith("slackfit")
+        ax.scatter(x, y, marker="*" if star else "o", s=180 if star else 60, zorder=3,
+                   color="tab:red" if star else "tab:blue")
+    if rows:
+        ax.set_xlim(min(xs) - 0.08 * (max(xs) - min(xs) + 0.05), 1.0 + 0.2 * (1.0 - min(xs) + 0.05))
+        pad = 0.25 * (max(ys) - min(ys) + 0.4)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_xlabel("SLO attainment")
-    ax.set_ylabel("mean serving accuracy (%)")
+    ax.set_ylabel("accuracy (%)" if accuracy_key != "mean_serving_accuracy"
+                  else "mean serving accuracy (%)")
     ax.set_title(title or "live: accuracy vs SLO attainment (up and right is better)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    renderer = fig.canvas.get_renderer()
+    pts = [tuple(ax.transData.transform((x, y))) for x, y in zip(xs, ys)]
+    sizes = []
+    for r in rows:
+        t = ax.text(0, 0, r["name"], fontsize=8)
+        bb = t.get_window_extent(renderer)
+        sizes.append((bb.width + 4, bb.height + 2))
+        t.remove()
+    bounds = tuple(ax.get_window_extent(renderer).extents)
+    for r, (px, py), (dx, dy) in zip(rows, pts, place_labels(pts, sizes, bounds)):
+        x, y = ax.transData.inverted().transform((px, py))
+        ax.annotate(r["name"], (x, y), xytext=(dx, dy), textcoords="offset pixels",
+                    ha="center", va="center", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6,
+                                "shrinkA": 0, "shrinkB": 4})
+    fig.savefig(path, dpi=fig.dpi)
     plt.close(fig)
 
 
 def print_table(rows: Sequence[dict[str, Any]], file=None) -> None:
-    head = (f"{'run':22s} {'attain':>8s} {'prof.acc':>8s} {'real.acc':>8s} {'p50 ms':>7s} "
-            f"{'p99 ms':>7s} {'dropped':>7s} {'late':>5s} {'lag ms':>7s}")
+    """Profiled accuracy: the table's figure for the subnets that served the requests met;
+    realized: the fraction of those requests whose answer matched the image's label."""
+    head = (f"{'run':18s} {'attain':>7s} {'realized':>8s} {'profiled':>8s} {'p50 ms':>7s} "
+            f"{'p99 ms':>7s} {'met':>6s} {'late':>5s} {'504':>5s} {'429/503':>7s} {'failed':>6s}"
+            f" {'lag ms':>6s}")
     print(head, file=file)
     print("-" * len(head), file=file)
     for r in rows:
         p50 = r["latency_ms_p50"] or float("nan")
         p99 = r["latency_ms_p99"] or float("nan")
-        print(f"{r['name']:22s} {r['slo_attainment']:8.4f} {100 * r['mean_serving_accuracy']:8.2f} "
-              f"{100 * r['realized_accuracy']:8.2f} {p50:7.1f} {p99:7.1f} "
-              f"{r['outcomes']['dropped_deadline']:7d} {r['completed_late']:5d} "
-              f"{r['max_send_lag_ms']:7.1f}", file=file)
+        o = r["outcomes"]
+        met = round(r["slo_attainment"] * r["requests"])
+        print(f"{r['name']:18s} {r['slo_attainment']:7.4f} {100 * r['realized_accuracy']:7.2f}% "
+              f"{100 * r['mean_serving_accuracy']:7.2f}% {p50:7.1f} {p99:7.1f} {met:6d} "
+              f"{r['completed_late']:5d} {o['dropped_deadline']:5d} {o['rejected']:7d} "
+              f"{o['failed']:6d} {r['max_send_lag_ms']:6.1f}", file=file)

@@ -364,9 +364,12 @@ def _make_client(cfg: LoadgenConfig) -> _Client:
 # --------------------------------------------------------------------------- the open loop
 async def run_loadgen(cfg: LoadgenConfig, arrivals_s: Sequence[float], images: np.ndarray,
                       labels: np.ndarray, progress: Callable[[int, int], None] | None = None,
-                      client: _Client | None = None) -> list[RequestRecord]:
+                      client: _Client | None = None,
+                      on_record: Callable[[RequestRecord], None] | None = None
+                      ) -> list[RequestRecord]:
     """Send one request per arrival time (seconds from the start), open loop; return one
-    record per request, each in exactly one terminal outcome."""
+    record per request, each in exactly one terminal outcome. `progress(done, n)` and
+    `on_record(record)` (e.g. `bench.timeline.LiveProgress`) hear of each finished request."""
     arrivals = np.sort(np.asarray(arrivals_s, dtype=float))
     n = len(arrivals)
     if n == 0:
@@ -402,6 +405,8 @@ async def run_loadgen(cfg: LoadgenConfig, arrivals_s: Sequence[float], images: n
         done += 1
         if progress is not None:
             progress(done, n)
+        if on_record is not None:
+            on_record(rec)
 
     tasks: list[asyncio.Task[None]] = []
     # no cyclic GC while timing: a full collection over tens of thousands of live records

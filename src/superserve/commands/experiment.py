@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-ms", type=float, default=50.0)
     p.add_argument("--workers", type=int, default=8, help="simulated workers")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc",
-                   help="what the load generator speaks (live runs; gRPC is cheaper per request)")
+    p.add_argument("--protocol", choices=["grpc", "http"], default="http",
+                   help="what the load generator speaks (live runs; HTTP is the cheaper front "
+                        "end here)")
     p.add_argument("--json", action="store_true", help="print the records as one JSON list")
 
 

@@ -1,10 +1,10 @@
-"""Live experiments and the demo: real servers started here, the open-loop load generator,
-and the simulator's prediction for the same trace, table and policy beside every live row.
+"""Live experiments: real servers started here (default flags), the open-loop load
+generator, and the simulator's ideal-machine figure for the same trace, table and policy
+beside every live row. The demo (`superserve demo`) is in experiments/demo.py.
 
 - live-tradeoff: SlackFit vs Clipper+ at three fixed subnets vs INFaaS, on a bursty trace and
   an Azure LLM (code) trace sized to this machine's capacity.
 - live-fault: SlackFit with two workers, one SIGKILLed at intervals during the load.
-- demo (superserve demo): live-tradeoff's bursty half, with a printed comparison table.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 from superserve.bench.live import LiveRun, compare, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "run_demo", "run_live_experiment",
-           "sized_rate"]
+__all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "progress_factory",
+           "run_live_experiment", "sized_rate", "write_summary"]
 
 # Rate ceilings for the live runs on the 2-core machine, where the router, the front end and
 # the load generator share one core. gRPC: benchmarks/live_vs_sim.py measured the live server
@@ -30,17 +30,10 @@ __all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "run_demo", "run_liv
 # capacity, so there the simulator's headroom, not this ceiling, sizes the trace.
 CAP_QPS = {"grpc": 500.0, "http": 2500.0}
 
-# The planning margin of every live server here, and of the simulator beside it: the worker
-# shares two cores with the router and the load generator, so a batch runs up to ~1.5x its
-# quiet-machine profile (p90 ~1.3x), and dispatch + IPC + the client's event loop add a few ms.
-OVERHEAD_MS = 6.0
-LATENCY_SCALE = 1.25
-# of OVERHEAD_MS, what occupies the worker per batch (dispatch + pipe IPC, measured ~0.5-1 ms);
-# the rest is client-side (gRPC, event loops) and is charged to the request, not the worker
-BUSY_OVERHEAD_MS = 1.0
-# SlackFit as the live runs use it: never a batch longer than half the SLO, so a burst that
-# lands just after a batch starts still finds the worker within SLO/2 (docs/scheduling.md)
-SLACKFIT = "slackfit:cap=0.5"
+# Every live server here runs with `superserve serve`'s DEFAULT flags (plain `--policy
+# slackfit`, no hand margins): the configuration measured is the one users get. The server
+# calibrates itself to this machine; the simulator beside the live rows is the ideal machine
+# (the table's latencies, no overhead), a bound rather than a prediction of the live run.
 
 
 def pin_beside_worker() -> list[str]:
@@ -57,27 +50,21 @@ def pin_beside_worker() -> list[str]:
     return ["--worker-cpus", str(cpus[1])]
 
 
-def sized_rate(table: ProfileTable, slo_s: float, workers: int, overhead_s: float,
-               cv2: float = 4.0, duration_s: float = 20.0, target: float = 0.999,
-               headroom: float = 0.45, cap_qps: float = 500.0) -> float:
+def sized_rate(table: ProfileTable, slo_s: float, workers: int, cv2: float = 4.0,
+               duration_s: float = 20.0, target: float = 0.999, headroom: float = 0.45,
+               cap_qps: float = 500.0) -> float:
     """A mean rate for a bursty trace (base = variant = rate/2): `headroom` x the highest rate
-    at which the simulated SlackFit keeps `target` attainment, capped at what the router, the
-    load generator and one worker sustain together on a 2-core machine (`cap_qps`; see
-    CAP_QPS). Over gRPC on the 2-core machine the live server keeps 0.99 attainment only up to
-    ~0.25 of the simulated capacity (grpc.aio's CPU per call on the core that the router and
-    the load generator share), so the ceiling, not the headroom, decides there; over HTTP
-    (~0.9 of it) the headroom decides."""
+    at which the simulated SlackFit (ideal machine) keeps `target` attainment, capped at what
+    the router, the load generator and one worker sustain together on a 2-core machine
+    (`cap_qps`; see CAP_QPS)."""
     from superserve.scheduling import make_policy
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces import load_trace
 
-    plan = table.scaled(LATENCY_SCALE)
-
     def ok(rate: float) -> bool:
         tr = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2={cv2},duration={duration_s}")
-        r = simulate(tr.arrivals_s, table, make_policy("slackfit", plan),
-                     SimConfig(slo_s=slo_s, workers=workers, overhead_s=overhead_s,
-                               busy_overhead_s=min(overhead_s, BUSY_OVERHEAD_MS / 1e3)))
+        r = simulate(tr.arrivals_s, table, make_policy("slackfit", table),
+                     SimConfig(slo_s=slo_s, workers=workers))
         return r.slo_attainment >= target
 
     lo, hi = 1.0, 20000.0
@@ -90,83 +77,83 @@ def sized_rate(table: ProfileTable, slo_s: float, workers: int, overhead_s: floa
 def baseline_runs(table: ProfileTable, workers: int) -> list[LiveRun]:
     """SlackFit, Clipper+ at the least / a middle / the most accurate subnet, and INFaaS."""
     ids = sorted({0, len(table) // 2, max(range(len(table)), key=lambda i: table.acc[i])})
-    runs = [LiveRun("slackfit", SLACKFIT, workers)]
+    runs = [LiveRun("slackfit", "slackfit", workers)]
     runs += [LiveRun(f"clipper-{100 * table.acc[i]:.2f}", f"clipper:{i}", workers) for i in ids]
     runs.append(LiveRun("infaas", "infaas", workers))
     return runs
 
 
-def _simulated(rows: list[dict[str, Any]], table: ProfileTable, arrivals, slo_s: float,
-               overhead_s: float) -> None:
-    """Add the simulator's attainment and accuracy for the same trace/table/policy to rows."""
+def _simulated(rows: list[dict[str, Any]], table: ProfileTable, arrivals, slo_s: float) -> None:
+    """Add the simulator's attainment and accuracy for the same trace, table and policy to
+    rows: the ideal machine (the table's latencies, no overhead), no margins anywhere."""
     from superserve.scheduling import make_policy
     from superserve.sim.simulator import SimConfig, simulate
 
-    plan = table.scaled(LATENCY_SCALE)  # what the live servers plan with; they run at `table`
     for r in rows:
-        cfg = SimConfig(slo_s=slo_s, workers=r["workers"], overhead_s=overhead_s,
-                        busy_overhead_s=min(overhead_s, BUSY_OVERHEAD_MS / 1e3))
-        s = simulate(arrivals, table, make_policy(r["policy"], plan, slo_s=slo_s,
-                                                  workers=r["workers"]), cfg)
+        s = simulate(arrivals, table, make_policy(r["policy"], table, slo_s=slo_s,
+                                                  workers=r["workers"]),
+                     SimConfig(slo_s=slo_s, workers=r["workers"]))
         r["sim_slo_attainment"] = s.slo_attainment
         r["sim_mean_serving_accuracy"] = s.mean_serving_accuracy
 
 
-def _progress_factory():
-    from tqdm import tqdm
+def progress_factory(arrivals_s, file=None):
+    """`compare(..., on_run=...)`: a fresh `LiveProgress` line printer per run."""
+    from superserve.bench.timeline import LiveProgress
 
-    bars: list[Any] = []
+    def on_run(run: LiveRun) -> LiveProgress:
+        return LiveProgress(run.name, arrivals_s, file=file or sys.stderr)
 
-    def on_run(run: LiveRun):
-        for b in bars:
-            b.close()
-        bar = tqdm(desc=f"{run.name:18s}", unit="req", file=sys.stderr, mininterval=0.5,
-                   disable=None)
-        bars.append(bar)
+    return on_run
 
-        def progress(i: int, n: int) -> None:
-            bar.total = n
-            bar.update(i - bar.n)
-        return progress
 
-    return on_run, bars
+def write_summary(rows: list[dict[str, Any]], path: Path, **extra: Any) -> dict[str, Any]:
+    """summary.json: `{"policies": {name: {slo_attainment, mean_accuracy (realized, over the
+    requests met), profiled_accuracy, requests, outcomes, ...}}, **extra}`."""
+    keep = ("policy", "workers", "latency_ms_p50", "latency_ms_p99", "completed_late",
+            "max_send_lag_ms", "slo_attainment_from_schedule", "kills", "sim_slo_attainment",
+            "sim_mean_serving_accuracy", "timeline")
+    doc = {"policies": {r["name"]: {
+        "slo_attainment": r["slo_attainment"],
+        "mean_accuracy": r["realized_accuracy"],
+        "profiled_accuracy": r["mean_serving_accuracy"],
+        "requests": r["requests"],
+        "outcomes": r["outcomes"],
+        **{k: r[k] for k in keep if k in r}} for r in rows},
+        "accuracy_over": "requests answered within the SLO (realized: answer == label)",
+        **extra}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
 
 
 def _table_args(args: argparse.Namespace) -> tuple[ProfileTable, list[str]]:
     from superserve.profiling import default_table_path
 
     path = Path(args.table) if getattr(args, "table", None) else default_table_path("resnet")
-    # the simulator and the rate sizing plan with the same margin as the live servers
-    # (policies on table.scaled(LATENCY_SCALE)) and run batches at the profiled latencies
-    return (ProfileTable.load(path),
-            ["--model", "resnet", "--table", str(path), "--overhead-ms", str(OVERHEAD_MS),
-             "--latency-scale", str(LATENCY_SCALE)])
+    return ProfileTable.load(path), ["--model", "resnet", "--table", str(path)]
 
 
 def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Path,
-                 table: ProfileTable, common: list[str], overhead_s: float) -> list[dict]:
+                 table: ProfileTable, common: list[str]) -> list[dict]:
     from superserve.traces import load_trace
 
     trace = load_trace(trace_spec)
-    on_run, bars = _progress_factory()
     results = compare(runs, trace.arrivals_s, args.slo_ms, out, common,
-                      protocol=args.protocol, on_run=on_run)
-    for b in bars:
-        b.close()
+                      protocol=args.protocol, on_run=progress_factory(trace.arrivals_s))
     rows = [r.summary for r in results]
-    _simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3, overhead_s)
+    _simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
     for r in rows:
         r.update(experiment=name, cell=trace_spec)
-    (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_summary(rows, out / "summary.json", trace=trace_spec, slo_ms=args.slo_ms,
+                  protocol=args.protocol)
     return rows
 
 
 def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[dict]:
     table, common = _table_args(args)
-    overhead_s = OVERHEAD_MS / 1e3
     slo_s = args.slo_ms / 1e3
     dur = 15 if args.quick else 45
-    rate = sized_rate(table, slo_s, 1, overhead_s, cap_qps=CAP_QPS[args.protocol])
+    rate = sized_rate(table, slo_s, 1, cap_qps=CAP_QPS[args.protocol])
     rows: list[dict] = []
     if name == "live-tradeoff":
         common = common + pin_beside_worker()
@@ -174,14 +161,13 @@ def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[
                   f"azure-llm:name=code,rate={rate / 2},duration={dur},seed={args.seed}"]
         for k, spec in enumerate(traces[:1] if args.quick else traces):
             rows += _run_compare(name, baseline_runs(table, 1), spec, args, out / f"trace{k}",
-                                 table, common, overhead_s)
+                                 table, common)
     elif name == "live-fault":
-        rate2 = sized_rate(table, slo_s, 1, overhead_s,  # what ONE worker sustains
-                           cap_qps=CAP_QPS[args.protocol])
+        rate2 = sized_rate(table, slo_s, 1, cap_qps=CAP_QPS[args.protocol])  # ONE worker
         spec = f"bursty:base={rate2 / 2},variant={rate2 / 2},cv2=2,duration={dur},seed={args.seed}"
         runs = [LiveRun("slackfit-2w-kills", "slackfit", 2, kill_every_s=dur / 4),
                 LiveRun("slackfit-2w", "slackfit", 2)]
-        rows += _run_compare(name, runs, spec, args, out, table, common, overhead_s)
+        rows += _run_compare(name, runs, spec, args, out, table, common)
     if not args.json:
         print_table(rows)
         _print_sim(rows)
@@ -190,40 +176,7 @@ def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[
 
 
 def _print_sim(rows: list[dict]) -> None:
-    print("simulator on the same trace and table:")
+    print("simulator on the same trace and table (ideal machine: profiled latencies, no overhead):")
     for r in rows:
         print(f"  {r['name']:22s} live {r['slo_attainment']:.4f} / {100 * r['mean_serving_accuracy']:.2f}%"
               f"   sim {r['sim_slo_attainment']:.4f} / {100 * r['sim_mean_serving_accuracy']:.2f}%")
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    table, common = _table_args(args)
-    overhead_s = OVERHEAD_MS / 1e3
-    dur = 12 if args.quick else 40
-    rate = args.rate or sized_rate(table, args.slo_ms / 1e3, 1, overhead_s,
-                                   cap_qps=CAP_QPS[args.protocol])
-    spec = f"bursty:base={rate / 2},variant={rate / 2},cv2=4,duration={dur},seed={args.seed}"
-    common = common + pin_beside_worker()
-    runs = baseline_runs(table, 1)
-    if args.quick:
-        runs = [runs[0], runs[1], runs[-2], runs[-1]]  # slackfit, 2 clippers, infaas
-    print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, "
-          f"SLO {args.slo_ms:.0f} ms, trace {spec}, {args.protocol}", flush=True)
-    rows = _run_compare("demo", runs, spec, args, args.out, table, common, overhead_s)
-    print()
-    print_table(rows)
-    _print_sim(rows)
-    sf = rows[0]
-    same = [r for r in rows[1:] if r["slo_attainment"] >= sf["slo_attainment"] - 1e-3]
-    if same:
-        best = max(same, key=lambda r: r["mean_serving_accuracy"])
-        print(f"\nSlackFit vs the most accurate baseline at equal attainment ({best['name']}): "
-              f"{100 * (sf['mean_serving_accuracy'] - best['mean_serving_accuracy']):+.2f} points")
-    more = [r for r in rows[1:] if r["mean_serving_accuracy"] >= sf["mean_serving_accuracy"]]
-    if more:
-        best = max(more, key=lambda r: r["slo_attainment"])
-        ratio = sf["slo_attainment"] / max(best["slo_attainment"], 1e-9)
-        print(f"SlackFit vs the best baseline at equal or higher accuracy ({best['name']}): "
-              f"{ratio:.2f}x the SLO attainment")
-    print(f"\nplots: {args.out / 'tradeoff.png'} and {args.out}/<run>.timeseries.png")
-    return 0

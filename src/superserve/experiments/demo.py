@@ -1,0 +1,191 @@
+"""`superserve demo`: the phenomenon SuperServe exists for, live, on this machine.
+
+One trace for every policy: calm phases at half the capacity of the most accurate subnet
+(from the table: its best batch within SLO/2), and bursts through and well past it (1.5x,
+2.5x, then a multiple capped at what this machine's front end can take). Each phase is itself
+bursty (half deterministic, half gamma with CV^2 4). Each policy gets a fresh server started
+with DEFAULT flags (`--policy P`, plus the worker pinned alone on CPU 1): SlackFit, and
+Clipper+ at the fastest, a middle and the most accurate subnet (and INFaaS in the full run).
+
+Out: a progress line per run while it runs, then a table (attainment, realized accuracy from
+the labels, profiled accuracy beside it), calm-vs-burst attainment, a timeline per policy
+(`<name>.timeline.png`: offered load, SLO attainment, served accuracy per 0.5 s), all
+policies overlaid (`timeline.png`), the tradeoff scatter (`tradeoff.png`) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superserve.bench.live import LiveRun, compare, plot_tradeoff, print_table
+from superserve.profiling.table import ProfileTable
+
+__all__ = ["DemoTrace", "demo_runs", "demo_trace", "run_demo"]
+
+CALM = 0.5  # calm phases: this x the most accurate subnet's capacity
+BURSTS = (1.5, 2.5, None, None)  # burst phases in turn; None: the peak (--burst-rate)
+PEAK_X = 3.5  # default peak: this x that capacity, capped by CAP_QPS[protocol]
+
+
+@dataclass(frozen=True)
+class DemoTrace:
+    arrivals_s: np.ndarray
+    phases: tuple[tuple[float, float, float], ...]  # (start_s, end_s, mean req/s)
+    capacity_qps: float  # the most accurate subnet's capacity on one worker (table)
+    subnet: int  # its id
+    peak_qps: float
+
+    def describe(self) -> str:
+        return ", ".join(f"{b - a:g}s@{r:.0f}" for a, b, r in self.phases)
+
+    def in_bursts(self, t_s: np.ndarray) -> np.ndarray:
+        burst = np.zeros(len(t_s), bool)
+        for a, b, r in self.phases:
+            if r > self.capacity_qps:
+                burst |= (t_s >= a) & (t_s < b)
+        return burst
+
+
+def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: float | None = None,
+               cap_qps: float = 2500.0, seed: int = 0) -> DemoTrace:
+    """Calm, burst, calm, burst, ... calm; every phase `phase_s` long (the first one second
+    longer, for the server to settle), each one bursty with CV^2 4 at its mean rate."""
+    from superserve.experiments.simulated import capacity_qps
+    from superserve.traces.generators import bursty
+
+    best = max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
+    cap = capacity_qps(table, best, slo_s)
+    peak = min(peak_qps or PEAK_X * cap, cap_qps)
+    rates = [CALM * cap]
+    for x in BURSTS:
+        rates += [peak if x is None else min(x * cap, peak), CALM * cap]
+    rng = np.random.default_rng(seed)
+    parts, phases, t = [], [], 0.0
+    for k, rate in enumerate(rates):
+        d = phase_s + (1.0 if k == 0 else 0.0)
+        parts.append(t + bursty(rate / 2, rate / 2, 4.0, d, rng))
+        phases.append((t, t + d, rate))
+        t += d
+    return DemoTrace(np.sort(np.concatenate(parts)), tuple(phases), cap, best, peak)
+
+
+def demo_runs(table: ProfileTable, quick: bool, policies: str | None = None) -> list[LiveRun]:
+    """SlackFit, Clipper+ at the fastest / a middle / the most accurate subnet, INFaaS (full
+    run only); or the comma list `policies` of `serve --policy` values."""
+    from superserve.experiments.live import baseline_runs
+
+    if policies:
+        return [LiveRun(_name(p, table), p) for p in policies.split(",") if p.strip()]
+    runs = baseline_runs(table, 1)
+    return [r for r in runs if r.name != "infaas"] if quick else runs
+
+
+def _name(policy: str, table: ProfileTable) -> str:
+    if policy.startswith("clipper:") and policy[8:].isdigit():
+        return f"clipper-{100 * table.acc[int(policy[8:])]:.2f}"
+    return policy.replace(":", "-").replace("=", "").replace(",", "-")
+
+
+def _phase_split(trace: DemoTrace, records) -> dict[str, dict[str, float]]:
+    t = np.array([r.scheduled_s for r in records])
+    met = np.array([r.deadline_met for r in records])
+    acc = np.array([r.subnet_accuracy for r in records])
+    out = {}
+    for key, mask in (("calm", ~trace.in_bursts(t)), ("bursts", trace.in_bursts(t))):
+        m = mask & met
+        out[key] = {"requests": int(mask.sum()),
+                    "slo_attainment": float(m.sum() / max(mask.sum(), 1)),
+                    "profiled_accuracy": float(np.nanmean(acc[m])) if m.any() else 0.0}
+    return out
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from superserve.bench.timeline import plot_timeline, plot_timelines, timeline_rows
+    from superserve.experiments.live import (
+        CAP_QPS,
+        _simulated,
+        _table_args,
+        pin_beside_worker,
+        progress_factory,
+        write_summary,
+    )
+
+    table, common = _table_args(args)
+    if args.worker_kind != "torch":
+        common += ["--worker-kind", args.worker_kind]
+    if args.pin:
+        common += pin_beside_worker()
+    phase_s = args.phase_s or (2.0 if args.quick else 4.0)
+    trace = demo_trace(table, args.slo_ms / 1e3, phase_s, args.burst_rate,
+                       CAP_QPS[args.protocol], args.seed)
+    runs = demo_runs(table, args.quick, args.policies)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, SLO "
+          f"{args.slo_ms:.0f} ms, {args.protocol}, servers with default flags "
+          f"{' '.join(common[4:]) or ''}\n"
+          f"the most accurate subnet ({100 * table.acc[trace.subnet]:.2f}%) serves at most "
+          f"{trace.capacity_qps:.0f} req/s within the SLO (table); bursts go to "
+          f"{trace.peak_qps:.0f} req/s\ntrace ({len(trace.arrivals_s)} requests, bursty CV^2 4 "
+          f"within each phase): {trace.describe()}\nruns: {', '.join(r.name for r in runs)}",
+          flush=True)
+    results = compare(runs, trace.arrivals_s, args.slo_ms, out, common, protocol=args.protocol,
+                      on_run=progress_factory(trace.arrivals_s))
+    rows = [r.summary for r in results]
+    _simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
+    title = f"offered load peaks at {trace.peak_qps:.0f} req/s; SLO {args.slo_ms:.0f} ms"
+    for res, row in zip(results, rows):
+        row["phases"] = _phase_split(trace, res.records)
+        row["timeline"] = timeline_rows(res.records, 1.0)
+        plot_timeline(res.records, out / f"{res.run.name}.timeline.png",
+                      f"{res.run.name}: {title}", capacity_qps=trace.capacity_qps)
+    plot_timelines({r.run.name: r.records for r in results}, out / "timeline.png", title,
+                   capacity_qps=trace.capacity_qps)
+    plot_tradeoff(rows, out / "tradeoff.png", accuracy_key="realized_accuracy",
+                  title="live demo: realized accuracy vs SLO attainment (up and right is better)")
+    write_summary(rows, out / "summary.json", trace=trace.describe(),
+                  requests_per_run=len(trace.arrivals_s), slo_ms=args.slo_ms,
+                  protocol=args.protocol, capacity_qps_most_accurate=trace.capacity_qps,
+                  peak_qps=trace.peak_qps, server_args=common)
+    _report(rows, out)
+    return 0
+
+
+def _report(rows: list[dict[str, Any]], out: Path) -> None:
+    print()
+    print_table(rows)
+    print("\ncalm phases vs bursts (attainment / profiled accuracy of the requests met):")
+    for r in rows:
+        c, b = r["phases"]["calm"], r["phases"]["bursts"]
+        print(f"  {r['name']:18s} calm {c['slo_attainment']:.4f} / "
+              f"{100 * c['profiled_accuracy']:.2f}%   bursts {b['slo_attainment']:.4f} / "
+              f"{100 * b['profiled_accuracy']:.2f}%")
+    print("simulator, same trace and table (ideal machine: profiled latencies, no overhead):")
+    for r in rows:
+        print(f"  {r['name']:18s} {r['sim_slo_attainment']:.4f} / "
+              f"{100 * r['sim_mean_serving_accuracy']:.2f}%")
+    sf = next((r for r in rows if r["policy"].startswith("slackfit")), None)
+    if sf is not None:
+        _verdict(sf, [r for r in rows if r is not sf])
+    print(f"\nplots: {out / 'timeline.png'}, {out}/<run>.timeline.png, {out / 'tradeoff.png'}; "
+          f"numbers: {out / 'summary.json'}")
+
+
+def _verdict(sf: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    acc = "realized_accuracy"
+    same = [r for r in others if r["slo_attainment"] >= sf["slo_attainment"] - 1e-3]
+    if same:
+        best = max(same, key=lambda r: r[acc])
+        print(f"\nSlackFit vs the most accurate baseline at its attainment or better "
+              f"({best['name']}): {100 * (sf[acc] - best[acc]):+.2f} points of realized accuracy")
+    more = [r for r in others if r["mean_serving_accuracy"] >= sf["mean_serving_accuracy"]]
+    if more:
+        best = max(more, key=lambda r: r["slo_attainment"])
+        print(f"SlackFit vs the best baseline serving subnets at least as accurate "
+              f"({best['name']}): {sf['slo_attainment']:.4f} vs {best['slo_attainment']:.4f} "
+              f"SLO attainment")

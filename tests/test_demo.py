@@ -1,0 +1,80 @@
+"""The demo pipeline on a tiny live run (profile workers, a synthetic table): summary.json's
+shape, progress lines when the output is not a terminal, the trace's shape, and the
+tradeoff plot's label placement."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+
+from superserve.bench.live import place_labels
+from superserve.bench.loadgen import RequestRecord
+from superserve.bench.timeline import LiveProgress, bin_records
+from superserve.cli import main
+from superserve.experiments.demo import demo_trace
+from superserve.sim.synthetic import synthetic_table
+
+
+def test_demo_tiny_run_writes_summary_plots_and_progress(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    synthetic_table(n=6).save(table)
+    out = tmp_path / "demo"
+    assert main(["demo", "--table", str(table), "--worker-kind", "profile", "--no-pin",
+                 "--phase-s", "0.5", "--burst-rate", "300", "--out", str(out),
+                 "--policies", "slackfit,clipper:5"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads((out / "summary.json").read_text())
+    assert set(doc["policies"]) == {"slackfit", "clipper-" + f"{100 * synthetic_table(n=6).acc[5]:.2f}"}
+    for p in doc["policies"].values():
+        assert {"slo_attainment", "mean_accuracy", "profiled_accuracy", "requests",
+                "outcomes"} <= set(p)
+        assert 0 <= p["slo_attainment"] <= 1 and 0 <= p["mean_accuracy"] <= 1
+        assert p["requests"] == sum(p["outcomes"].values()) == doc["requests_per_run"]
+    for name in ("timeline.png", "tradeoff.png", "slackfit.timeline.png"):
+        assert (out / name).stat().st_size > 1000
+    # stderr is not a terminal here: plain progress lines, one per run at least
+    lines = [ln for ln in cap.err.splitlines() if "attainment so far" in ln]
+    assert any(ln.startswith("slackfit") for ln in lines)
+    assert all("offered" in ln and "subnet accuracy now" in ln for ln in lines)
+    assert "realized" in cap.out and "calm phases vs bursts" in cap.out
+
+
+def test_progress_prints_plain_lines_when_not_a_tty():
+    buf = io.StringIO()
+    p = LiveProgress("slackfit", np.linspace(0, 1, 5), file=buf, every_s=0.0)
+    for i in range(5):
+        p(RequestRecord(index=i, scheduled_s=i / 4, outcome="completed", deadline_met=i != 2,
+                        subnet_accuracy=0.97))
+    out = buf.getvalue().splitlines()
+    assert len(out) == 5 and "\r" not in buf.getvalue()
+    assert "attainment so far 0.800" in out[-1] and "97.00%" in out[-1]
+
+
+def test_demo_trace_goes_well_past_the_most_accurate_capacity():
+    table = synthetic_table(n=6)
+    tr = demo_trace(table, 0.05, phase_s=2.0, cap_qps=1e9)
+    rates = [r for _, _, r in tr.phases]
+    assert rates[0] == min(rates) < tr.capacity_qps < max(rates) == tr.peak_qps
+    assert tr.peak_qps >= 3 * tr.capacity_qps
+    b = bin_records([RequestRecord(index=i, scheduled_s=t) for i, t in
+                     enumerate(tr.arrivals_s)], 1.0)
+    assert b["offered_qps"].max() > 2 * tr.capacity_qps
+    capped = demo_trace(table, 0.05, phase_s=2.0, cap_qps=100.0)
+    assert capped.peak_qps == 100.0
+
+
+def test_place_labels_keeps_crowded_labels_apart():
+    pts = [(100.0, 100.0), (102.0, 101.0), (104.0, 99.0), (101.0, 103.0), (300.0, 50.0)]
+    sizes = [(60.0, 12.0)] * len(pts)
+    offs = place_labels(pts, sizes, bounds=(0, 0, 400, 300))
+    boxes = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
+             for (x, y), (dx, dy), (w, h) in zip(pts, offs, sizes)]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+            assert apart, (i, j, a, b)
+        assert all(math.isfinite(v) for v in boxes[i])
