@@ -126,9 +126,10 @@ def run_demo(args: argparse.Namespace) -> int:
     runs = demo_runs(table, args.quick, args.policies)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    extra = " ".join(common[4:])  # after --model resnet --table PATH
     print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, SLO "
-          f"{args.slo_ms:.0f} ms, {args.protocol}, servers with default flags "
-          f"{' '.join(common[4:]) or ''}\n"
+          f"{args.slo_ms:.0f} ms, {args.protocol}; servers: default flags"
+          f"{' + ' + extra if extra else ''}\n"
           f"the most accurate subnet ({100 * table.acc[trace.subnet]:.2f}%) serves at most "
           f"{trace.capacity_qps:.0f} req/s within the SLO (table); bursts go to "
           f"{trace.peak_qps:.0f} req/s\ntrace ({len(trace.arrivals_s)} requests, bursty CV^2 4 "

@@ -1,0 +1,347 @@
+"""The live matrix behind issue 11's figures: `superserve serve` with DEFAULT flags, one fresh
+server per (policy, rate), driven by the independent open-loop client.
+
+Placement (2-core machine):
+  split     (default) worker alone on CPU 1 (`--worker-cpus 1`); the server process (router,
+            front ends) under `taskset -c 0`, the client under `taskset -c 0`
+  one-core  router and worker share CPU 1 (server `taskset -c 1`, `--worker-cpus 1`); the
+            client on CPU 0
+
+Per cell: start the server, a warm-up (poisson at 50 req/s for --warmup-s), scrape /metrics,
+the timed run (--duration-s), scrape /metrics again. Client-side attainment (latency from the
+scheduled send time) beside the server's own (deltas of its request counters over the timed
+run, and the cumulative `superserve_slo_attainment` gauge), and every `superserve_calibration_*`
+metric at the end.
+
+    python benchmarks/calibration_live.py                                  # the matrix
+    python benchmarks/calibration_live.py --rates 1000 --duration-s 30 --hog-at 10
+    python benchmarks/calibration_live.py --rates 1000 --hog-at 10 --duration-s 30 \\
+        --server-args "--no-calibration"                 # (whatever flag turns it off)
+    python benchmarks/calibration_live.py --placement one-core --rates 100 250 500
+    python benchmarks/calibration_live.py --protocol binary|grpc   # superserve loadgen
+    python benchmarks/calibration_live.py --trace-kind azure-code --rates 1000
+
+--protocol json uses benchmarks/open_loop_client.py (aiohttp, KServe v2 JSON); binary (REST
+with the binary tensor extension) and grpc use the project's `superserve loadgen`. --hog-at S
+starts `taskset -c 1 python -c 'while True: pass'` S seconds into the timed run (the worker's
+core) and reports attainment over the run and in its last 10 s. Every server, client and hog
+is killed at the end, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROCS: list[subprocess.Popen] = []  # everything started here, killed in `cleanup`
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", type=float, nargs="+", default=[500, 1000, 1500, 2000])
+    p.add_argument("--policies", nargs="+",
+                   default=["slackfit", "clipper:0", "clipper:0.965", "clipper:0.975"])
+    p.add_argument("--duration-s", type=float, default=20.0)
+    p.add_argument("--warmup-s", type=float, default=3.0)
+    p.add_argument("--slo-ms", type=float, default=50.0)
+    p.add_argument("--placement", choices=["split", "one-core"], default="split")
+    p.add_argument("--protocol", choices=["json", "binary", "grpc"], default="json")
+    p.add_argument("--trace-kind", choices=["bursty", "azure-code"], default="bursty")
+    p.add_argument("--hog-at", type=float, default=None,
+                   help="start a CPU hog on the worker's core this many seconds into the run")
+    p.add_argument("--server-args", default="", help="extra `superserve serve` flags")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results/calibration_live.json"))
+    p.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    return p.parse_args(argv)
+
+
+def trace_spec(kind: str, rate: float, duration_s: float, seed: int) -> str:
+    if kind == "bursty":
+        return f"bursty:base={rate / 2:g},variant={rate / 2:g},cv2=4,duration={duration_s:g},seed={seed}"
+    return f"azure-llm:name=code,rate={rate:g},duration={duration_s:g},seed={seed}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(cmd: list[str], **kw: Any) -> subprocess.Popen:
+    """A child in its own process group (so its own children die with it), remembered."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+    PROCS.append(proc)
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:  # its process group: the server's workers, whatever is left
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def cleanup() -> None:
+    for proc in reversed(PROCS):
+        kill(proc)
+    PROCS.clear()
+
+
+class Server:
+    def __init__(self, policy: str, args: argparse.Namespace, log_path: Path) -> None:
+        self.http, self.grpc = free_port(), free_port()
+        cpu = "0" if args.placement == "split" else "1"
+        cmd = ["taskset", "-c", cpu, sys.executable, "-m", "superserve.cli", "-v", "serve",
+               "--host", "127.0.0.1", "--http-port", str(self.http), "--grpc-port",
+               str(self.grpc), "--policy", policy, "--worker-cpus", "1",
+               *shlex.split(args.server_args)]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
+        self.proc = start(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.cmd = cmd
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}); log {self.log_path}:\n"
+                                   + self.log_path.read_text(errors="replace")[-2000:])
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"server not ready within {timeout_s:.0f} s; log {self.log_path}")
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r"^(superserve_[A-Za-z0-9_]+(?:\{[^}]*\})?)\s+(\S+)$", line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
+    def stop(self) -> None:
+        kill(self.proc)
+        self._log.close()
+
+
+def server_attainment(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Met / all requests the server counted over the timed run (counter deltas)."""
+    def total(m: dict[str, float]) -> float:
+        return sum(v for k, v in m.items() if k.startswith("superserve_requests_total{"))
+
+    def met(m: dict[str, float]) -> float:
+        return m.get("superserve_requests_deadline_met_total", 0.0)
+
+    n = total(after) - total(before)
+    return (met(after) - met(before)) / n if n > 0 else None
+
+
+def client_cmd(args: argparse.Namespace, srv: Server, spec: str, warmup: int, out_json: Path,
+               out_dir: Path) -> list[str]:
+    if args.protocol == "json":
+        return ["taskset", "-c", "0", sys.executable, str(HERE / "open_loop_client.py"),
+                "--url", srv.url, "--trace", spec, "--slo-ms", str(args.slo_ms), "--warmup",
+                str(warmup), "--seed", str(args.seed), "--out", str(out_json)]
+    url = srv.url if args.protocol == "binary" else f"127.0.0.1:{srv.grpc}"
+    return ["taskset", "-c", "0", sys.executable, "-m", "superserve.cli", "loadgen", "--url", url,
+            "--protocol", "http" if args.protocol == "binary" else "grpc", "--trace", spec,
+            "--slo-ms", str(args.slo_ms), "--seed", str(args.seed), "--timeout-s", "5",
+            "--out", str(out_dir), "--json"]
+
+
+def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list) -> str:
+    """Run the client; with `hog_at`, start the hog that long after the timed run begins (the
+    JSON client says so on stderr; for `superserve loadgen`, ~2 s after it starts)."""
+    proc = start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = threading.Event()
+
+    def read_err() -> None:
+        for line in proc.stderr:
+            if "run started" in line:
+                started.set()
+        started.set()
+
+    threading.Thread(target=read_err, daemon=True).start()
+    timer = None
+    if hog_at is not None:
+        def arm() -> None:
+            if any(c.endswith("open_loop_client.py") for c in cmd):
+                started.wait(timeout_s)
+            else:
+                time.sleep(2.0)
+            time.sleep(hog_at)
+            if proc.poll() is None:
+                hog.append(start(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"],
+                                 stdout=subprocess.DEVNULL))
+        timer = threading.Thread(target=arm, daemon=True)
+        timer.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        raise RuntimeError(f"client did not finish within {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"client exited with {proc.returncode}: {' '.join(cmd)}")
+    return out
+
+
+def loadgen_report(summary: dict[str, Any], out_dir: Path, slo_ms: float,
+                   duration_s: float) -> dict[str, Any]:
+    """`superserve loadgen --json` output in the JSON client's terms (latency from the
+    scheduled send time; per-second timeline from its requests.csv)."""
+    per: dict[int, list[int]] = {}
+    with open(out_dir / "requests.csv") as f:
+        for r in csv.DictReader(f):
+            s = int(float(r["scheduled_s"]))
+            lag_ms = (float(r["sent_s"]) - float(r["scheduled_s"])) * 1e3 if r["sent_s"] != "nan" \
+                else float("inf")
+            ok = r["deadline_met"] == "True" and float(r["latency_ms"]) + lag_ms <= slo_ms
+            c = per.setdefault(s, [0, 0])
+            c[0] += 1
+            c[1] += ok
+    return {"requests": summary["requests"],
+            "slo_attainment": summary["slo_attainment_from_schedule"],
+            "outcomes": summary["outcomes"],
+            "profiled_accuracy": summary["mean_serving_accuracy"],
+            "realized_accuracy": summary["realized_accuracy"],
+            "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
+            "max_send_lag_ms": summary["max_send_lag_ms"],
+            "timeline": [{"t_s": s, "requests": n, "met": m} for s, (n, m) in sorted(per.items())]}
+
+
+def last_attainment(timeline: list[dict[str, Any]], since_s: float) -> float | None:
+    b = [t for t in timeline if t["t_s"] >= since_s]
+    n = sum(t["requests"] for t in b)
+    return sum(t["met"] for t in b) / n if n else None
+
+
+def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    spec = trace_spec(args.trace_kind, rate, args.duration_s, args.seed)
+    tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{policy}_{rate:g}")
+    srv = Server(policy, args, work / f"{tag}.server.log")
+    hog: list[subprocess.Popen] = []
+    try:
+        srv.wait_ready()
+        if args.warmup_s > 0:  # poisson at 50 req/s, not counted anywhere below
+            warm = f"poisson:rate=50,duration={args.warmup_s:g},seed={args.seed + 1}"
+            run_client(client_cmd(args, srv, warm, 0, work / f"{tag}.warm.json",
+                                  work / f"{tag}.warm"), args.warmup_s + 60, None, hog)
+        before = srv.metrics()
+        out_json, out_dir = work / f"{tag}.client.json", work / f"{tag}.loadgen"
+        out = run_client(client_cmd(args, srv, spec, 0, out_json, out_dir),
+                         args.duration_s + 90, args.hog_at, hog)
+        after = srv.metrics()
+    finally:
+        for h in hog:
+            kill(h)
+        srv.stop()
+    if args.protocol == "json":
+        rep = json.loads(out_json.read_text())
+    else:
+        rep = loadgen_report(json.loads(out.strip().splitlines()[-1]), out_dir, args.slo_ms,
+                             args.duration_s)
+    row = {"policy": policy, "rate": rate, "trace": spec, "placement": args.placement,
+           "protocol": args.protocol, "server_args": args.server_args,
+           **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
+                                  "realized_accuracy", "latency_ms_p50", "latency_ms_p99",
+                                  "max_send_lag_ms")},
+           "server_slo_attainment": server_attainment(before, after),
+           "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
+           "calibration": {k: v for k, v in after.items()
+                           if k.startswith("superserve_calibration_")},
+           "timeline": rep["timeline"]}
+    if args.hog_at is not None:
+        row["hog_at_s"] = args.hog_at
+        row["slo_attainment_last_10s"] = last_attainment(rep["timeline"], args.duration_s - 10)
+    return row
+
+
+def fmt(v: Any, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_row(r: dict[str, Any]) -> None:
+    diff = (None if r["server_slo_attainment"] is None
+            else r["server_slo_attainment"] - r["slo_attainment"])
+    last = f" {fmt(r.get('slo_attainment_last_10s')):>8s}" if "hog_at_s" in r else ""
+    print(f"{r['policy']:16s} {r['rate']:6.0f} {r['slo_attainment']:8.4f} "
+          f"{fmt(r['server_slo_attainment']):>8s} {fmt(diff, '+.4f'):>8s} "
+          f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
+          f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "
+          f"{json.dumps(r['outcomes'], separators=(',', ':'))}", flush=True)
+    for k, v in r["calibration"].items():
+        print(f"{'':24s}{k} {v:.6g}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    last = f" {'last 10s':>8s}" if args.hog_at is not None else ""
+    print(f"{'policy':16s} {'rate':>6s} {'client':>8s} {'server':>8s} {'srv-cli':>8s} "
+          f"{'prof.acc':>8s} {'real.acc':>8s} {'p99 ms':>7s} {'lag ms':>7s}{last}  outcomes",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+    work = args.out.parent / f"{args.out.stem}.logs"  # server logs, client reports
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for policy in args.policies:
+            for rate in args.rates:
+                row = run_cell(policy, rate, args, work)
+                rows.append(row)
+                print_row(row)
+    except KeyboardInterrupt:
+        print("interrupted: stopping every server, client and hog", file=sys.stderr)
+        return 130
+    finally:
+        cleanup()
+        doc = {"config": {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in vars(args).items()}, "rows": rows}
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(doc))
+    print(f"rows in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
