@@ -31,7 +31,7 @@ class GreedyPolicy:
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         t = self.table
-        slack = view.head_deadline_s - now_s - view.overhead_s
+        slack = (view.head_deadline_s - now_s - view.overhead_s) / view.latency_scale
         b = min(view.length, t.max_batch)
         for s in sorted(range(len(t)), key=lambda i: -t.acc[i]):
             if t.latency_s(s, b) <= slack:

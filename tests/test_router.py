@@ -84,7 +84,7 @@ def test_expired_request_answered_by_timer_while_worker_busy(table):
         long = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
         assert pool.busy(0)  # the worker is busy for latency(2, 16) = 20 ms
         short = router.submit(IMG, slo_s=0.005)
-        drop_at = 0.005 - router.config.overhead_s - table.fastest_latency_s()
+        drop_at = 0.005 - router.overhead_s - table.fastest_latency_s() * router.latency_scale
         clock.run_until(drop_at - 1e-6)
         assert not short.done()
         clock.run_until(drop_at + 1e-6)
@@ -136,7 +136,8 @@ def test_killed_worker_batch_is_requeued_and_served_after_restart(table):
 
 def test_killed_worker_past_deadline_fails_explicitly(table):
     async def body():
-        clock, pool, router = make(table)
+        # the table's exact timings, a 1 ms reserve
+        clock, pool, router = make(table, calibrate=False, overhead_s=0.001)
         fut = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=0.0215)
         assert pool.busy(0)  # 16 images on the accurate subnet: until t = 20 ms
         clock.run_until(0.0195)  # too little slack left for even the fastest subnet
@@ -240,21 +241,24 @@ def test_every_shared_policy_drives_the_router(table, spec):
     run(body)
 
 
+@pytest.mark.parametrize("calibrate", [False, True])
 @pytest.mark.parametrize("spec", ["slackfit", "slackfit:early_drop=1"])
-def test_router_on_virtual_clock_matches_the_simulator(table, spec):
+def test_router_on_virtual_clock_matches_the_simulator(table, spec, calibrate):
     """Same trace, table, policy and workers, no overhead: the live router (fake pool,
     virtual clock) and the discrete-event simulator reach the same SLO attainment and
-    serving accuracy (early drop included: both apply base.drop_slack_s the same way)."""
+    serving accuracy (early drop included: both apply base.drop_slack_s the same way; and
+    with calibration: both feed the same LatencyModel with every batch as it ends)."""
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces.generators import bursty
 
     arrivals = bursty(800.0, 800.0, 4.0, 3.0, np.random.default_rng(0))
     sim = simulate(arrivals, table, make_test_policy(table, spec),
-                   SimConfig(slo_s=0.030, workers=1))
+                   SimConfig(slo_s=0.030, workers=1, calibrate=calibrate))
 
     async def body():
         clock, pool, router = make(table, policy=make_test_policy(table, spec), overhead_s=0.0,
-                                   max_queue=100_000)
+                                   max_queue=100_000, calibrate=calibrate,
+                                   admission_check=False)
         futs = []
         for t in arrivals:
             clock.run_until(float(t))
@@ -271,18 +275,19 @@ def test_router_on_virtual_clock_matches_the_simulator(table, spec):
     assert accuracy == pytest.approx(sim.mean_serving_accuracy, abs=0.01)
 
 
-def test_adaptive_overhead_learns_that_batches_run_slower_than_profiled(table):
-    """Workers 1.5x slower than the table: SlackFit fills the slack to the edge, so with a
-    fixed overhead many requests finish late; learning the excess keeps them in time."""
+def test_calibration_learns_that_batches_run_slower_than_profiled(table):
+    """Workers 1.5x slower than the table: SlackFit fills the slack to the edge, so planning
+    with the table finishes many requests late; the online model learns the real cost
+    (a scale, not an additive guess) and keeps them in time."""
     from superserve.traces.generators import bursty
 
     arrivals = bursty(150.0, 150.0, 4.0, 4.0, np.random.default_rng(0))
 
-    async def attainment(adaptive):
+    async def attainment(calibrate):
         clock = ManualClock()
         pool = FakePool(table, clock, n_workers=1, latency_scale=1.5)
         router = Router(make_test_policy(table), pool, clock,
-                        RouterConfig(adaptive_overhead=adaptive, max_queue=100_000))
+                        RouterConfig(calibrate=calibrate, max_queue=100_000))
         router.start()
         futs = []
         for t in arrivals:
@@ -292,12 +297,120 @@ def test_adaptive_overhead_learns_that_batches_run_slower_than_profiled(table):
         assert_all_terminal(router, futs)
         late = sum(f.result().outcome is Outcome.COMPLETED and not f.result().deadline_met
                    for f in futs)
-        return sum(f.result().deadline_met for f in futs) / len(futs), late, router.overhead_s
+        return sum(f.result().deadline_met for f in futs) / len(futs), late, router
 
     fixed, late_fixed, _ = run(lambda: attainment(False))
-    learned, late_learned, overhead = run(lambda: attainment(True))
-    assert overhead > RouterConfig().overhead_s  # it learned something
-    assert late_learned < late_fixed and learned > fixed
+    learned, late_learned, router = run(lambda: attainment(True))
+    m = router.calibration
+    assert m.mean_s(m.last_observed_s / 1.5) == pytest.approx(m.last_observed_s, rel=0.05)
+    assert 1.3 <= router.latency_scale <= 1.5 * 1.2  # a fit plus a small tail margin
+    assert late_learned < late_fixed / 10 and learned > fixed
+
+
+def test_calibration_follows_a_step_change_up_and_down(table):
+    """A co-tenant slows the worker 2x for a while and leaves: the planned scale follows
+    both ways, and accuracy (not the SLO) gives way while it is there."""
+    async def body():
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=1)
+        router = Router(make_test_policy(table), pool, clock, RouterConfig(max_queue=100_000))
+        router.start()
+        scales, futs = [], []
+        for factor in (1.0, 2.0, 1.0):
+            pool.latency_scale = factor
+            for _ in range(1000):  # 10 s at 100 req/s
+                clock.advance(0.01)
+                futs.append(router.submit(IMG, slo_s=0.006))
+            m, last = router.calibration, router.calibration.last_observed_s
+            scales.append((m.mean_s(m.last_observed_s / factor), last))
+        clock.advance(1.0)
+        assert_all_terminal(router, futs)
+        return scales, [f.result() for f in futs]
+
+    preds, results = run(body)
+    for (predicted, real), factor in zip(preds, (1.0, 2.0, 1.0)):
+        assert predicted == pytest.approx(real, rel=0.05)  # at the batches it now runs
+    phase = [results[k * 1000 + 300:(k + 1) * 1000] for k in range(3)]  # after settling
+    for p in phase:
+        assert sum(r.deadline_met for r in p) / len(p) >= 0.99
+    acc = [np.mean([r.subnet_accuracy for r in p]) for p in phase]
+    assert acc[1] < acc[0] and acc[2] == pytest.approx(acc[0])
+
+
+def test_calibration_survives_a_worker_loss(table):
+    async def body():
+        clock, pool, router = make(table, n_workers=2)
+        futs = []
+        for step in range(400):
+            futs.append(router.submit(IMG, slo_s=0.030))
+            clock.advance(0.002)
+            if step in (100, 250):
+                pool.kill(0)
+        clock.advance(2.0)
+        assert_all_terminal(router, futs)
+        assert router.stats.terminal[Outcome.COMPLETED] >= 390
+        m = router.calibration
+        assert m.samples > 100
+        assert m.mean_s(m.last_observed_s) == pytest.approx(m.last_observed_s, rel=0.05)
+    run(body)
+
+
+def test_deadline_counts_from_the_first_byte(table):
+    """A request whose first byte came 40 ms ago with a 30 ms SLO is dropped at once; one
+    that came 10 ms ago has 20 ms left."""
+    async def body():
+        clock, pool, router = make(table)
+        clock.run_until(1.0)
+        late = router.submit(IMG, slo_s=0.030, arrival_s=0.960).result()
+        assert late.outcome is Outcome.DROPPED_DEADLINE and "40 ms have passed" in str(late.error)
+        fut = router.submit(IMG, slo_s=0.030, arrival_s=0.990)
+        assert fut.done() is False
+        clock.advance(0.05)
+        r = fut.result()
+        assert r.arrival_s == 0.990 and r.deadline_s == pytest.approx(1.020)
+        assert r.outcome is Outcome.COMPLETED and r.deadline_met
+    run(body)
+
+
+class _ProbedPool(FakePool):
+    """A fake pool whose workers report a start-up probe `factor` x the table."""
+
+    def __init__(self, table, clock, factor):
+        super().__init__(table, clock, latency_scale=factor)
+        self.factor = factor
+
+    def info(self, wid):
+        return {"probe": [(i, b, self.table.latency_s(i, b) * self.factor)
+                          for i in range(len(self.table)) for b in (1, 8)]}
+
+
+@pytest.mark.parametrize("factor,applied", [(2.0, True), (0.5, True), (1.1, False)])
+def test_start_up_check_starts_from_the_measured_factor(table, caplog, factor, applied):
+    async def body():
+        clock = ManualClock()
+        router = Router(make_test_policy(table), _ProbedPool(table, clock, factor), clock)
+        router.start()
+        with caplog.at_level("WARNING"):
+            clock.run_until(0.0)
+        return router
+
+    router = run(body)
+    assert router.probe_factor == pytest.approx(factor)
+    assert router.calibration.scale == pytest.approx(factor if applied else 1.0)
+    assert ("start-up check" in caplog.text) is applied
+
+
+def test_admission_refuses_what_the_queue_ahead_makes_hopeless(table):
+    async def body():
+        clock, pool, router = make(table, max_queue=10_000)
+        futs = [router.submit(IMG, slo_s=1.0) for _ in range(2000)]
+        futs.append(router.submit(IMG, slo_s=0.020))  # not even the fastest subnet clears it
+        r = futs[-1].result()
+        assert r.outcome is Outcome.REJECTED and isinstance(r.error, OverloadedError)
+        assert "queued ahead" in str(r.error)
+        clock.advance(30.0)
+        assert_all_terminal(router, futs)
+    run(body)
 
 
 def test_early_drop_answers_heads_that_would_starve_the_queue(table):
@@ -311,7 +424,8 @@ def test_early_drop_answers_heads_that_would_starve_the_queue(table):
             clock = ManualClock()
             pool = FakePool(table, clock, n_workers=1)
             policy = make_policy(spec, table)
-            router = Router(policy, pool, clock, RouterConfig(overhead_s=0.0, max_queue=10_000))
+            router = Router(policy, pool, clock, RouterConfig(overhead_s=0.0, max_queue=10_000,
+                                                              calibrate=False))
             router.start()  # the worker announces itself when the clock first runs
             n = 4 * table.max_batch
             need = SlackFitLike.need(table)

@@ -27,11 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images waiting before requests are refused (429)")
     parser.add_argument("--max-body-mb", type=float, default=16.0,
                         help="request payload limit in MiB (413 beyond)")
-    parser.add_argument("--overhead-ms", type=float, default=1.0,
-                        help="per-batch dispatch + IPC cost the policy reserves (default 1)")
+    parser.add_argument("--overhead-ms", type=float, default=0.0,
+                        help="a hand-set per-batch reserve on top of what calibration learns "
+                             "(an override; default 0)")
     parser.add_argument("--latency-scale", type=float, default=1.0,
-                        help="plan with profiled latencies x this (a margin where the worker "
-                             "shares its CPU with other processes; default 1)")
+                        help="plan with profiled latencies x this, on top of calibration (an "
+                             "override; default 1)")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="plan with the table as profiled (plus the overrides) instead of "
+                             "learning what batches really cost on this machine")
     parser.add_argument("--worker-cpus", default=None,
                         help="comma list of CPU ids; worker i is pinned to the (i mod n)-th "
                              "(Linux), e.g. 1 keeps CPU 0 for the router and clients")
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                       default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
+                      calibrate=args.calibrate,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind)
 

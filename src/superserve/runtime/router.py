@@ -10,10 +10,22 @@ Everything runs on one thread (the event loop): `submit` from the front ends, th
 `PoolListener` callbacks from the worker pool, and the expiry timer. Time comes only from
 the injected `Clock`, so tests drive the router with a virtual clock and a fake pool.
 
+Time is the client's: a request's clock starts when its first byte reached the server (the
+front end passes that instant as `arrival_s`), so parsing, decoding and a busy event loop eat
+into its slack where the scheduler can see them; the front end reports when the response's
+last byte was written (`response_written`), and the server's SLO metrics count that.
+
+Calibration: the table is a prior. Every finished batch tells the `LatencyModel` what it really
+took (dispatch to result) against what the table said; policies plan with its high-quantile
+prediction (`latency_scale` x profiled + `overhead_s`, scheduling/calibration.py), plus a high
+quantile of the time from resolving a request to having written its response. A start-up
+probe (the workers' timed warm-up) seeds the model when the table was profiled on a machine
+that differs by more than `probe_threshold`.
+
 Expiry: the EDF head is the only request that can expire next, so one timer, armed at the
 head's drop point (the latest time at which even the fastest subnet at batch 1 could still
-finish: `deadline - overhead - fastest`), answers expired requests at once, whether or not a
-worker is free. The same drop rule (`cannot_meet`) is applied before every dispatch.
+finish: `deadline - overhead - scale x fastest`), answers expired requests at once, whether or
+not a worker is free. The same drop rule (`cannot_meet`) is applied before every dispatch.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +51,7 @@ from superserve.errors import (
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slack_s
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RatioTail
 from superserve.scheduling.edf import EDFQueue
 from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
@@ -51,13 +65,19 @@ __all__ = ["InferenceResult", "Router", "RouterConfig", "RouterListener"]
 class RouterConfig:
     max_queue: int = 1024  # images waiting in the EDF queue; more are refused (429)
     max_images_per_request: int = 256  # N of one request's [N, C, H, W] input
-    overhead_s: float = 0.001  # known per-batch cost beyond profiled compute (IPC, dispatch)
+    # a hand-set per-batch reserve on top of what calibration learns (an override; 0 default)
+    overhead_s: float = 0.0
     retry_after_s: float = 1.0  # Retry-After sent with an overload refusal
-    # Learn how much longer batches really take than the table says (IPC, a slower or busier
-    # machine than the one profiled) and reserve that too: without it SlackFit, which fills
-    # the slack to the edge, misses deadlines whenever reality is slower than the profile.
-    adaptive_overhead: bool = True
-    max_learned_overhead_s: float = 0.020  # cap on the learned part
+    # Learn what batches really cost (scheduling/calibration.py) and plan with a high quantile
+    # of it. Off: plan with the table as is, plus overhead_s.
+    calibrate: bool = True
+    calibration: CalibrationConfig | None = None  # None: CalibrationConfig()
+    # start-up check: when the workers' timed warm-up differs from the table by more than
+    # this factor (either way), warn and start calibration from the measured factor
+    probe_threshold: float = 1.2
+    # refuse (429) at once a request that the queue ahead of it makes hopeless even at the
+    # fastest subnet's best throughput, instead of queueing it to be dropped later
+    admission_check: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_queue, int) and self.max_queue >= 1):
@@ -69,9 +89,8 @@ class RouterConfig:
             raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
         if not self.retry_after_s > 0:
             raise ConfigError(f"retry_after_s must be > 0, got {self.retry_after_s!r}")
-        if not self.max_learned_overhead_s >= 0:
-            raise ConfigError("max_learned_overhead_s must be >= 0, got "
-                              f"{self.max_learned_overhead_s!r}")
+        if not self.probe_threshold >= 1:
+            raise ConfigError(f"probe_threshold must be >= 1, got {self.probe_threshold!r}")
 
 
 @dataclass
@@ -91,6 +110,13 @@ class InferenceResult:
     batch_size: int = 0  # size of the batch that finished the request
     queue_s: float = 0.0  # arrival -> dispatch of the batch that finished the request
     service_s: float = 0.0  # dispatch -> result of that batch, as the router saw it
+    written_s: float = math.nan  # when the front end wrote the response's last byte
+
+    @property
+    def met_on_client_clock(self) -> bool:
+        """Completed, and the response written by the deadline (first byte to last byte)."""
+        return (self.outcome is Outcome.COMPLETED and not math.isnan(self.written_s)
+                and self.written_s <= self.deadline_s)
 
     @property
     def latency_s(self) -> float:
@@ -107,6 +133,10 @@ class RouterListener(Protocol):
     def on_terminal(self, result: InferenceResult) -> None: ...
 
     def on_batch(self, subnet_id: int, batch_size: int) -> None: ...
+
+    def on_written(self, result: InferenceResult) -> None: ...
+
+    def on_batch_timing(self, observed_s: float, predicted_s: float) -> None: ...
 
 
 class _Request:
@@ -135,6 +165,7 @@ class _InFlight:
     jobs: list[_Job]
     dispatched_s: float
     load_s: float = 0.0
+    planned_s: float = 0.0  # what the plan reserved for it (scale x profiled + overhead)
 
 
 @dataclass
@@ -171,8 +202,18 @@ class Router:
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
-        self._excess_mean_s = 0.0  # EWMA of (observed - profiled) batch time
-        self._excess_dev_s = 0.0  # EWMA of its absolute deviation
+        t = self.table
+        self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
+                                        self.config.calibration)
+        # resolve -> last byte written (encode + write + a busy loop), a high quantile
+        self._response_tail = RatioTail(self.calibration.config.quantile, 1024,
+                                        self.calibration.config.tail_max_age_s)
+        self.probe_factor: float | None = None  # the start-up check's measured factor
+        self.last_compute_s = 0.0  # the worker's own compute time of the last batch
+        self._logged_scale = self.latency_scale
+        # the fastest subnet's best throughput per worker: images / s and its batch (admission)
+        self._fastest_rate = max((b / row_lat, b, row_lat) for b, row_lat in zip(
+            t.batch_sizes, [min(r[j] for r in t.lat_s) for j in range(len(t.batch_sizes))]))
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -195,19 +236,72 @@ class Router:
 
     @property
     def overhead_s(self) -> float:
-        """Per-batch reserve beyond the profiled latency: the configured part plus, when
-        adaptive, a high estimate (mean + 2 deviations) of how late batches really run."""
-        if not self.config.adaptive_overhead:
+        """Per-batch reserve beyond latency_scale x the profiled latency: the hand-set part
+        plus, when calibrating, the model's fixed part and the response-writing tail."""
+        if not self.config.calibrate:
             return self.config.overhead_s
-        learned = self._excess_mean_s + 2.0 * self._excess_dev_s
-        return self.config.overhead_s + min(max(learned, 0.0),
-                                            self.config.max_learned_overhead_s)
+        return (self.config.overhead_s + self.calibration.plan_overhead_s
+                + self._response_tail.value(0.0))
 
-    def _learn(self, observed_s: float, predicted_s: float) -> None:
-        err = observed_s - predicted_s - self.config.overhead_s
-        a = 0.05
-        self._excess_dev_s += a * (abs(err - self._excess_mean_s) - self._excess_dev_s)
-        self._excess_mean_s += a * (err - self._excess_mean_s)
+    @property
+    def latency_scale(self) -> float:
+        """Planned cost of a batch = this x its profiled latency + overhead_s."""
+        return self.calibration.plan_scale if self.config.calibrate else 1.0
+
+    @property
+    def response_tail_s(self) -> float:
+        return self._response_tail.value(0.0)
+
+    def response_written(self, result: InferenceResult, written_s: float) -> None:
+        """The front end wrote the last byte of `result`'s response at `written_s`."""
+        result.written_s = written_s
+        if result.outcome is Outcome.COMPLETED and written_s >= result.end_s:
+            self._response_tail.add(written_s, written_s - result.end_s)
+        if self.listener is not None:
+            self.listener.on_written(result)
+
+    def _check_probe(self, worker_id: int) -> None:
+        """The start-up check: the worker's timed warm-up against the table."""
+        info = getattr(self.pool, "info", None)
+        try:
+            probe = (info(worker_id) or {}).get("probe") if callable(info) else None
+        except (KeyError, AttributeError):
+            probe = None
+        if not probe:
+            return
+        ratios = [sec / self.table.latency_s(int(i), int(b)) for i, b, sec in probe
+                  if 0 <= int(i) < len(self.table) and sec > 0]
+        if not ratios:
+            return
+        factor = float(sorted(ratios)[len(ratios) // 2])
+        first = self.probe_factor is None
+        self.probe_factor = factor
+        thr = self.config.probe_threshold
+        if first and (factor > thr or factor < 1.0 / thr):
+            log.warning("start-up check: this machine runs the table's subnets x%.2f of their "
+                        "profiled latency (median of %d probes; the table was profiled on %s); "
+                        "planning starts from the measured figures, not the table's%s", factor,
+                        len(ratios), self.table.provenance.get("machine")
+                        or self.table.provenance.get("device", "an unknown machine"),
+                        "" if self.config.calibrate else " (calibration is off: not applied)")
+            if self.config.calibrate and self.calibration.samples == 0:
+                self.calibration.reset(factor)
+        elif first:
+            log.info("start-up check: table latencies hold on this machine (x%.2f, %d probes)",
+                     factor, len(ratios))
+
+    def _observe_batch(self, now: float, fl: _InFlight) -> None:
+        m = self.calibration
+        observed = now - fl.dispatched_s
+        if self.listener is not None:  # against what the plan reserved for it
+            self.listener.on_batch_timing(observed, fl.planned_s)
+        m.observe(now, self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s, observed)
+        scale = m.plan_scale
+        if abs(math.log(scale / self._logged_scale)) > math.log(1.25):
+            log.info("calibration: batches now cost x%.2f of the table + %.2f ms (fit x%.2f, "
+                     "tail x%.2f over %d batches); was x%.2f", scale, m.plan_overhead_s * 1e3,
+                     m.scale, m.tail, m.samples, self._logged_scale)
+            self._logged_scale = scale
 
     @property
     def busy_workers(self) -> int:
@@ -241,14 +335,18 @@ class Router:
         return len(left)
 
     # ------------------------------------------------------------------ admission
-    def submit(self, images: np.ndarray, slo_s: float) -> asyncio.Future[InferenceResult]:
+    def submit(self, images: np.ndarray, slo_s: float,
+               arrival_s: float | None = None) -> asyncio.Future[InferenceResult]:
         """Admit one request of N images ([N, C, H, W] float32, already validated) with a
-        latency SLO; the future always resolves (never raises) to its terminal result."""
+        latency SLO counted from `arrival_s` (when its first byte reached the server, on
+        this router's clock; default: now); the future always resolves (never raises) to its
+        terminal result."""
         now = self.clock.now()
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         rid = next(self._ids)
-        result = InferenceResult(request_id=rid, outcome=Outcome.REJECTED, arrival_s=now,
-                                 deadline_s=now + slo_s)
+        t0 = now if arrival_s is None or arrival_s > now else arrival_s
+        result = InferenceResult(request_id=rid, outcome=Outcome.REJECTED, arrival_s=t0,
+                                 deadline_s=t0 + slo_s)
         req = _Request(result, fut, len(images))
         self.stats.submitted += 1
         n = len(images)
@@ -269,17 +367,33 @@ class Router:
             return self._refuse(req, Outcome.REJECTED, OverloadedError(
                 f"queue full: {len(self._queue)} images waiting, max_queue="
                 f"{self.config.max_queue}", self.config.retry_after_s))
-        if cannot_meet(result.deadline_s, now, self.table, self.overhead_s,
-                       min_latency_s=self.min_latency_s):
+        scale, overhead = self.latency_scale, self.overhead_s
+        if cannot_meet(result.deadline_s, now, self.table, overhead,
+                       min_latency_s=self.min_latency_s, latency_scale=scale):
             return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
-                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: the fastest choice needs "
-                f"{(self.min_latency_s + self.overhead_s) * 1e3:.3g} ms"))
+                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: "
+                f"{(now - t0) * 1e3:.3g} ms have passed since the request's first byte and the "
+                f"fastest choice needs {(self.min_latency_s * scale + overhead) * 1e3:.3g} ms"))
+        if self.config.admission_check and self._ready:
+            wait = self._clear_time_s(len(self._queue) + n, scale, overhead)
+            if now + wait > result.deadline_s:
+                return self._refuse(req, Outcome.REJECTED, OverloadedError(
+                    f"overloaded: {len(self._queue)} images are queued ahead of this request; "
+                    f"serving them and it takes at least {wait * 1e3:.1f} ms even on the "
+                    f"fastest subnet, more than the {(result.deadline_s - now) * 1e3:.1f} ms "
+                    "left of its SLO", self.config.retry_after_s))
         self._open.add(req)
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
         self._dispatch()
         self._arm_timer()
         return fut
+
+    def _clear_time_s(self, images: int, scale: float, overhead: float) -> float:
+        """A lower bound on the time the ready workers need to serve `images` queued images:
+        the fastest subnet at its best-throughput batch size, no idle gaps."""
+        best_rate = self._fastest_rate[0] * max(1, len(self._ready))  # images / s
+        return max(images / best_rate, self.min_latency_s) * scale + overhead
 
     def _refuse(self, req: _Request, outcome: Outcome,
                 error: SuperServeError) -> asyncio.Future[InferenceResult]:
@@ -306,14 +420,14 @@ class Router:
             self._drained.set()
 
     def _drop_expired_heads(self, now: float) -> None:
-        q, table, overhead = self._queue, self.table, self.overhead_s
+        q, table, overhead, scale = self._queue, self.table, self.overhead_s, self.latency_scale
         while q:
             job = q.peek()
             if job.request.future.done():
                 q.pop()  # a sibling image already ended this request
                 continue
             if not cannot_meet(q.head_deadline_s(), now, table, overhead,
-                               min_latency_s=self.min_latency_s):
+                               min_latency_s=self.min_latency_s, latency_scale=scale):
                 return
             q.pop()
             r = job.request.result
@@ -321,7 +435,8 @@ class Router:
                 f"request {r.request_id} missed its deadline in the queue: waited "
                 f"{(now - r.arrival_s) * 1e3:.1f} ms of a "
                 f"{(r.deadline_s - r.arrival_s) * 1e3:.1f} ms SLO, too little left for the "
-                f"fastest choice ({self.min_latency_s * 1e3:.2f} ms)"))
+                f"fastest choice ({self.min_latency_s * scale * 1e3:.2f} ms + "
+                f"{overhead * 1e3:.2f} ms overhead)"))
 
     def _drop_early(self, now: float, queued: int, rate_qps: float) -> None:
         """The policy's early drop (base.drop_slack_s) for a queue of `queued`, after the
@@ -330,6 +445,7 @@ class Router:
         need = drop_slack_s(self.policy, queued, rate_qps, self.min_latency_s)
         if need <= self.min_latency_s:
             return
+        need *= self.latency_scale
         cut = now + self.overhead_s + need
         while q and q.head_deadline_s() < cut:
             job = q.pop()
@@ -357,7 +473,8 @@ class Router:
             return
         # 1 us past the exact drop point, so that `cannot_meet` is robustly true there
         # despite float rounding of large monotonic clock values.
-        at = self._queue.head_deadline_s() - self.overhead_s - self.min_latency_s + 1e-6
+        at = (self._queue.head_deadline_s() - self.overhead_s
+              - self.min_latency_s * self.latency_scale + 1e-6)
         if at == self._timer_at:
             return
         self._cancel_timer()
@@ -388,7 +505,8 @@ class Router:
             wid = self._idle[-1]
             view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
-                             arrival_rate_qps=rate, overhead_s=self.overhead_s)
+                             arrival_rate_qps=rate, overhead_s=self.overhead_s,
+                             latency_scale=self.latency_scale)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries
@@ -402,7 +520,9 @@ class Router:
             self._idle.pop()
             bid = next(self._batch_ids)
             images = np.stack([j.image for j in jobs])
-            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s)
+            planned = ((self.table.latency_s(plan.subnet, len(jobs)) + plan.load_s)
+                       * view.latency_scale + view.overhead_s)
+            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s, planned)
             self._worker_subnet[wid] = plan.subnet
             self.stats.batches += 1
             if self.listener is not None:
@@ -417,6 +537,7 @@ class Router:
         if worker_id not in self._idle:
             self._idle.append(worker_id)
         log.info("worker %d ready (%d ready)", worker_id, len(self._ready))
+        self._check_probe(worker_id)
         self._dispatch()
 
     def batch_done(self, worker_id: int, batch_id: int, logits: np.ndarray,
@@ -425,9 +546,8 @@ class Router:
         if fl is None:
             return
         now = self.clock.now()
-        if self.config.adaptive_overhead:
-            self._learn(now - fl.dispatched_s,
-                        self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s)
+        self.last_compute_s = service_s
+        self._observe_batch(now, fl)
         acc = self.table.acc[fl.subnet]
         for k, job in enumerate(fl.jobs):
             req = job.request
@@ -473,7 +593,8 @@ class Router:
                 if req.future.done():
                     continue
                 if cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s,
-                               min_latency_s=self.min_latency_s):
+                               min_latency_s=self.min_latency_s,
+                               latency_scale=self.latency_scale):
                     self._finish(req, Outcome.FAILED, WorkerFailedError(
                         f"worker {worker_id} died ({reason}) while serving request "
                         f"{req.result.request_id}, and too little of its deadline is left "

@@ -63,6 +63,30 @@ class WorkerConfig:
 Runner = Callable[[int, np.ndarray], np.ndarray]  # (subnet id, images) -> logits
 
 
+def probe(run: Runner, table: Any, shape: tuple[int, ...], repeats: int = 3
+          ) -> list[tuple[int, int, float]]:
+    """The start-up check's measurements: (subnet, batch, seconds) for the fastest, a middle
+    and the slowest subnet at the smallest, a middle and the largest profiled batch, each
+    the median of `repeats` timed runs (after warm-up). Well under a second on the shipped
+    tables; the router compares them with the table (Router._check_probe)."""
+    n = len(table)
+    by_speed = sorted(range(n), key=lambda i: table.lat_s[i][0])
+    subnets = sorted({by_speed[0], by_speed[n // 2], by_speed[-1]})
+    sizes = table.batch_sizes
+    batches = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
+    out = []
+    for i in subnets:
+        for b in batches:
+            x = np.zeros((b, *shape), dtype=np.float32)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run(i, x)
+                times.append(time.perf_counter() - t0)
+            out.append((i, b, sorted(times)[len(times) // 2]))
+    return out
+
+
 def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     table = None
     if cfg.kind == "profile":
@@ -77,7 +101,10 @@ def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
         logits[:, subnet % cfg.num_classes] = 1.0
         return logits
 
-    return run, {"kind": cfg.kind}
+    info: dict[str, Any] = {"kind": cfg.kind}
+    if table is not None:
+        info["probe"] = probe(run, table, (1, 1, 1), repeats=1)
+    return run, info
 
 
 def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
@@ -133,9 +160,13 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     for i in range(len(specs)):
         for b in (sizes if i == len(specs) - 1 else table.batch_sizes):
             run(i, np.zeros((b, *shape), dtype=np.float32))
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = probe(run, table, shape)
     info = {"kind": "torch", "device": str(device), "threads": cfg.threads,
             "family": getattr(supernet, "family", cfg.model), "subnets": len(specs),
-            "image_shape": image_shape, "warmup_s": time.perf_counter() - t0}
+            "image_shape": image_shape, "warmup_s": warmup_s, "probe": measured,
+            "probe_s": time.perf_counter() - t0}
     return run, info
 
 

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["Plan", "Policy", "QueueView", "cannot_meet", "drop_slack_s"]
+__all__ = ["Plan", "Policy", "QueueView", "cannot_meet", "drop_slack_s", "table_slack_s"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,9 @@ class QueueView:
     worker_subnet: int | None = None  # subnet currently loaded on it (model-loading baselines)
     arrival_rate_qps: float = 0.0  # recent arrival rate, as measured by the caller
     overhead_s: float = 0.0  # known per-batch overhead beyond the profiled compute
+    # real cost of a batch ~ latency_scale x its profiled latency + overhead_s (the router's
+    # online calibration, scheduling/calibration.py; 1 when planning with the table as is)
+    latency_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +64,25 @@ class Policy(Protocol):
     def decide(self, view: QueueView, now_s: float) -> Plan | None: ...
 
 
+def table_slack_s(view: QueueView, now_s: float, cap_s: float | None = None) -> float:
+    """The head's slack in the table's units: (deadline - now - overhead) / latency_scale, so
+    a choice fits when its profiled latency is <= this. `cap_s` (real seconds) bounds the
+    slack before the conversion."""
+    slack = view.head_deadline_s - now_s - view.overhead_s
+    if cap_s is not None and slack > cap_s:
+        slack = cap_s
+    return slack / view.latency_scale
+
+
 def cannot_meet(head_deadline_s: float, now_s: float, table: ProfileTable,
-                overhead_s: float = 0.0, *, min_latency_s: float | None = None) -> bool:
+                overhead_s: float = 0.0, *, min_latency_s: float | None = None,
+                latency_scale: float = 1.0) -> bool:
     """The shared drop rule: true when even the fastest choice cannot finish before the
     deadline. The fastest choice is the policy's own (`policy.min_latency_s`: for Clipper+ its
-    fixed subnet at batch 1); without it, the table's fastest subnet at the smallest batch."""
+    fixed subnet at batch 1); without it, the table's fastest subnet at the smallest batch.
+    Its real cost is latency_scale x that + overhead_s."""
     fastest = table.fastest_s if min_latency_s is None else min_latency_s
-    return head_deadline_s - now_s - overhead_s < fastest
+    return head_deadline_s - now_s - overhead_s < fastest * latency_scale
 
 
 def drop_slack_s(policy: object, queue_length: int, arrival_rate_qps: float,

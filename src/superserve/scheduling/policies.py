@@ -5,7 +5,8 @@ ProfileTable given at construction. Offline work (SlackFit's buckets, per-batch-
 tables) happens once in __init__; a decision is O(1) or O(log n), never O(queue length).
 
 Shared conventions (docs/scheduling.md lists every edge case):
-- slack = head deadline - now - view.overhead_s: the time the batch may take.
+- slack = (head deadline - now - view.overhead_s) / view.latency_scale: the time the batch may
+  take, in the table's units (base.table_slack_s; the router's calibration sets both).
 - Plans use the table's profiled batch sizes; the caller takes a shorter queue whole.
 - "Covering" size: the first profiled batch size >= the queue length. Policies never plan a
   batch larger than that, since the extra slots would be empty.
@@ -20,7 +21,7 @@ import bisect
 
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
-from superserve.scheduling.base import Plan, QueueView
+from superserve.scheduling.base import Plan, QueueView, table_slack_s
 
 __all__ = ["DEFAULT_BUCKETS", "Clipper", "Infaas", "Lookup", "MaxAcc", "MaxBatch", "SlackFit"]
 
@@ -144,9 +145,7 @@ class SlackFit:
         return max(self.min_latency_s, self._fastest_col[j])
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
-        slack = view.head_deadline_s - now_s - view.overhead_s
-        if self.cap_s is not None and slack > self.cap_s:
-            slack = self.cap_s
+        slack = table_slack_s(view, now_s, self.cap_s)
         k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
         k = self._below[min(k, self.buckets - 1)] if k >= 0 else -1
         choice = self.bucket_choices[k] if k >= 0 else None
@@ -177,7 +176,7 @@ class MaxAcc:
         self.min_latency_s = table.fastest_s
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
-        slack = view.head_deadline_s - now_s - view.overhead_s
+        slack = table_slack_s(view, now_s)
         i = self.lookup.most_accurate(0, slack)
         if i < 0:
             return Plan(self.lookup.fastest, 1)
@@ -199,7 +198,7 @@ class MaxBatch:
         self.min_latency_s = table.fastest_s
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
-        slack = view.head_deadline_s - now_s - view.overhead_s
+        slack = table_slack_s(view, now_s)
         lk = self.lookup
         j = lk.cover(view.length)
         while j >= 0 and lk.lat[j][0] > slack:  # lat[j][0]: the fastest at batch column j
@@ -220,7 +219,7 @@ class Clipper:
         self.min_latency_s = table.lat_s[subnet][0]
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
-        slack = view.head_deadline_s - now_s - view.overhead_s
+        slack = table_slack_s(view, now_s)
         j = self.lookup.largest_batch(self.subnet, slack, self.lookup.cover(view.length))
         return Plan(self.subnet, self.table.batch_sizes[max(j, 0)])
 
@@ -264,9 +263,10 @@ class Infaas:
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         i = self.variant_for(view.arrival_rate_qps)
-        slack = view.head_deadline_s - now_s - view.overhead_s
+        slack = table_slack_s(view, now_s)
         load_s = 0.0
         if view.worker_subnet != i:
             load_s = self.load_ms / 1e3 if self.load_ms is not None else self.table.load_s(i)
-        j = self.lookup.largest_batch(i, slack - load_s, self.lookup.cover(view.length))
+        j = self.lookup.largest_batch(i, slack - load_s / view.latency_scale,
+                                       self.lookup.cover(view.length))
         return Plan(i, self.table.batch_sizes[max(j, 0)], load_s)

@@ -24,6 +24,7 @@ from superserve.runtime.router import Router, RouterConfig
 from superserve.scheduling.base import Policy
 from superserve.server.codec import ModelIO
 from superserve.server.config import ServeConfig
+from superserve.server.http_api import FIRST_BYTE_KEY
 from superserve.server.metrics import ServerMetrics
 from superserve.server.service import InferenceService
 
@@ -69,6 +70,28 @@ class RunningServer:
         return refused
 
 
+def _stamped_protocol() -> type:
+    """uvicorn's httptools protocol that stamps every request's scope with the loop time at
+    which the read holding its first byte was handled (`FIRST_BYTE_KEY`): the request's clock
+    starts there, before parsing, body reading and decoding, and before it waits for a busy
+    loop to reach the application. (Time the bytes spent in the kernel's socket buffer before
+    the loop read them is not visible to a user-space server.)"""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class StampedHttpToolsProtocol(HttpToolsProtocol):
+        _rx_s = 0.0
+
+        def data_received(self, data: bytes) -> None:
+            self._rx_s = self.loop.time()
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[FIRST_BYTE_KEY] = self._rx_s  # type: ignore[literal-required]
+
+    return StampedHttpToolsProtocol
+
+
 class _Uvicorn:
     """uvicorn.Server without its signal capture: the serve command owns SIGTERM."""
 
@@ -84,7 +107,8 @@ class _Uvicorn:
         # process cannot parse fast enough still gets an explicit status); the router's own
         # bounded queue answers 429 well before that
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                             timeout_keep_alive=30, limit_concurrency=limit_concurrency)
+                             timeout_keep_alive=30, limit_concurrency=limit_concurrency,
+                             http=_stamped_protocol())
         return Server(cfg)
 
 
@@ -99,8 +123,8 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     io = io or ModelIO(max_images=cfg.max_images)
     router = Router(policy, pool, LoopClock(), RouterConfig(
         max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
-        overhead_s=cfg.overhead_s))
-    metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers)
+        overhead_s=cfg.overhead_s, calibrate=cfg.calibrate))
+    metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics
     service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)
     router.start()

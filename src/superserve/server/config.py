@@ -23,8 +23,10 @@ class ServeConfig:
     max_queue: int = 1024  # images waiting; beyond it 429 / RESOURCE_EXHAUSTED
     max_images: int = 256  # N per request
     max_body_bytes: int = 16 * 1024 * 1024  # request payload limit (413 / INVALID_ARGUMENT)
-    overhead_s: float = 0.001  # per-batch IPC + dispatch cost the policy reserves
+    # hand-set planning margins, overrides on top of calibration (off by default)
+    overhead_s: float = 0.0  # per-batch reserve added to what calibration learns
     latency_scale: float = 1.0  # the policy plans with profiled latencies x this (>= 1: margin)
+    calibrate: bool = True  # learn the real cost of batches online (scheduling/calibration.py)
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
     worker_kind: str = "torch"  # torch | profile (sleep the profiled latency) | noop

@@ -111,6 +111,9 @@ class _Handlers:
         return check_images(arr, shape, self.s.io)
 
     async def model_infer(self, raw: bytes) -> Any:
+        # grpc.aio hands over a whole message: the clock starts when the handler runs (the
+        # earliest instant this process sees; the transport's own time is not exposed)
+        arrival_s = self.s.now()
         self.s.check_size(len(raw))
         req = self._parse(self.pb.ModelInferRequest, raw)
         self.s.check_model(req.model_name, req.model_version)
@@ -120,7 +123,7 @@ class _Handlers:
         for n in names:
             if n not in OUTPUTS:
                 raise InvalidInputError(f"unknown output {n!r}; this model has {list(OUTPUTS)}")
-        result = await self.s.infer(images, slo_s)
+        result = await self.s.infer(images, slo_s, arrival_s)
         arrays = output_arrays(result.logits)
         resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1", id=req.id)
         for n in names:
@@ -130,6 +133,7 @@ class _Handlers:
             resp.raw_output_contents.append(a.tobytes())
         for k, v in result_parameters(result).items():
             _set_param(resp.parameters, k, v)
+        self.s.written(result)  # grpc serialises and writes it next: not counted
         return resp
 
 

@@ -26,6 +26,10 @@ from fastapi.responses import JSONResponse, Response
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.codec import HEADER_LENGTH, decode_http, encode_http
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
+
+# ASGI scope key: when the read holding the request's first byte was handled (loop time),
+# set by server.app's uvicorn protocol
+FIRST_BYTE_KEY = "superserve.first_byte_s"
 from superserve.server.service import InferenceService, http_status
 
 log = logging.getLogger(__name__)
@@ -75,14 +79,16 @@ class InferFastPath:
     async def _infer(self, model: str, version: str, scope: Scope, receive: Receive,
                      send: Send) -> None:
         service = self.service
+        result = None
         try:
+            arrival_s = scope.get(FIRST_BYTE_KEY)
             service.check_model(model, version)
             headers = dict(scope["headers"])
             body = await _receive_body(receive, headers.get(b"content-length"), service)
             hl = headers.get(HEADER_LENGTH.encode())
             decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
                                   service.io)
-            result = await service.infer(decoded.images, decoded.slo_s)
+            result = await service.infer(decoded.images, decoded.slo_s, arrival_s)
             content, out_headers = encode_http(decoded, result, service.model)
             status, extra = 200, [(k.lower().encode(), v.encode())
                                   for k, v in out_headers.items()]
@@ -92,6 +98,7 @@ class InferFastPath:
         extra.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": content})
+        service.written(result)  # the request's clock stops at its last byte
 
 
 async def _receive_body(receive: Receive, declared: bytes | None,

@@ -1,5 +1,10 @@
 """Prometheus metrics, counted where requests become terminal (the router's listener hook).
 
+SLO attainment is counted on the client's clock: a completed request meets its SLO when the
+last byte of its response was written by its deadline (first byte + SLO), which the front
+end reports after writing (`on_written`); a request that ended any other way is a miss when
+it ends. The calibration gauges show what the router plans with (scheduling/calibration.py).
+
 Each server gets its own CollectorRegistry, so several servers (tests) never collide.
 Queue depth and workers alive are read at scrape time, costing nothing on the hot path.
 """
@@ -7,6 +12,7 @@ Queue depth and workers alive are read at scrape time, costing nothing on the ho
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -22,14 +28,19 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServerMetrics:
-    def __init__(self, queue_depth: Callable[[], float], workers_alive: Callable[[], float]) -> None:
+    def __init__(self, queue_depth: Callable[[], float], workers_alive: Callable[[], float],
+                 router: Any = None) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("superserve_requests", "Requests by terminal outcome",
                                 ["outcome"], registry=r)
         for o in Outcome:
             self.requests.labels(o.value)
         self.deadline_met = Counter("superserve_requests_deadline_met",
-                                    "Requests completed within their SLO", registry=r)
+                                    "Requests whose response was written within their SLO "
+                                    "(first byte to last byte)", registry=r)
+        self.edge_latency = Histogram("superserve_request_edge_latency_seconds",
+                                      "First byte received to last byte written, completed "
+                                      "requests", buckets=_LATENCY_BUCKETS_S, registry=r)
         self.latency = Histogram("superserve_request_latency_seconds",
                                  "End-to-end latency inside the server, completed requests",
                                  buckets=_LATENCY_BUCKETS_S, registry=r)
@@ -50,20 +61,73 @@ class ServerMetrics:
         self._total = 0
         self._met = 0
         a = Gauge("superserve_slo_attainment",
-                  "Completed within deadline / all requests, since start", registry=r)
+                  "Responses written within the deadline / all requests, since start",
+                  registry=r)
         a.set_function(lambda: self._met / self._total if self._total else 1.0)
+        self.batch_ratio = Histogram(
+            "superserve_calibration_batch_ratio",
+            "Observed / planned (predicted) time of each batch, dispatch to result",
+            buckets=(0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0),
+            registry=r)
+        if router is not None:
+            self._router_gauges(r, router)
+
+    @staticmethod
+    def _router_gauges(r: CollectorRegistry, router: Any) -> None:
+        m = router.calibration
+        gauges = {
+            "superserve_calibration_plan_scale": ("Planned batch cost = this x profiled "
+                                                  "latency + plan overhead",
+                                                  lambda: router.latency_scale),
+            "superserve_calibration_plan_overhead_seconds": ("Per-batch reserve planned on "
+                                                             "top", lambda: router.overhead_s),
+            "superserve_calibration_fit_scale": ("Fitted mean scale of the real cost",
+                                                 lambda: m.scale),
+            "superserve_calibration_fit_overhead_seconds": ("Fitted fixed part of a batch",
+                                                            lambda: m.overhead_s),
+            "superserve_calibration_tail_factor": ("High quantile of observed / fitted",
+                                                   lambda: m.tail),
+            "superserve_calibration_response_tail_seconds": ("High quantile of resolve to "
+                                                             "last byte written",
+                                                             lambda: router.response_tail_s),
+            "superserve_calibration_batches": ("Batches the calibration has seen",
+                                               lambda: m.samples),
+            "superserve_calibration_last_predicted_seconds": ("Planned time of the last batch",
+                                                              lambda: m.last_predicted_s),
+            "superserve_calibration_last_observed_seconds": ("Observed time of the last batch",
+                                                             lambda: m.last_observed_s),
+            "superserve_calibration_last_compute_seconds": ("The worker's own compute time of "
+                                                            "the last batch",
+                                                            lambda: router.last_compute_s),
+            "superserve_calibration_probe_factor": ("Start-up check: measured / profiled "
+                                                    "latency (0: not measured)",
+                                                    lambda: router.probe_factor or 0.0),
+        }
+        for name, (doc, fn) in gauges.items():
+            Gauge(name, doc, registry=r).set_function(fn)
 
     # RouterListener
     def on_terminal(self, result: InferenceResult) -> None:
         self.requests.labels(result.outcome.value).inc()
-        self._total += 1
         if result.outcome is Outcome.COMPLETED:
             self.latency.observe(result.latency_s)
             self.queue_time.observe(result.queue_s)
             self.subnet_requests.labels(str(result.subnet_id)).inc()
-            if result.deadline_met:
-                self._met += 1
-                self.deadline_met.inc()
+        else:
+            self._total += 1  # a miss whenever its answer is written
+
+    def on_written(self, result: InferenceResult) -> None:
+        if result.outcome is not Outcome.COMPLETED:
+            return
+        self._total += 1
+        self.edge_latency.observe(result.written_s - result.arrival_s)
+        if result.met_on_client_clock:
+            self._met += 1
+            self.deadline_met.inc()
+
+    def on_batch_timing(self, observed_s: float, predicted_s: float) -> None:
+        if predicted_s > 0:
+            self.batch_ratio.observe(observed_s / predicted_s)
 
     def on_batch(self, subnet_id: int, batch_size: int) -> None:
         self.batch_size.observe(batch_size)

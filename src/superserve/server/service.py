@@ -76,11 +76,23 @@ class InferenceService:
             raise PayloadTooLargeError(f"request payload of {nbytes} bytes exceeds the limit of "
                                        f"{self.max_body_bytes} bytes")
 
-    async def infer(self, images: np.ndarray, slo_s: float | None) -> InferenceResult:
-        """Admit, wait for the terminal state, raise it if it is not a completion."""
-        result = await self.router.submit(images, slo_s or self.default_slo_s)
+    async def infer(self, images: np.ndarray, slo_s: float | None,
+                    arrival_s: float | None = None) -> InferenceResult:
+        """Admit, wait for the terminal state, raise it if it is not a completion.
+        `arrival_s`: when the request's first byte reached the server (the router's clock);
+        its SLO counts from then. The front end calls `written` once the response is out."""
+        result = await self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
         result.raise_for_outcome()
         return result
+
+    def now(self) -> float:
+        """The router's clock (what `arrival_s` and `written` are measured on)."""
+        return self.router.clock.now()
+
+    def written(self, result: InferenceResult | None) -> None:
+        """The last byte of `result`'s response was written just now."""
+        if result is not None:
+            self.router.response_written(result, self.router.clock.now())
 
 
 _HTTP = [(InvalidInputError, 400), (ModelNotFoundError, 404), (PayloadTooLargeError, 413),

@@ -15,6 +15,11 @@ Why it is fast (the paper's 120 s MAF trace at 6,400 q/s is 768,000 requests):
   at once with numpy (`rate.ewma_levels`), so the simulator and the live router agree.
 
 The protocol with the policy is the one in scheduling/base.py, identical in the live router.
+
+A mis-profiled world: batches really take `latency_factor` x their profiled latency (a factor
+that may change during the run, `factor_steps`), with optional jitter. With `calibrate` the
+policy plans as the live router does, with the online LatencyModel (scheduling/calibration.py)
+fed by every batch when it ends; without it, with the table as is (plus `overhead_s`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
 from superserve.scheduling.rate import ewma_levels
 
 __all__ = ["SimConfig", "SimResult", "simulate"]
@@ -52,6 +58,12 @@ class SimConfig:
     rate_tau_s: float = 1.0  # RateEstimator time constant (the router's default)
     seed: int = 0
     record_batches: bool = False  # keep (t, subnet, batch, worker) per dispatch (plots)
+    # the world: a batch really takes latency_factor x its profiled latency, and from each
+    # (time_s, factor) of factor_steps on, that factor instead (drift: a co-tenant)
+    latency_factor: float = 1.0
+    factor_steps: tuple[tuple[float, float], ...] = ()
+    calibrate: bool = False  # plan with the online latency model, as the live router does
+    calibration: CalibrationConfig | None = None
 
     def __post_init__(self) -> None:
         if not (self.slo_s > 0 and math.isfinite(self.slo_s)):
@@ -66,6 +78,11 @@ class SimConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.rate_tau_s > 0:
             raise ConfigError(f"rate_tau_s must be > 0, got {self.rate_tau_s!r}")
+        if not self.latency_factor > 0 or any(not f > 0 for _, f in self.factor_steps):
+            raise ConfigError("latency factors must be > 0, got "
+                              f"{self.latency_factor!r} and steps {self.factor_steps!r}")
+        if list(self.factor_steps) != sorted(self.factor_steps):
+            raise ConfigError(f"factor_steps must be sorted by time, got {self.factor_steps!r}")
         if self.restart_s is not None and not self.restart_s >= 0:
             raise ConfigError(f"restart_s must be >= 0 or None, got {self.restart_s!r}")
         for t, w in self.failures:
@@ -101,13 +118,14 @@ class _View:
     """A mutable stand-in for scheduling.base.QueueView with the same fields, reused for
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
-    __slots__ = ("arrival_rate_qps", "head_deadline_s", "length", "overhead_s", "worker_id",
-                 "worker_subnet")
+    __slots__ = ("arrival_rate_qps", "head_deadline_s", "latency_scale", "length", "overhead_s",
+                 "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
         self.worker_subnet: int | None = None
         self.arrival_rate_qps, self.overhead_s = 0.0, overhead_s
+        self.latency_scale = 1.0
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
@@ -159,6 +177,15 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     log: list[tuple[float, int, int, int]] = []
     record = cfg.record_batches
     view = _View(overhead)
+    model = None
+    if cfg.calibrate:
+        model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
+    client_ovh = overhead - busy_ovh  # reserved, never occupies a worker (live: the front end)
+    step_t = [t for t, _ in cfg.factor_steps]
+    step_f = [f for _, f in cfg.factor_steps]
+    base_factor = cfg.latency_factor
+    scale = 1.0
+    plan_ovh = overhead
     decide = policy.decide
     actuation = cfg.actuation_s
     now = 0.0
@@ -174,14 +201,18 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         else:
             tail = bisect_right(arrl, now, tail)
         # ---- dispatch to free workers while there is work
+        if model is not None:
+            scale = model.plan_scale
+            plan_ovh = model.plan_overhead_s + client_ovh
+            view.latency_scale, view.overhead_s = scale, plan_ovh
         while free and (requeue or head < tail):
             # the shared drop rule, in bulk on the main range: deadline - now - overhead <
-            # bar  <=>  arrival < now + overhead + bar - slo; the bar is the fastest choice,
-            # or the policy's early-drop threshold for the queue as it stands (drop_slack_s)
+            # bar x scale <=> arrival < now + overhead + bar x scale - slo; the bar is the
+            # fastest choice, or the policy's early-drop threshold for the queue as it stands
             rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
-            cut = now + overhead + bar - slo
+            cut = now + plan_ovh + bar * scale - slo
             while requeue and arrl[requeue[0]] < cut:
                 requeue.pop(0)
             if head < tail and arrl[head] < cut:
@@ -212,15 +243,18 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             else:
                 members, lo, hi = None, head, head + b
                 head = hi
-            service = (lat[subnet][b] if b <= max_b else table.latency_s(subnet, b)) \
-                + busy_ovh + plan.load_s
+            profiled = (lat[subnet][b] if b <= max_b else table.latency_s(subnet, b)) \
+                + plan.load_s
+            factor = step_f[bisect_right(step_t, now) - 1] \
+                if step_t and now >= step_t[0] else base_factor
+            service = profiled * factor + busy_ovh
             if actuation and worker_subnet[w] is not None and worker_subnet[w] != subnet:
                 service += actuation
             if jitter:
                 service *= max(0.5, 1.0 + jitter * rng.standard_normal())
             worker_subnet[w] = subnet
             done = now + service
-            in_flight[w] = (done, lo, hi, members, subnet)
+            in_flight[w] = (done, lo, hi, members, subnet, profiled, service)
             heappush(busy, (done, seq, w))
             seq += 1
             batches += 1
@@ -239,7 +273,9 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         now = nxt
         if t_done <= nxt:
             w = heappop(busy)[2]
-            done, lo, hi, members, subnet = in_flight.pop(w)
+            done, lo, hi, members, subnet, profiled, service = in_flight.pop(w)
+            if model is not None:
+                model.observe(done, profiled, service)
             if members is None:
                 done_lo.append(lo)
                 done_hi.append(hi)
@@ -257,7 +293,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 entry = in_flight.pop(w, None)
                 if entry is not None:  # its batch is lost; the requests go back to the queue
                     lost += 1
-                    _, lo, hi, members, _ = entry
+                    lo, hi, members = entry[1], entry[2], entry[3]
                     requeue = sorted(requeue + (list(range(lo, hi)) if members is None
                                                 else members))
                     busy = [e for e in busy if e[2] != w]

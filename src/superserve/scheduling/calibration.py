@@ -1,0 +1,229 @@
+"""Online latency calibration: what a batch really costs, learned from every batch that ends.
+
+The ProfileTable is a prior, not the truth. The machine that serves is rarely the quiet one that
+profiled: a busier or slower CPU stretches every batch (a proportional error), dispatch, pipes
+and event loops add a fixed part, and the tail is longer than the mean. SlackFit fills the slack
+to its edge, so it misses whenever the table is optimistic and wastes accuracy whenever it is
+pessimistic.
+
+`LatencyModel` keeps, from (profiled latency p, observed time y) pairs of finished batches,
+
+    y  ~  scale * p + overhead            (exponentially weighted, relative least squares)
+    plan(p) = tail * (scale * p + overhead)
+
+where `tail` is a high quantile (default p99) of the recent ratios y / (scale * p + overhead),
+each taken against the fit as it stood before the batch (honest one-step-ahead errors). So the
+planner reserves a high quantile of the real cost, not its mean, and it is one affine map of the
+table: policies keep their offline structures and divide the slack by `plan_scale` after
+taking `plan_overhead_s` off (scheduling.base.table_slack_s).
+
+Old observations fade with a half-life in seconds, so a co-tenant that starts or stops eating
+the CPU is followed both ways within a few seconds; the fit is ridge-regularised toward a prior
+(the table, or the start-up probe's factor), so it is defined from the first batch on and stays sane when every batch has the same
+profiled latency. Scale may go below 1: a faster device is learned too.
+
+Pure: no clock reads (times are passed in), no I/O, no torch. The live router and the
+simulator use the same class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from superserve.errors import ConfigError
+
+__all__ = ["CalibrationConfig", "LatencyModel", "RatioTail"]
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    half_life_s: float = 2.0  # weight of an observation halves every this many seconds
+    quantile: float = 0.99  # the tail margin: this quantile of recent observed/fit ratios
+    window: int = 400  # how many recent ratios the tail is taken over
+    tail_max_age_s: float = 6.0  # ... and none older than this (so a drift down is followed)
+    min_samples: int = 16  # until then the tail is `initial_tail`
+    initial_tail: float = 1.15  # tail factor before enough batches were seen
+    prior_scale: float = 1.0  # the fit's prior: the table as profiled ...
+    prior_overhead_s: float = 0.0005  # ... plus this per batch (dispatch + IPC)
+    # how many batches' worth of evidence the prior is, on the scale and on the fixed part
+    # (at the fastest batch); while every batch has the same profiled latency (light load)
+    # the fixed part stays near its prior and the scale takes the error
+    prior_weight: float = 1.0
+    prior_overhead_weight: float = 1.0
+    min_scale: float = 0.05
+    max_scale: float = 50.0
+    max_overhead_s: float = 0.050
+    max_tail: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.half_life_s > 0:
+            raise ConfigError(f"half_life_s must be > 0, got {self.half_life_s!r}")
+        if not 0.5 <= self.quantile < 1:
+            raise ConfigError(f"quantile must be in [0.5, 1), got {self.quantile!r}")
+        if not (isinstance(self.window, int) and self.window >= 8):
+            raise ConfigError(f"window must be an int >= 8, got {self.window!r}")
+        if not self.tail_max_age_s > 0:
+            raise ConfigError(f"tail_max_age_s must be > 0, got {self.tail_max_age_s!r}")
+        if not self.initial_tail >= 1:
+            raise ConfigError(f"initial_tail must be >= 1, got {self.initial_tail!r}")
+        if not self.min_scale <= self.prior_scale <= self.max_scale:
+            raise ConfigError(f"prior_scale {self.prior_scale!r} must be within "
+                              f"[{self.min_scale}, {self.max_scale}]")
+        if not 0 <= self.prior_overhead_s <= self.max_overhead_s:
+            raise ConfigError(f"prior_overhead_s must be in [0, {self.max_overhead_s}], got "
+                              f"{self.prior_overhead_s!r}")
+        if not (self.prior_weight > 0 and self.prior_overhead_weight > 0):
+            raise ConfigError("prior_weight and prior_overhead_weight must be > 0, got "
+                              f"{self.prior_weight!r}, {self.prior_overhead_weight!r}")
+
+
+class RatioTail:
+    """A high quantile of recent samples (a bounded window, bounded in age), recomputed
+    lazily: adding is O(1); the quantile is refreshed every `every` additions."""
+
+    def __init__(self, quantile: float, window: int, max_age_s: float, every: int = 8) -> None:
+        self.q, self.max_age_s, self.every = quantile, max_age_s, every
+        self._t: deque[float] = deque(maxlen=window)
+        self._v: deque[float] = deque(maxlen=window)
+        self._value: float | None = None
+        self._dirty = 0
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def add(self, now_s: float, value: float) -> None:
+        self._t.append(now_s)
+        self._v.append(value)
+        self._dirty += 1
+        if self._dirty >= self.every or self._value is None:
+            self._refresh(now_s)
+
+    def _refresh(self, now_s: float) -> None:
+        self._dirty = 0
+        while self._t and now_s - self._t[0] > self.max_age_s:
+            self._t.popleft()
+            self._v.popleft()
+        self._value = float(np.quantile(np.fromiter(self._v, float), self.q)) if self._v \
+            else None
+
+    def value(self, default: float) -> float:
+        return default if self._value is None else self._value
+
+    def clear(self) -> None:
+        self._t.clear()
+        self._v.clear()
+        self._value = None
+        self._dirty = 0
+
+
+class LatencyModel:
+    """Online model of a batch's real cost as an affine map of its profiled latency."""
+
+    def __init__(self, p_lo_s: float, p_hi_s: float, config: CalibrationConfig | None = None
+                 ) -> None:
+        """`p_lo_s`, `p_hi_s`: the table's latency range (fastest at batch 1, slowest at the
+        largest batch): the fixed part's prior weighs like batches at the fastest."""
+        if not 0 < p_lo_s <= p_hi_s:
+            raise ConfigError(f"need 0 < p_lo_s <= p_hi_s, got {p_lo_s!r}, {p_hi_s!r}")
+        self.config = c = config or CalibrationConfig()
+        self.p_lo_s, self.p_hi_s = p_lo_s, p_hi_s
+        self._decay_per_s = math.log(2.0) / c.half_life_s
+        self._prior = (c.prior_scale, c.prior_overhead_s)
+        self._sums = np.zeros(5)  # decayed sums of w, p, p^2, y, p*y
+        self._t_last: float | None = None
+        self.samples = 0
+        self.scale, self.overhead_s = self._prior
+        self._tail = RatioTail(c.quantile, c.window, c.tail_max_age_s)
+        self.last_observed_s = 0.0
+        self.last_predicted_s = 0.0  # what the plan said for the last batch (with the tail)
+
+    # ------------------------------------------------------------------ the plan
+    @property
+    def tail(self) -> float:
+        c = self.config
+        if len(self._tail) < c.min_samples:
+            return c.initial_tail
+        return min(max(self._tail.value(c.initial_tail), 1.0), c.max_tail)
+
+    @property
+    def plan_scale(self) -> float:
+        """Multiply profiled latencies by this ..."""
+        return self.tail * self.scale
+
+    @property
+    def plan_overhead_s(self) -> float:
+        """... and add this: the reserve a policy plans with (a high quantile of the cost)."""
+        return self.tail * self.overhead_s
+
+    def predict_s(self, profiled_s: float) -> float:
+        """The planned (high-quantile) cost of a batch profiled at `profiled_s`."""
+        return self.tail * (self.scale * profiled_s + self.overhead_s)
+
+    def mean_s(self, profiled_s: float) -> float:
+        """The fitted (mean) cost."""
+        return self.scale * profiled_s + self.overhead_s
+
+    # ------------------------------------------------------------------ learning
+    def reset(self, prior_scale: float, prior_overhead_s: float | None = None) -> None:
+        """Forget everything and start from a new prior (the start-up probe's factor)."""
+        c = self.config
+        s = min(max(prior_scale, c.min_scale), c.max_scale)
+        o = self._prior[1] if prior_overhead_s is None else prior_overhead_s
+        self._prior = (s, min(max(o, 0.0), c.max_overhead_s))
+        self._sums[:] = 0.0
+        self._t_last = None
+        self.samples = 0
+        self.scale, self.overhead_s = self._prior
+        self._tail.clear()
+
+    def observe(self, now_s: float, profiled_s: float, observed_s: float) -> None:
+        """One finished batch: profiled latency (table, plus any actuation) and what it
+        really took (dispatch to result, as the router saw it)."""
+        if not (observed_s >= 0 and profiled_s > 0 and math.isfinite(observed_s)):
+            return
+        fit = self.scale * profiled_s + self.overhead_s
+        self.last_predicted_s = self.tail * fit
+        self.last_observed_s = observed_s
+        if fit > 0:
+            self._tail.add(now_s, observed_s / fit)
+        if self._t_last is not None and now_s > self._t_last:
+            self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
+        self._t_last = now_s if self._t_last is None else max(self._t_last, now_s)
+        # relative least squares: each batch weighs by 1 / (its prior cost)^2, so a 0.4 ms
+        # batch counts as much as a 30 ms one (the tail is a ratio; so is the fit's error)
+        p, y = profiled_s, observed_s
+        w = 1.0 / (self._prior[0] * p + self._prior[1]) ** 2
+        self._sums += (w, w * p, w * p * p, w * y, w * p * y)
+        self.samples += 1
+        self._solve()
+
+    def _solve(self) -> None:
+        c = self.config
+        s0, o0 = self._prior
+        w, sp, spp, sy, spy = self._sums
+        # ridge penalties toward the prior, in the fit's relative units: lam_s (s - s0)^2 +
+        # lam_o (o - o0)^2, each worth that many batches (lam_o: batches at the fastest)
+        lam_s = c.prior_weight
+        lam_o = c.prior_overhead_weight / (s0 * self.p_lo_s + o0) ** 2
+        spp, spy = spp + lam_s, spy + lam_s * s0
+        w, sy = w + lam_o, sy + lam_o * o0
+        det = spp * w - sp * sp
+        if det <= 1e-18 * max(spp * w, 1e-30):
+            return
+        scale = (spy * w - sp * sy) / det
+        overhead = (spp * sy - sp * spy) / det
+        if overhead < 0.0 or overhead > c.max_overhead_s:  # refit the scale with it clamped
+            overhead = min(max(overhead, 0.0), c.max_overhead_s)
+            scale = (spy - overhead * sp) / spp
+        self.scale = min(max(scale, c.min_scale), c.max_scale)
+        self.overhead_s = overhead
+
+    def state(self) -> dict[str, float]:
+        return {"scale": self.scale, "overhead_s": self.overhead_s, "tail": self.tail,
+                "plan_scale": self.plan_scale, "plan_overhead_s": self.plan_overhead_s,
+                "samples": float(self.samples), "last_observed_s": self.last_observed_s,
+                "last_predicted_s": self.last_predicted_s}

@@ -1,0 +1,97 @@
+"""The online latency model (scheduling/calibration.py), driven on a fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from superserve.errors import ConfigError
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RatioTail
+
+P_LO, P_HI = 0.0004, 0.030
+
+
+def _feed(model: LatencyModel, t0: float, seconds: float, scale: float, overhead: float,
+          rng: np.random.Generator, rate: float = 200.0, jitter: float = 0.03) -> float:
+    """Batches every 1/rate s with profiled latencies over the table's range; returns the end."""
+    t = t0
+    for _ in range(int(seconds * rate)):
+        p = float(rng.uniform(P_LO, P_HI))
+        y = (scale * p + overhead) * (1.0 + jitter * abs(rng.standard_normal()))
+        t += 1.0 / rate
+        model.observe(t, p, y)
+    return t
+
+
+def test_starts_at_the_prior_before_any_batch():
+    m = LatencyModel(P_LO, P_HI)
+    assert m.scale == 1.0 and m.overhead_s == pytest.approx(0.0005)
+    assert m.plan_scale == pytest.approx(m.config.initial_tail)
+
+
+def test_converges_within_a_few_seconds_on_a_fake_clock():
+    m = LatencyModel(P_LO, P_HI)
+    rng = np.random.default_rng(0)
+    _feed(m, 0.0, 3.0, scale=1.3, overhead=0.002, rng=rng)
+    assert m.scale == pytest.approx(1.3 * 1.024, rel=0.05)  # mean of 1 + 0.03|N|
+    assert m.overhead_s == pytest.approx(0.002, abs=0.0007)
+    # the plan is a high quantile: above the mean, below the worst case plus a little
+    p = 0.02
+    assert m.mean_s(p) < m.predict_s(p) < (1.3 * p + 0.002) * 1.15
+
+
+def test_tracks_a_step_up_and_back_down():
+    m = LatencyModel(P_LO, P_HI)
+    rng = np.random.default_rng(1)
+    t = _feed(m, 0.0, 4.0, scale=1.0, overhead=0.001, rng=rng)
+    base = m.plan_scale
+    t = _feed(m, t, 5.0, scale=2.0, overhead=0.001, rng=rng)  # a co-tenant starts
+    assert m.scale == pytest.approx(2.0 * 1.024, rel=0.08)
+    assert m.plan_scale > 1.8 * base
+    t = _feed(m, t, 8.0, scale=1.0, overhead=0.001, rng=rng)  # ... and stops
+    assert m.scale == pytest.approx(1.024, rel=0.08)
+    assert m.plan_scale < 1.25 * base  # the tail forgot the transition
+
+
+def test_learns_a_faster_machine_than_the_table():
+    m = LatencyModel(P_LO, P_HI)
+    _feed(m, 0.0, 4.0, scale=0.4, overhead=0.0002, rng=np.random.default_rng(2))
+    assert m.scale == pytest.approx(0.4 * 1.024, rel=0.08)
+    assert m.plan_scale < 0.6
+
+
+def test_one_profiled_latency_only_stays_sane():
+    """Every batch the same size on the same subnet: scale and overhead are not separable;
+    the prior keeps the fit defined and the prediction right at that point."""
+    m = LatencyModel(P_LO, P_HI)
+    for k in range(500):
+        m.observe(k * 0.01, 0.010, 0.015)
+    assert m.mean_s(0.010) == pytest.approx(0.015, rel=0.03)
+    assert 0.05 <= m.scale <= 2.0 and 0.0 <= m.overhead_s <= 0.01
+
+
+def test_bad_observations_are_ignored_and_reset_restarts():
+    m = LatencyModel(P_LO, P_HI)
+    m.observe(0.0, 0.01, float("nan"))
+    m.observe(0.0, 0.0, 0.01)
+    m.observe(0.0, 0.01, -1.0)
+    assert m.samples == 0
+    m.reset(1.6)
+    assert m.scale == 1.6 and m.samples == 0
+
+
+def test_ratio_tail_forgets_old_samples():
+    tail = RatioTail(0.99, 100, max_age_s=1.0, every=1)
+    for k in range(50):
+        tail.add(k * 0.01, 3.0)
+    for k in range(50):
+        tail.add(2.0 + k * 0.01, 1.0)
+    assert tail.value(0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kw", [{"half_life_s": 0}, {"quantile": 1.0}, {"window": 2},
+                                {"initial_tail": 0.9}, {"prior_scale": 100.0},
+                                {"prior_weight": 0}])
+def test_config_is_validated(kw):
+    with pytest.raises(ConfigError):
+        CalibrationConfig(**kw)
