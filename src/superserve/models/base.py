@@ -1,4 +1,8 @@
-"""What every supernet family shares: forward(x, spec), SubnetNorm wiring, calibration."""
+"""What every supernet family shares: forward(x, spec), SubnetNorm wiring, calibration.
+
+`SupernetMixin` implements the parts of the public contract (superserve.models.contract) that
+do not depend on the architecture; a family defines `forward_ctx`, `space`, `input_spec`,
+`flops`, `params`, `num_layers` and, to be materialized, `materialize`."""
 
 from __future__ import annotations
 
@@ -25,9 +29,27 @@ class SupernetMixin:
 
     uses_norm_stats = True
     norm_store: NormStore
+    norm_dtype = torch.float16  # SubnetNorm storage (float32: exact, twice the bytes)
 
     def _init_norm(self) -> None:
-        self.norm_store = NormStore()
+        self.norm_store = NormStore(self.norm_dtype)
+
+    def materialize(self, spec: SubnetSpec) -> nn.Module:
+        """A standalone static module computing self(x, spec) (weights copied)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot materialize subnets")
+
+    def store_shared_stats(self, specs, x: torch.Tensor | None = None) -> None:
+        """SubnetNorm statistics of `specs` taken from the shared running statistics (what a
+        weight file carries; OFA's extracted subnets use these): no calibration pass."""
+        if not self.uses_norm_stats:
+            return
+        from superserve.subnetact.norm import store_shared_stats
+
+        spec_in = self.input_spec  # type: ignore[attr-defined]
+        for spec in specs:
+            r = getattr(spec, "r", None) or spec_in.height
+            xi = x if x is not None else torch.zeros(1, spec_in.channels, r, r)
+            store_shared_stats(self.forward_ctx, self.norm_store, spec, xi)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:  # (B,1,H,W) -> (B,K)
         assert isinstance(self, nn.Module)

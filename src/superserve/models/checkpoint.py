@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 __all__ = ["SCHEMA_VERSION", "build_supernet", "checkpoint_path", "file_sha256", "load_checkpoint",
-           "load_supernet", "provenance", "save_checkpoint"]
+           "load_supernet", "provenance", "resolve_checkpoint", "save_checkpoint"]
 
 
 def checkpoint_path(family: str) -> Path:
@@ -50,18 +50,15 @@ def provenance(device: str = "cpu") -> dict[str, Any]:
 
 
 def build_supernet(family: str, model_config: dict[str, Any] | None = None) -> torch.nn.Module:
-    from superserve.models.resnet import ResNetConfig, ResNetSupernet
-    from superserve.models.vit import ViTConfig, ViTSupernet
+    """A freshly initialised supernet of a registered family (superserve.models.registry:
+    built-in, an entry point, or `pkg.module:factory`)."""
+    from superserve.models.registry import get_family
 
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in (model_config or {}).items()}
+    info = get_family(family)
     try:
-        if family == "resnet":
-            return ResNetSupernet(ResNetConfig(**kw))
-        if family == "vit":
-            return ViTSupernet(ViTConfig(**kw))
+        return info.build(dict(model_config or {}))
     except TypeError as e:
         raise ConfigError(f"bad {family} model config {model_config}: {e}") from e
-    raise ConfigError(f"unknown model family {family!r}; expected 'resnet' or 'vit'")
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, train_config: dict[str, Any],
@@ -70,6 +67,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, train_config: dict
     torch.save({
         "schema_version": SCHEMA_VERSION,
         "family": model.family,
+        "factory": _factory_ref(model.family),
         "model_config": model.config.to_dict(),
         "train_config": train_config,
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -77,6 +75,14 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, train_config: dict
         "metrics": metrics,
         "provenance": provenance(),
     }, path)
+
+
+def _factory_ref(family: str) -> str | None:
+    """How a fresh process finds a family that is not built in: its pkg.module:factory."""
+    from superserve.models.registry import get_family
+
+    origin = get_family(family).origin
+    return origin if ":" in origin and not origin.startswith("entry point") else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -93,13 +99,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_supernet(name_or_path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
-    """A ready (eval-mode) supernet from a family name ('resnet', 'vit') or a file."""
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """The checkpoint file a model name stands for: a family's shipped checkpoint, or the path."""
+    from superserve.models.registry import get_family, is_family
+
+    name = str(name_or_path)
+    if is_family(name) and not Path(name).is_file():
+        info = get_family(name)
+        if info.default_checkpoint is None:
+            raise ConfigError(f"family {info.name!r} ships no checkpoint: pass its weights "
+                              "(--weights FILE)")
+        return Path(info.default_checkpoint)
+    return Path(name)
+
+
+def load_supernet(name_or_path: str | Path, map_location: str = "cpu",
+                  weights: str | Path | None = None,
+                  model_config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A ready (eval-mode) supernet from a family name (its shipped checkpoint), a SuperServe
+    checkpoint file, or a family name plus `weights`: a SuperServe checkpoint, or a file in the
+    family's own layout (its FamilyInfo.load_weights, e.g. a published OFA checkpoint)."""
+    from superserve.models.registry import get_family
     from superserve.subnetact.norm import NormStore
 
-    path = checkpoint_path(str(name_or_path)) if str(name_or_path) in ("resnet", "vit") \
-        else Path(name_or_path)
+    if weights is not None:
+        info = get_family(str(name_or_path))
+        wpath = Path(weights)
+        if not wpath.is_file():
+            raise CheckpointError(f"no weights file at {wpath}")
+        if info.load_weights is None or _is_superserve_checkpoint(wpath):
+            model = load_supernet(wpath, map_location)
+            if model.family != info.name:
+                raise CheckpointError(f"{wpath} holds family {model.family!r}, not {info.name!r}")
+            return model
+        model = build_supernet(info.name, model_config)
+        info.load_weights(model, str(wpath))
+        model.checkpoint_path = str(wpath)
+        model.metrics, model.train_config, model.provenance = {}, {}, {}
+        return model.to(map_location).eval()
+    path = resolve_checkpoint(name_or_path)
     ckpt = load_checkpoint(path)
+    if ckpt.get("factory"):
+        get_family(ckpt["factory"])  # imports and registers a user's family
     model = build_supernet(ckpt["family"], ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])
     model.norm_store = NormStore.from_state(ckpt["norm_stats"])
@@ -108,3 +149,11 @@ def load_supernet(name_or_path: str | Path, map_location: str = "cpu") -> torch.
     model.train_config = ckpt.get("train_config", {})
     model.provenance = ckpt.get("provenance", {})
     return model.to(map_location).eval()
+
+
+def _is_superserve_checkpoint(path: Path) -> bool:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- not ours to judge here: the family's loader reports the real error
+        return False
+    return isinstance(ckpt, dict) and "schema_version" in ckpt and "family" in ckpt

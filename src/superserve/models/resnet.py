@@ -23,6 +23,7 @@ from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
+from superserve.models.contract import InputSpec
 from superserve.subnetact.norm import ElasticBN, NormContext
 from superserve.subnetact.spec import ResNetSpec, spec_from_dict
 
@@ -223,6 +224,21 @@ class ResNetSupernet(SupernetMixin, nn.Module):
             h = self.blocks[s][b](h, mid, out, ctx)
         h = h.mean((2, 3))  # (B, C_last)
         return F.linear(h, self.head_w[:, :h.shape[1]], self.head_b)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """(B, 1, H, W) grey digits in [0, 1]; the model normalises with MNIST's mean/std."""
+        s = self.config.image_size
+        return InputSpec(1, s, s, (MNIST_MEAN,), (MNIST_STD,),
+                         labels=tuple(str(i) for i in range(self.config.num_classes)))
+
+    def num_layers(self, spec: ResNetSpec) -> int:
+        return sum(spec.depths)
+
+    def materialize(self, spec: ResNetSpec) -> nn.Module:
+        from superserve.subnetact.materialize import _materialize_resnet
+
+        return _materialize_resnet(self, spec)
 
     # FLOPs / params of a subnet, by formula (multiply-accumulates x 2 per image)
     def flops(self, spec: ResNetSpec) -> int:

@@ -23,6 +23,7 @@ from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
+from superserve.models.contract import InputSpec
 from superserve.subnetact.norm import NormContext
 from superserve.subnetact.spec import ViTSpec, spec_from_dict
 
@@ -206,6 +207,21 @@ class ViTSupernet(SupernetMixin, nn.Module):
             h = self.layers[layer](h, heads, mlp)
         h = h[:, 1:].mean(1) if c.pool == "mean" else h[:, 0]  # (B, D)
         return F.linear(self.ln(h), self.head_w, self.head_b)  # (B, classes)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """(B, 1, H, W) grey digits in [0, 1]; the model normalises with MNIST's mean/std."""
+        s = self.config.image_size
+        return InputSpec(1, s, s, (MNIST_MEAN,), (MNIST_STD,),
+                         labels=tuple(str(i) for i in range(self.config.num_classes)))
+
+    def num_layers(self, spec: ViTSpec) -> int:
+        return spec.depth
+
+    def materialize(self, spec: ViTSpec) -> nn.Module:
+        from superserve.subnetact.materialize import _materialize_vit
+
+        return _materialize_vit(self, spec)
 
     def flops(self, spec: ViTSpec) -> int:
         c = self.config

@@ -84,7 +84,7 @@ class ProfileConfig:
 
 
 def _layers(net, spec) -> int:
-    return sum(spec.depths) if net.family == "resnet" else spec.depth
+    return net.num_layers(spec)  # the model contract (superserve.models.contract.Supernet)
 
 
 def _scores(net, spec, x: torch.Tensor, y: torch.Tensor, chunk: int = 250) -> Scores:

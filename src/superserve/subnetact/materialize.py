@@ -152,10 +152,8 @@ def _materialize_vit(net, spec) -> StaticViT:
 def materialize(supernet: nn.Module, spec) -> nn.Module:
     """A standalone eval-mode module computing supernet(x, spec), weights copied."""
     supernet.space.validate(spec)
-    if supernet.family == "resnet":
-        out = _materialize_resnet(supernet, spec)
-    elif supernet.family == "vit":
-        out = _materialize_vit(supernet, spec)
-    else:
-        raise ValueError(f"cannot materialize family {supernet.family!r}")
-    return out.eval()
+    make = getattr(supernet, "materialize", None)
+    if make is None:
+        raise ValueError(f"cannot materialize family {supernet.family!r}: it has no "
+                         "materialize(spec)")
+    return make(spec).eval()

@@ -24,7 +24,8 @@ from torch import nn
 from superserve.errors import CheckpointError, InvalidSpecError
 from superserve.subnetact.spec import SubnetSpec, spec_from_dict
 
-__all__ = ["ElasticBN", "NormContext", "NormMode", "NormStore", "calibrate_specs"]
+__all__ = ["ElasticBN", "NormContext", "NormMode", "NormStore", "calibrate_specs",
+           "store_shared_stats"]
 
 BN_EPS = 1e-5
 
@@ -34,7 +35,8 @@ class NormMode(enum.Enum):
     EVAL = "eval"  # normalise with the spec's stored statistics (serving)
     CALIBRATE = "calibrate"  # normalise with batch statistics and record them
     BATCH = "batch"  # normalise with batch statistics, touch nothing
-    SHARED = "shared"  # the running statistics training shared across subnets (no SubnetNorm)
+    SHARED = "shared"  # the running statistics training shared across subnets (no SubnetNorm);
+    # records views of the sliced running statistics (store_shared_stats keeps them per spec)
 
 
 class NormContext:
@@ -83,6 +85,7 @@ class ElasticBN(nn.Module):
             return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, True,
                                 0.1, BN_EPS)
         if mode is NormMode.SHARED:
+            ctx.records.append((self.running_mean[:c], self.running_var[:c], 0))
             return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, False,
                                 0.0, BN_EPS)
         if mode is NormMode.CALIBRATE:
@@ -93,14 +96,19 @@ class ElasticBN(nn.Module):
 
 
 class NormStore:
-    """Calibrated statistics of many subnets: spec -> float16 [2, C] plus layer sizes."""
+    """Calibrated statistics of many subnets: spec -> [2, C] (float16 by default) plus layer
+    sizes. `dtype=torch.float32` keeps them exact (the OFA families: their conformance with the
+    reference is checked to 1e-4, and float16 statistics move ImageNet logits by ~1e-3)."""
 
     # Unpacked float32 views are cached per spec: unpacking costs ~50 us per call (53 BN
     # layers), which would otherwise be paid on every batch. Bounded so that a search that
     # forwards thousands of specs cannot grow it without limit.
     CACHE_LIMIT = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float16) -> None:
+        if dtype not in (torch.float16, torch.float32):
+            raise InvalidSpecError(f"NormStore dtype must be float16 or float32, got {dtype}")
+        self.dtype = dtype
         self._stats: dict[SubnetSpec, torch.Tensor] = {}
         self._sizes: dict[SubnetSpec, list[int]] = {}
         self._views: dict[SubnetSpec, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
@@ -121,7 +129,7 @@ class NormStore:
             ) -> None:
         sizes = [int(m.numel()) for m in means]
         packed = torch.stack([torch.cat([m.float() for m in means]),
-                              torch.cat([v.float() for v in variances])]).to(torch.float16)
+                              torch.cat([v.float() for v in variances])]).to(self.dtype)
         self._stats[spec] = packed.contiguous()
         self._sizes[spec] = sizes
         self._views.pop(spec, None)
@@ -154,7 +162,7 @@ class NormStore:
         return sum(t.numel() * t.element_size() for t in self._stats.values())
 
     def subset(self, specs: Iterable[SubnetSpec]) -> NormStore:
-        out = NormStore()
+        out = NormStore(self.dtype)
         for s in specs:
             if s not in self._stats:
                 raise InvalidSpecError(f"no SubnetNorm statistics for subnet {s.to_dict()}")
@@ -168,17 +176,22 @@ class NormStore:
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
-        return {"specs": [s.to_dict() for s in self._stats],
+        return {"dtype": str(self.dtype).removeprefix("torch."),
+                "specs": [s.to_dict() for s in self._stats],
                 "sizes": [self._sizes[s] for s in self._stats],
                 "stats": [self._stats[s] for s in self._stats]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NormStore:
-        out = cls()
+        dtype = {"float16": torch.float16, "float32": torch.float32}.get(
+            state.get("dtype", "float16"))
+        if dtype is None:
+            raise CheckpointError(f"malformed SubnetNorm statistics: dtype {state.get('dtype')!r}")
+        out = cls(dtype)
         try:
             for d, sizes, t in zip(state["specs"], state["sizes"], state["stats"], strict=True):
                 spec = spec_from_dict(d)
-                out._stats[spec] = t.to(torch.float16).contiguous()
+                out._stats[spec] = t.to(dtype).contiguous()
                 out._sizes[spec] = [int(s) for s in sizes]
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"malformed SubnetNorm statistics: {e!r}") from e
@@ -223,3 +236,15 @@ def calibrate_specs(forward: Callable[[torch.Tensor, SubnetSpec, NormContext], t
                 records.append(ctx.records)
             if records and records[0]:
                 store.put(spec, *pooled_stats(records))
+
+
+def store_shared_stats(forward: Callable[[torch.Tensor, SubnetSpec, NormContext], torch.Tensor],
+                       store: NormStore, spec: SubnetSpec, x: torch.Tensor) -> None:
+    """Store, as `spec`'s SubnetNorm statistics, the slices of the shared running statistics
+    that `spec` uses (what OFA's `get_active_subnet` copies into an extracted subnet). `x`: any
+    input of the right shape (one image), only to walk the layers in forward order."""
+    ctx = NormContext(NormMode.SHARED)
+    with torch.inference_mode():
+        forward(x[:1], spec, ctx)
+    if ctx.records:
+        store.put(spec, [r[0] for r in ctx.records], [r[1] for r in ctx.records])

@@ -1,0 +1,191 @@
+"""The family registry: a family name -> FamilyInfo, without editing the package.
+
+Three ways in, all resolved by `get_family(name)`:
+
+1. built in: "resnet", "vit" (MNIST-5k, shipped checkpoints), "ofa_resnet50", "ofa_mbv3"
+   (OFA's ImageNet supernets; the user brings the weights);
+2. the entry-point group `superserve.models` of any installed distribution, e.g. in its
+   pyproject.toml:  [project.entry-points."superserve.models"]  my_net = "my_pkg.family:FAMILY"
+3. `pkg.module:factory` given directly (`--model my_pkg.family:FAMILY`).
+
+The object named is a `FamilyInfo`, or a zero-argument callable returning one, or a factory
+`factory(**config) -> Supernet` (the family is then named by the built supernet's `family`).
+Registering a family also registers its spec parser, so tables and SubnetNorm files of that
+family parse (`superserve.subnetact.spec_from_dict`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+from superserve.errors import ConfigError
+from superserve.models.contract import FamilyInfo
+from superserve.subnetact.spec import register_spec_type
+
+__all__ = ["ENTRY_POINT_GROUP", "family_names", "get_family", "is_family", "register_family"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "superserve.models"
+
+_FAMILIES: dict[str, FamilyInfo] = {}
+_LOADED_ENTRY_POINTS = False
+
+
+def _build_resnet(cfg: Mapping[str, Any]):
+    from superserve.models.resnet import ResNetConfig, ResNetSupernet
+
+    return ResNetSupernet(ResNetConfig(**_tuples(cfg)))
+
+
+def _build_vit(cfg: Mapping[str, Any]):
+    from superserve.models.vit import ViTConfig, ViTSupernet
+
+    return ViTSupernet(ViTConfig(**_tuples(cfg)))
+
+
+def _build_ofa_resnet50(cfg: Mapping[str, Any]):
+    from superserve.models.ofa_resnet import OFAResNet50, OFAResNetConfig
+
+    return OFAResNet50(OFAResNetConfig(**_tuples(cfg)))
+
+
+def _build_ofa_mbv3(cfg: Mapping[str, Any]):
+    from superserve.models.ofa_mbv3 import OFAMBv3Config, OFAMobileNetV3
+
+    return OFAMobileNetV3(OFAMBv3Config(**_tuples(cfg)))
+
+
+def _load_ofa_weights(net, path: str) -> None:
+    from superserve.models.ofa_weights import load_ofa_weights
+
+    load_ofa_weights(net, path)
+
+
+def _tuples(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg or {}).items()}
+
+
+def _builtins() -> None:
+    from superserve.models.checkpoint import checkpoint_path
+
+    for info in (
+        FamilyInfo("resnet", _build_resnet, default_checkpoint=str(checkpoint_path("resnet")),
+                   description="OFA-ResNet-style CNN on MNIST-5k (BatchNorm: SubnetNorm)"),
+        FamilyInfo("vit", _build_vit, default_checkpoint=str(checkpoint_path("vit")),
+                   description="DynaBERT/AutoFormer-style ViT on MNIST-5k (LayerNorm)"),
+        FamilyInfo("ofa_resnet50", _build_ofa_resnet50, load_weights=_load_ofa_weights,
+                   description="OFA-ResNet50 (ImageNet; depth 0-2, expand 0.2/0.25/0.35, "
+                               "width 0.65/0.8/1.0); weights: the user's OFA checkpoint"),
+        FamilyInfo("ofa_mbv3", _build_ofa_mbv3, load_weights=_load_ofa_weights,
+                   description="OFA-MobileNetV3 w1.2 (ImageNet; kernel 3/5/7, expand 3/4/6, "
+                               "depth 2-4); weights: the user's OFA checkpoint"),
+    ):
+        _FAMILIES.setdefault(info.name, info)
+
+
+def register_family(info: FamilyInfo, *, replace: bool = False) -> FamilyInfo:
+    """Add a family (and its spec parser). A name already taken is an error unless `replace`."""
+    if not isinstance(info, FamilyInfo):
+        raise ConfigError(f"register_family needs a FamilyInfo, got {type(info).__name__}")
+    if not info.name or ":" in info.name or "/" in info.name:
+        raise ConfigError(f"a family name must be non-empty without ':' or '/', got {info.name!r}")
+    _ensure()
+    old = _FAMILIES.get(info.name)
+    if old is not None and old is not info and not replace:
+        raise ConfigError(f"family {info.name!r} is already registered ({old.origin})")
+    _FAMILIES[info.name] = info
+    if info.parse_spec is not None:
+        register_spec_type(info.name, info.parse_spec)
+    return info
+
+
+def _ensure() -> None:
+    global _LOADED_ENTRY_POINTS
+    if not _FAMILIES:
+        _builtins()
+    if _LOADED_ENTRY_POINTS:
+        return
+    _LOADED_ENTRY_POINTS = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _FAMILIES:
+            log.warning("entry point %s = %s ignored: family %r exists", ep.name, ep.value,
+                        ep.name)
+            continue
+        # loaded lazily: importing a user's package happens only when its family is asked for
+        _FAMILIES[ep.name] = FamilyInfo(ep.name, build=_lazy(ep), origin=f"entry point {ep.value}")
+
+
+def _lazy(ep: metadata.EntryPoint):
+    def build(cfg: Mapping[str, Any]):
+        return _resolve_object(ep.load(), ep.value, ep.name).build(cfg)
+
+    build.entry_point = ep  # type: ignore[attr-defined]
+    return build
+
+
+def _resolve_object(obj: Any, ref: str, name: str | None = None) -> FamilyInfo:
+    if isinstance(obj, FamilyInfo):
+        info = obj
+    elif callable(obj):
+        made = obj()
+        if isinstance(made, FamilyInfo):
+            info = made
+        elif hasattr(made, "forward_ctx") and hasattr(made, "space"):
+            info = FamilyInfo(str(getattr(made, "family", name or ref)),
+                              build=lambda cfg, f=obj: f(**dict(cfg or {})))
+        else:
+            raise ConfigError(f"{ref} returned {type(made).__name__}: expected a FamilyInfo or "
+                              "a supernet (forward_ctx, space)")
+    else:
+        raise ConfigError(f"{ref} is a {type(obj).__name__}: expected a FamilyInfo or a callable")
+    if info.origin == "builtin":
+        info = FamilyInfo(**{**info.__dict__, "origin": ref})
+    return info
+
+
+def is_family(name: str) -> bool:
+    """Whether `name` names a family (registered, an entry point, or pkg.module:factory)."""
+    _ensure()
+    if name in _FAMILIES:
+        return True
+    return ":" in name and not name.startswith((".", "/")) and "/" not in name.split(":")[0]
+
+
+def get_family(name: str) -> FamilyInfo:
+    """The FamilyInfo for a name or a `pkg.module:factory` reference (imported and registered)."""
+    _ensure()
+    info = _FAMILIES.get(name)
+    if info is not None:
+        ep = getattr(info.build, "entry_point", None)
+        if ep is not None:  # first use of an entry-point family: load the real FamilyInfo
+            info = _resolve_object(ep.load(), f"entry point {ep.value}", name)
+            _FAMILIES[name] = info
+            if info.parse_spec is not None:
+                register_spec_type(info.name, info.parse_spec)
+        return info
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot import model factory {name!r}: {e}") from e
+        info = _resolve_object(obj, name)
+        existing = _FAMILIES.get(info.name)
+        if existing is not None and existing.origin != info.origin:
+            raise ConfigError(f"{name} defines family {info.name!r}, which is already "
+                              f"registered ({existing.origin})")
+        return register_family(info, replace=True)
+    raise ConfigError(f"unknown model family {name!r}; known: {', '.join(family_names())} "
+                      f"(or pkg.module:factory, or the {ENTRY_POINT_GROUP!r} entry-point group)")
+
+
+def family_names() -> list[str]:
+    _ensure()
+    return list(_FAMILIES)
