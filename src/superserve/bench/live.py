@@ -192,7 +192,8 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str = "",
         ax.scatter(x, y, marker="*" if star else "o", s=180 if star else 60, zorder=3,
                    color="tab:red" if star else "tab:blue")
     if rows:
-        ax.set_xlim(min(xs) - 0.08 * (max(xs) - min(xs) + 0.05), 1.0 + 0.2 * (1.0 - min(xs) + 0.05))
+        span = max(xs) - min(xs) + 0.02
+        ax.set_xlim(max(min(xs) - 0.3 * span, -0.02), min(max(xs) + 0.3 * span, 1.02))
         pad = 0.25 * (max(ys) - min(ys) + 0.4)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_xlabel("SLO attainment")

@@ -105,6 +105,7 @@ def bin_records(records: Sequence[RequestRecord], bin_s: float = 0.5,
             "attainment": np.bincount(idx, weights=met, minlength=nbins) / n,
             "profiled_accuracy": np.bincount(idx, weights=acc, minlength=nbins) / served,
             "realized_accuracy": np.bincount(idx, weights=right, minlength=nbins) / served,
+            "served": served,
         }
 
 
@@ -114,12 +115,12 @@ def _axes(title: str, capacity_qps: float | None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
     axes[0].set_ylabel("offered load (req/s)")
     if capacity_qps:
         axes[0].axhline(capacity_qps, color="gray", ls="--", lw=1,
                         label="most accurate subnet's capacity (table)")
-        axes[0].legend(loc="upper right", fontsize=8)
+        axes[0].legend(loc="upper left", fontsize=8)
     axes[1].set_ylabel("SLO attainment")
     axes[1].set_ylim(-0.03, 1.03)
     axes[2].set_ylabel("served accuracy (%)")
@@ -140,8 +141,10 @@ def plot_timeline(records: Sequence[RequestRecord], path: str | Path, title: str
     axes[1].plot(b["t_s"], b["attainment"], color="tab:red")
     axes[2].plot(b["t_s"], 100 * b["profiled_accuracy"], color="tab:green",
                  label="profiled (subnets that served)")
-    axes[2].plot(b["t_s"], 100 * b["realized_accuracy"], color="tab:green", alpha=0.35,
-                 lw=0.8, label="realized (labels)")
+    # realized accuracy per bin is a fraction of a few hundred answers: shown where >= 100
+    real = np.where(b["served"] >= 100, b["realized_accuracy"], np.nan)
+    axes[2].plot(b["t_s"], 100 * real, color="tab:green", alpha=0.4, lw=0.8, marker=".",
+                 label="realized (labels; bins with >= 100 answers)")
     axes[2].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -159,7 +162,7 @@ def plot_timelines(runs: dict[str, Sequence[RequestRecord]], path: str | Path, t
         style = {"lw": 2.2} if name.startswith("slackfit") else {"lw": 1.1, "alpha": 0.8}
         line, = axes[1].plot(b["t_s"], b["attainment"], label=name, **style)
         axes[2].plot(b["t_s"], 100 * b["profiled_accuracy"], color=line.get_color(), **style)
-    axes[1].legend(loc="lower left", fontsize=8, ncol=3)
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
