@@ -167,3 +167,28 @@ def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate):
             assert r.outcome is Outcome.COMPLETED and r.subnet_id == sid
             want = net(torch.from_numpy(images[:5]), specs[sid]).numpy()
             np.testing.assert_allclose(r.logits, want, rtol=1e-4, atol=1e-4)
+
+
+def test_start_up_probe_reaches_the_router_and_seeds_calibration(tmp_path):
+    """A worker 2.5x slower than its table: its timed warm-up (the probe) says so before the
+    first request, and the router starts planning from the measured factor."""
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=2.5)
+
+    async def body():
+        pool = LocalProcessPool(cfg, n_workers=1)
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig())
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 1)
+            probe = pool.info(0)["probe"]
+            assert len(probe) >= 3 and all(sec > 0 for _, _, sec in probe)
+            # sleep() overshoots a little: the factor is 2.5 or a bit more
+            assert 2.4 < router.probe_factor < 3.2
+            assert router.calibration.scale == pytest.approx(router.probe_factor)
+        finally:
+            await pool.close()
+
+    asyncio.run(body())

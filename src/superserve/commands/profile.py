@@ -26,11 +26,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="enforce P1/P2 by a monotone fit before saving")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default=None, help="with show: the frontier plot (PNG)")
+    p.add_argument("--latency-only", action="store_true",
+                   help="re-time an existing table on this machine (--table, default the "
+                        "shipped one of --model): same subnets and accuracies, new latencies, "
+                        "written to --out (default ./<family>.<host>.json; never the shipped "
+                        "table)")
+    p.add_argument("--table", default=None, help="with --latency-only: the table to re-time")
+    p.add_argument("--device", default="cpu", help="with --latency-only: cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "show":
         return show(args)
+    if args.latency_only:
+        return latency_only(args)
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -78,6 +87,39 @@ def run(args: argparse.Namespace) -> int:
                "p1_violations_measured": len(t["p1_violations"]),
                "p2_violations_measured": len(t["p2_violations"])}
     print(json.dumps(summary, indent=None if args.json else 1))
+    return 0
+
+
+def latency_only(args: argparse.Namespace) -> int:
+    import platform
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from superserve.profiling import default_table_path
+    from superserve.profiling.retime import retime_table
+
+    src = Path(args.table) if args.table else default_table_path(args.model)
+    out = Path(args.out) if args.out else Path(f"{Path(src).stem}.{platform.node() or 'here'}"
+                                               ".json")
+    if out.resolve() == Path(src).resolve():
+        from superserve.errors import ConfigError
+
+        raise ConfigError(f"--out {out} is the table being re-timed; name another file")
+    bar = tqdm(total=1, desc="re-timing (batch sizes)", file=sys.stderr)
+
+    def progress(stage: str, i: int, n: int) -> None:
+        bar.total = n
+        bar.update(i - bar.n)
+
+    table = retime_table(src, args.model, out, threads=args.threads,
+                         repeats=args.repeats or 20, device=args.device, progress=progress)
+    bar.close()
+    r = table.provenance["retimed"]
+    print(json.dumps({"table": str(out), "from": str(src), "subnets": len(table),
+                      "machine": table.provenance["machine"],
+                      "median_ratio_new_over_old": round(r["median_ratio_new_over_old"], 3),
+                      "seconds": r["seconds"]}, indent=None if args.json else 1))
     return 0
 
 

@@ -248,8 +248,11 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             score=val.score, val_top1=val.top1))
     served = net.norm_store.subset([specs[k] for k in kept]) if net.uses_norm_stats else None
     elapsed = time.perf_counter() - t_start
+    from superserve.profiling.retime import machine_description
+
     provenance = dict(meta or {})
     provenance.update({
+        "machine": machine_description(),
         "profile_seconds": round(elapsed, 1),
         "phase_seconds": {k: round(v, 1) for k, v in phase_s.items()},
         "candidates_evaluated": len(cands),

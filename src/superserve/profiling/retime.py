@@ -1,0 +1,115 @@
+"""Re-time an existing ProfileTable on this machine (`superserve profile --latency-only`).
+
+The offline search and the accuracies are the expensive, machine-independent part of a table;
+latencies belong to the machine that serves. Re-timing keeps the subnets, their specs and
+accuracies (and the SubnetNorm statistics file beside the table) and measures every subnet at
+every profiled batch size here, interleaved round-robin (timing.measure_interleaved), so a
+burst of noise slows one round of every subnet instead of all runs of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from superserve.profiling.table import ProfileTable
+from superserve.profiling.timing import measure_interleaved
+
+log = logging.getLogger(__name__)
+
+__all__ = ["machine_description", "retime_table"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def machine_description() -> str:
+    """What a table was timed on, in words: CPU model, CPUs, OS (a GPU where one is used)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def retime_table(table_path: str | Path, model: str, out: str | Path, threads: int = 1,
+                 repeats: int = 20, warmup: int = 3, device: str = "cpu",
+                 progress: Progress | None = None) -> ProfileTable:
+    """Measure every subnet of the table at `table_path` on this machine and write a table
+    with the same subnets and accuracies and the new latencies to `out` (its SubnetNorm
+    statistics copied beside it)."""
+    import numpy as np
+    import torch
+
+    from superserve.models import load_supernet
+    from superserve.profiling import norm_path
+
+    t_start = time.perf_counter()
+    table = ProfileTable.load(table_path)
+    torch.set_num_threads(threads)
+    net = load_supernet(model, map_location="cpu")
+    if net.family != table.family:
+        from superserve.errors import ConfigError
+
+        raise ConfigError(f"table {table_path} profiles family {table.family!r}, but model "
+                          f"{model!r} is a {net.family!r} supernet")
+    specs = [net.space.spec_from_dict(dict(s.spec)) for s in table.subnets]
+    src_norm = norm_path(table_path)
+    if getattr(net, "uses_norm_stats", False) and Path(src_norm).exists():
+        from superserve.subnetact import NormStore
+
+        net.norm_store = NormStore.load(src_norm)
+    dev = torch.device(device)
+    net.eval().to(dev)
+    cfg_img = getattr(getattr(net, "config", None), "image_size", None) or 28
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
+    for j, b in enumerate(table.batch_sizes):
+        x = torch.from_numpy(np.random.default_rng(b).random((b, 1, cfg_img, cfg_img),
+                                                             dtype=np.float32)).to(dev)
+
+        def call(spec: Any = None) -> None:
+            with torch.inference_mode():
+                net(x, spec)
+            sync()
+
+        fns = [lambda s=s: call(s) for s in specs]
+        for i, r in enumerate(measure_interleaved(fns, repeats, warmup)):
+            timed[i][b] = r
+        if progress is not None:
+            progress("retime", j + 1, len(table.batch_sizes))
+    subnets = [replace(s, latency_ms={b: v[0] * 1e3 for b, v in timed[i].items()},
+                       latency_p99_ms={b: v[1] * 1e3 for b, v in timed[i].items()})
+               for i, s in enumerate(table.subnets)]
+    old = {(i, b): table.latency_s(i, b) for i in range(len(table)) for b in table.batch_sizes}
+    ratios = sorted(timed[i][b][0] / old[i, b] for i, b in old)
+    prov = {**dict(table.provenance), "machine": machine_description(),
+            "retimed": {"from": str(table_path), "from_machine":
+                        table.provenance.get("machine", "unknown"),
+                        "seconds": round(time.perf_counter() - t_start, 1),
+                        "repeats": repeats, "threads": threads,
+                        "median_ratio_new_over_old": ratios[len(ratios) // 2],
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    new = ProfileTable.build(table.family, subnets, table.batch_sizes, device=dev.type,
+                             threads=threads, checkpoint_sha256=table.checkpoint_sha256,
+                             torch_version=str(torch.__version__), config=dict(table.config),
+                             provenance=prov, load_ms=table.load_ms)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new.save(out)
+    if Path(src_norm).exists() and Path(src_norm).resolve() != Path(norm_path(out)).resolve():
+        shutil.copyfile(src_norm, norm_path(out))
+    log.info("re-timed %d subnets x %d batch sizes: median new/old %.2f", len(specs),
+             len(table.batch_sizes), ratios[len(ratios) // 2])
+    return new

@@ -1,0 +1,53 @@
+"""`superserve profile --latency-only`: a table re-timed on this machine keeps its subnets and
+accuracies, gets new latencies and says where they were measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from superserve.profiling import default_table_path, norm_path
+from superserve.profiling.retime import machine_description, retime_table
+from superserve.profiling.table import ProfileTable
+
+
+@pytest.fixture
+def small_table(tmp_path):
+    """The shipped resnet table cut to 3 subnets x batch sizes 1, 2 (fast to re-time)."""
+    t = ProfileTable.load(default_table_path("resnet"))
+    keep = [t.subnets[0], t.subnets[len(t) // 2], t.subnets[-1]]
+    subs = [replace(s, latency_ms={b: s.latency_ms[b] * 3 for b in (1, 2)},
+                    latency_p99_ms={}) for s in keep]
+    small = ProfileTable.build(t.family, subs, (1, 2), device=t.device, threads=t.threads,
+                               checkpoint_sha256=t.checkpoint_sha256,
+                               provenance={"machine": "a slower one"})
+    path = tmp_path / "small.json"
+    small.save(path)
+    norm_path(path).write_bytes(norm_path(default_table_path("resnet")).read_bytes())
+    return path, small
+
+
+def test_retime_keeps_subnets_and_accuracies_and_records_the_machine(small_table, tmp_path):
+    path, old = small_table
+    out = tmp_path / "new.json"
+    new = retime_table(path, "resnet", out, repeats=2, warmup=1)
+    assert ProfileTable.load(out) == new
+    assert sorted(s.accuracy for s in new.subnets) == sorted(s.accuracy for s in old.subnets)
+    assert sorted(json.dumps(s.spec, sort_keys=True) for s in new.subnets) == \
+        sorted(json.dumps(s.spec, sort_keys=True) for s in old.subnets)
+    assert new.provenance["machine"] == machine_description()
+    r = new.provenance["retimed"]
+    assert r["from_machine"] == "a slower one" and 0 < r["median_ratio_new_over_old"] < 1.5
+    assert norm_path(out).exists()  # the SubnetNorm statistics travel with it
+
+
+def test_cli_refuses_to_overwrite_the_table_it_re_times(small_table):
+    path, _ = small_table
+    p = subprocess.run([sys.executable, "-m", "superserve.cli", "profile", "--latency-only",
+                        "--table", str(path), "--out", str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode != 0 and "name another file" in p.stderr
