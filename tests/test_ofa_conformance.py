@@ -240,3 +240,20 @@ def test_ofa_published_checkpoint_layouts_load(tmp_path, mbv3_pair):
     bad.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError):
         load_supernet("ofa_mbv3", weights=bad)
+
+
+@pytest.mark.parametrize("family", ["resnet", "mbv3"])
+def test_ofa_flops_and_params_match_the_reference_counts(family, resnet_pair, mbv3_pair):
+    """flops/params by formula (the search calls them thousands of times) equal the reference's
+    count of the extracted subnet: parameters exactly, multiply-accumulates (ofa's
+    count_net_flops; our flops are 2 x MACs) to float rounding."""
+    from ofa.utils import count_net_flops
+
+    ref, net = resnet_pair if family == "resnet" else mbv3_pair
+    rng = random.Random(5)
+    for spec in (net.space.largest(), net.space.smallest(), net.space.sample(rng)):
+        ref.set_active_subnet(**_kw(spec))
+        sub = ref.get_active_subnet(preserve_weight=False)
+        assert net.params(spec) == sum(p.numel() for p in sub.parameters())
+        macs = count_net_flops(sub, (1, 3, spec.r, spec.r))
+        assert net.flops(spec) / 2 == pytest.approx(macs, rel=1e-6)

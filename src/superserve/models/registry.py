@@ -26,7 +26,8 @@ from superserve.errors import ConfigError
 from superserve.models.contract import FamilyInfo
 from superserve.subnetact.spec import register_spec_type
 
-__all__ = ["ENTRY_POINT_GROUP", "family_names", "get_family", "is_family", "register_family"]
+__all__ = ["ENTRY_POINT_GROUP", "family_names", "get_family", "is_family", "refresh_entry_points",
+           "register_family"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,13 @@ def get_family(name: str) -> FamilyInfo:
         return register_family(info, replace=True)
     raise ConfigError(f"unknown model family {name!r}; known: {', '.join(family_names())} "
                       f"(or pkg.module:factory, or the {ENTRY_POINT_GROUP!r} entry-point group)")
+
+
+def refresh_entry_points() -> None:
+    """Scan the entry-point group again (after installing a plugin in a running process)."""
+    global _LOADED_ENTRY_POINTS
+    _LOADED_ENTRY_POINTS = False
+    _ensure()
 
 
 def family_names() -> list[str]:

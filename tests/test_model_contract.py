@@ -1,0 +1,155 @@
+"""The public model contract: the worked example of docs/models.md, run as written, plugged in
+by `pkg.module:factory` and by an entry point; the shipped families meet the same contract."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from superserve.errors import ConfigError, InvalidSpecError
+from superserve.models import (
+    InputSpec,
+    Supernet,
+    build_supernet,
+    family_names,
+    get_family,
+    load_checkpoint,
+    load_supernet,
+    save_checkpoint,
+)
+from superserve.models import registry
+from superserve.subnetact import NormStore, spec_from_dict
+from superserve.subnetact import spec as spec_mod
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+
+
+def _example_source() -> str:
+    text = DOCS.read_text()
+    m = re.search(r"<!-- example: my_family\.py -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "docs/models.md lost its worked example"
+    return m.group(1)
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """The docs' example as an importable module `my_family` (registry restored afterwards)."""
+    (tmp_path / "my_family.py").write_text(_example_source())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    monkeypatch.setattr(spec_mod, "_PARSERS", dict(spec_mod._PARSERS))
+    yield tmp_path
+    sys.modules.pop("my_family", None)
+
+
+def test_docs_example_plugs_in_by_module_reference(plugin, tmp_path):
+    info = get_family("my_family:FAMILY")
+    assert info.name == "tiny_cnn" and "tiny_cnn" in family_names()
+    net = build_supernet("my_family:FAMILY")
+    assert isinstance(net, Supernet) and net.family == "tiny_cnn"
+    assert isinstance(net.input_spec, InputSpec) and net.input_spec.shape == (1, 8, 8)
+    x = torch.rand(16, 1, 8, 8)
+    specs = [net.space.largest(), net.space.smallest()]
+    net.calibrate(specs, x, n=16)
+    net.eval()
+    with torch.inference_mode():
+        outs = [net(x[:3], s) for s in specs]
+    assert all(o.shape == (3, 10) for o in outs) and not torch.allclose(outs[0], outs[1])
+    # the spec type was registered: JSON round trip through the generic parser
+    s = net.space.sample(random.Random(0))
+    assert spec_from_dict(s.to_dict()) == s
+    # checkpoint round trip: the factory reference travels, statistics included
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, net, {}, {})
+    assert load_checkpoint(path)["factory"] == "my_family:FAMILY"
+    again = load_supernet(path)
+    assert again.family == "tiny_cnn" and len(again.norm_store) == 2
+    with torch.inference_mode():
+        assert torch.allclose(again(x[:3], specs[1]), outs[1], atol=1e-3)
+    # no materialize in the example: a clear error, not a family-name branch
+    from superserve.subnetact import materialize
+
+    with pytest.raises((ValueError, NotImplementedError)):
+        materialize(net, specs[0])
+
+
+def test_docs_example_plugs_in_by_entry_point(plugin):
+    dist = plugin / "my_family_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-family-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[superserve.models]\ntiny_cnn = my_family:FAMILY\n")
+    registry.refresh_entry_points()
+    assert "tiny_cnn" in family_names()
+    assert "my_family" not in sys.modules  # loaded lazily, on first use
+    net = build_supernet("tiny_cnn", {"channels": 8})
+    assert net.config.channels == 8 and get_family("tiny_cnn").origin.startswith("entry point")
+
+
+def test_factory_function_returning_a_supernet(plugin):
+    (plugin / "my_factory.py").write_text(
+        "from my_family import TinyCNN, TinyConfig\n"
+        "def make(**cfg):\n    return TinyCNN(TinyConfig(**cfg))\n")
+    net = build_supernet("my_factory:make", {"channels": 4})
+    assert net.family == "tiny_cnn" and net.config.channels == 4
+    sys.modules.pop("my_factory", None)
+
+
+def test_unknown_family_and_bad_reference_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown model family"):
+        get_family("no_such_family")
+    with pytest.raises(ConfigError, match="cannot import"):
+        get_family("no_such_module_xyz:FAMILY")
+    with pytest.raises(InvalidSpecError, match="family"):
+        spec_from_dict({"family": "no_such_family"})
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit", "ofa_mbv3", "ofa_resnet50"])
+def test_shipped_families_meet_the_contract(family):
+    net = build_supernet(family)
+    assert isinstance(net, Supernet) and net.family == family
+    spec_in = net.input_spec
+    assert isinstance(spec_in, InputSpec) and len(spec_in.mean) == spec_in.channels
+    space = net.space
+    rng = random.Random(0)
+    for s in (space.largest(), space.smallest(), space.sample(rng),
+              space.mutate(space.largest(), rng, 0.5),
+              space.crossover(space.largest(), space.smallest(), rng)):
+        assert space.validate(s) is s
+        assert spec_from_dict(s.to_dict()) == s and hash(s) == hash(spec_from_dict(s.to_dict()))
+        assert space.spec_from_dict(s.to_dict()) == s
+    big, small = space.largest(), space.smallest()
+    assert net.flops(big) > net.flops(small) > 0 and net.params(big) > net.params(small) > 0
+    assert net.num_layers(big) > net.num_layers(small) > 0
+    assert space.size() > 1
+
+
+def test_norm_store_dtype_round_trips():
+    store = NormStore(torch.float32)
+    spec = spec_from_dict({"family": "vit", "depth": 1, "heads": [1], "mlp": [8]})
+    store.put(spec, [torch.tensor([1.0 + 1e-6])], [torch.tensor([2.0])])
+    back = NormStore.from_state(store.state())
+    assert back.dtype == torch.float32 and back.get(spec)[0][0].item() == pytest.approx(1.0 + 1e-6)
+    assert NormStore().dtype == torch.float16  # the MNIST families' compact default
+
+
+def test_models_json_lists_every_registered_family(capsys):
+    from superserve.cli import main
+
+    assert main(["models", "--json", "--no-latency"]) == 0
+    models = {m["family"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert {"resnet", "vit", "ofa_resnet50", "ofa_mbv3"} <= set(models)
+    for fam in ("ofa_resnet50", "ofa_mbv3"):
+        m = models[fam]
+        assert m["weights_required"] and m["checkpoint"] is None
+        assert m["input"]["channels"] == 3 and m["input"]["height"] == 224
+        assert m["input"]["resolutions"] == [128, 160, 192, 224]
+        assert m["search_space_size"] > 10**12 and m["spec_example"]["family"] == fam
+    assert set(models["ofa_mbv3"]["spec_example"]) == {"family", "ks", "e", "d", "r"}
+    assert set(models["ofa_resnet50"]["spec_example"]) == {"family", "d", "e", "w", "r"}
+    assert models["resnet"]["input"]["channels"] == 1 and not models["resnet"]["weights_required"]
