@@ -287,6 +287,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
            "timeline": rep["timeline"]}
     if args.hog_at is not None:
         row["hog_at_s"] = args.hog_at
+        row["hog_started"] = bool(hog)
         row["slo_attainment_last_10s"] = last_attainment(rep["timeline"], args.duration_s - 10)
     return row
 
@@ -304,8 +305,9 @@ def print_row(r: dict[str, Any]) -> None:
           f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
           f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "
           f"{json.dumps(r['outcomes'], separators=(',', ':'))}", flush=True)
-    for k, v in r["calibration"].items():
-        print(f"{'':24s}{k} {v:.6g}")
+    for k, v in r["calibration"].items():  # histograms stay in the JSON
+        if not re.search(r"_(bucket|created)\b", k):
+            print(f"{'':24s}{k} {v:.6g}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -76,3 +76,44 @@ def test_compare_writes_summary_and_plots(tmp_path, table_path):
     for name in ("summary.csv", "tradeoff.png", "slackfit.timeseries.png",
                  "clipper-0.requests.csv"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def _bench(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_independent_open_loop_client_reports_every_request(tmp_path, table_path, capsys):
+    import json
+
+    client = _bench("open_loop_client")
+    out = tmp_path / "r.json"
+    with ServerProcess(server_args(table_path), tmp_path / "s.log") as srv:
+        assert client.main(["--url", srv.http_url, "--trace",
+                            "poisson:rate=100,duration=1.5", "--slo-ms", "200", "--warmup", "5",
+                            "--out", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep == json.loads(out.read_text())
+    assert rep["requests"] == sum(rep["outcomes"].values()) > 100
+    assert rep["outcomes"].get("200") == rep["requests"] and rep["slo_attainment"] > 0.9
+    assert 0 < rep["profiled_accuracy"] <= 1 and rep["latency_ms_p99"] is not None
+    assert sum(t["requests"] for t in rep["timeline"]) == rep["requests"]
+
+
+def test_calibration_live_server_attainment_is_over_the_timed_run():
+    cal = _bench("calibration_live")
+    before = {'superserve_requests_total{outcome="completed"}': 10.0,
+              "superserve_requests_deadline_met_total": 10.0}
+    after = {'superserve_requests_total{outcome="completed"}': 100.0,
+             'superserve_requests_total{outcome="dropped_deadline"}': 10.0,
+             "superserve_requests_deadline_met_total": 91.0}
+    assert cal.server_attainment(before, after) == pytest.approx(81 / 100)
+    tl = [{"t_s": s, "requests": 10, "met": 10 if s < 5 else 5} for s in range(10)]
+    assert cal.last_attainment(tl, 5) == pytest.approx(0.5)
+    assert cal.trace_spec("azure-code", 1000, 20, 0).startswith("azure-llm:name=code,rate=1000")
