@@ -441,7 +441,7 @@ def test_early_drop_answers_heads_that_would_starve_the_queue(table):
     assert head.outcome is Outcome.DROPPED_DEADLINE
     assert isinstance(head.error, DeadlineExceededError) and "dropped early" in str(head.error)
     assert all(r.outcome is Outcome.COMPLETED for r in rest)
-    policy, head, rest = scenario("slackfit")
+    policy, head, rest = scenario("slackfit:early_drop=0")  # the paper's rule serves it
     assert policy.drop_slack_s(4 * table.max_batch, 0.0) == table.fastest_s
     assert head.outcome is Outcome.COMPLETED
 

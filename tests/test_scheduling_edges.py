@@ -115,3 +115,17 @@ def test_decision_reads_only_the_view_not_the_queue():
     # a decision costs the same whatever the queue length: nothing is iterated
     sf = SlackFit(table(T3))
     assert decide(sf, 10**9, 12.0) == (2, 4)
+
+
+def test_plain_slackfit_means_the_measured_defaults():
+    """`slackfit` = the paper's rule + a blocking guard at half the SLO + early drop;
+    `slackfit:cap=1,early_drop=0` is the paper's rule exactly."""
+    from conftest import synthetic_table
+    from superserve.scheduling.registry import make_policy
+
+    t = synthetic_table()
+    p = make_policy("slackfit", t, slo_s=0.040)
+    assert p.cap_s == pytest.approx(0.020) and p.early_drop is True
+    paper = make_policy("slackfit:cap=1,early_drop=0", t, slo_s=0.040)
+    assert paper.cap_s is None and paper.early_drop is False
+    assert make_policy("slackfit", t).cap_s is None  # no SLO known: no guard

@@ -74,8 +74,8 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
             free.append(w)
 
 
-@pytest.mark.parametrize("policy", ["slackfit", "maxacc", "maxbatch", "clipper:1", "infaas",
-                                    "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4"])
+@pytest.mark.parametrize("policy", ["slackfit:cap=1,early_drop=0", "maxacc", "maxbatch", "clipper:1", "infaas",
+                                    "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4,early_drop=0"])
 @pytest.mark.parametrize("workers", [1, 3])
 def test_fast_simulator_equals_the_plain_reference(policy, workers):
     table = table3(load_ms=2.0)
@@ -251,9 +251,11 @@ def test_early_drop_keeps_slackfit_from_collapsing_under_overload():
         arr = bursty(rate / 2, rate / 2, 4.0, 60.0, np.random.default_rng(0))
         return simulate(arr, table, make_policy(spec, table, slo_s=0.05), cfg).slo_attainment
 
-    plain, early = attainment("slackfit", 3300), attainment("slackfit:early_drop=1", 3300)
+    plain = attainment("slackfit:cap=1,early_drop=0", 3300)  # the paper's rule
+    early = attainment("slackfit:cap=1,early_drop=1", 3300)
     assert plain < 0.9 < 0.99 < early
-    low = [attainment(s, 1000) for s in ("slackfit", "slackfit:early_drop=1")]
+    low = [attainment(s, 1000) for s in ("slackfit:cap=1,early_drop=0",
+                                         "slackfit:cap=1,early_drop=1")]
     assert low[0] == pytest.approx(low[1], abs=1e-3) and min(low) > 0.999
 
 
@@ -267,7 +269,7 @@ def test_early_drop_threshold_follows_the_queue():
     assert long_q == max(t.fastest_s, min(row[j] for row in t.lat_s))
     vals = [p.drop_slack_s(n, 0.0) for n in range(1, 4 * t.max_batch)]
     assert vals == sorted(vals)  # never lower for a longer queue
-    assert make_policy("slackfit", t).drop_slack_s(10_000, 0.0) == t.fastest_s
+    assert make_policy("slackfit:early_drop=0", t).drop_slack_s(10_000, 0.0) == t.fastest_s
     assert make_policy("slackfit:early_drop=0", t).early_drop is False
     with pytest.raises(ConfigError, match="early_drop"):
         make_policy("slackfit:early_drop=maybe", t)

@@ -41,10 +41,10 @@ __all__ = ["CalibrationConfig", "LatencyModel", "RatioTail"]
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    half_life_s: float = 2.0  # weight of an observation halves every this many seconds
+    half_life_s: float = 1.0  # weight of an observation halves every this many seconds
     quantile: float = 0.99  # the tail margin: this quantile of recent observed/fit ratios
     window: int = 400  # how many recent ratios the tail is taken over
-    tail_max_age_s: float = 6.0  # ... and none older than this (so a drift down is followed)
+    tail_max_age_s: float = 3.0  # ... and none older than this (so a drift down is followed)
     min_samples: int = 16  # until then the tail is `initial_tail`
     initial_tail: float = 1.15  # tail factor before enough batches were seen
     prior_scale: float = 1.0  # the fit's prior: the table as profiled ...

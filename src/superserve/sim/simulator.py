@@ -109,9 +109,15 @@ class SimResult:
     mean_batch_size: float
     lost_batches: int = 0  # batches lost to worker failures (their requests re-queued)
     batch_log: list[tuple[float, int, int, int]] = field(default_factory=list, repr=False)
+    # with record_batches: per request, its finish time (nan: never served) and the served
+    # subnet's accuracy; per dispatch, the planned latency scale (calibration timelines)
+    finish_s: np.ndarray | None = field(default=None, repr=False)
+    served_accuracy: np.ndarray | None = field(default=None, repr=False)
+    scale_log: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "batch_log"}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("batch_log", "finish_s", "served_accuracy", "scale_log")}
 
 
 class _View:
@@ -176,6 +182,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     batches = lost = batch_items = 0
     log: list[tuple[float, int, int, int]] = []
     record = cfg.record_batches
+    scale_log: list[tuple[float, float]] = []
     view = _View(overhead)
     model = None
     if cfg.calibrate:
@@ -261,6 +268,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             batch_items += b
             if record:
                 log.append((now, subnet, b, w))
+                scale_log.append((now, scale))
         # ---- next event: a completion, a failure/restart, or (with a free worker) an arrival
         t_done = busy[0][0] if busy else math.inf
         t_event = events[0][0] if events else math.inf
@@ -308,8 +316,11 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     # requests never dispatched (all workers dead) stay nan: they count as dropped
     finish, served_acc = _fill(n, table, done_lo, done_hi, done_t, done_sub, done_members)
     finish = finish + (overhead - busy_ovh)  # the client-side part of the overhead
-    return _result(arr, finish, served_acc, slo, time.perf_counter() - t_wall, batches,
-                   batch_items, lost, log)
+    res = _result(arr, finish, served_acc, slo, time.perf_counter() - t_wall, batches,
+                  batch_items, lost, log)
+    if record:
+        res.finish_s, res.served_accuracy, res.scale_log = finish, served_acc, scale_log
+    return res
 
 
 def _fill(n: int, table: ProfileTable, lo: list[int], hi: list[int], t: list[float],

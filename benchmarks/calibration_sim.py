@@ -1,0 +1,198 @@
+"""The value of calibration, in the simulator: a mis-profiled, drifting world.
+
+The world: every batch really takes `factor(t)` x its profiled latency (the shipped resnet
+table), plus 0.5 ms of dispatch/IPC per batch and relative jitter. The factor starts at 1.3
+(the table was profiled on a faster, quieter machine), rises to 1.7 a third of the way in (a
+co-tenant), and falls to 1.1 at two thirds. SlackFit plans either
+
+  calibrated    with the router's online LatencyModel (the default of `superserve serve`),
+  table         with the table as profiled (no margins),
+  hand-margins  with the hand margins the live experiments used before calibration
+                (latencies x1.25, 6 ms per batch),
+
+on the same bursty trace (CV^2 4, half deterministic, half gamma), SLO 50 ms, 1 worker. The
+ideal row runs the table's own world (factor 1, no jitter) with no margins.
+
+    python benchmarks/calibration_sim.py [--rates 1000 2000] [--duration 60] [--out DIR]
+    python benchmarks/calibration_sim.py --defaults   # the grid that chose SlackFit's defaults
+
+Writes summary.json and timeline.png (per 0.5 s: attainment, served accuracy, planned scale vs
+the world's factor) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from superserve.profiling import default_table_path
+from superserve.profiling.table import ProfileTable
+from superserve.scheduling import make_policy
+from superserve.sim.simulator import SimConfig, SimResult, simulate
+from superserve.traces import load_trace
+
+SLO_S = 0.050
+BUSY_S = 0.0005  # dispatch + IPC per batch, occupying the worker
+
+
+def world(duration: float, drift: bool = True) -> dict:
+    steps = ((duration / 3, 1.7), (2 * duration / 3, 1.1)) if drift else ()
+    return {"latency_factor": 1.3, "factor_steps": steps, "jitter": 0.05}
+
+
+def run_one(table: ProfileTable, arrivals: np.ndarray, mode: str, policy: str, duration: float,
+            seed: int = 0) -> SimResult:
+    """The world runs `table` x factor(t); the policy plans with the table (calibrated: plus
+    the online model; hand-margins: a x1.25 table and 6 ms per batch)."""
+    if mode == "ideal":
+        cfg = SimConfig(slo_s=SLO_S, record_batches=True, seed=seed)
+        return simulate(arrivals, table, make_policy(policy, table, slo_s=SLO_S), cfg)
+    plan_table, reserve = table, BUSY_S
+    if mode == "hand-margins":
+        plan_table, reserve = table.scaled(1.25), 0.006
+    cfg = SimConfig(slo_s=SLO_S, overhead_s=reserve, busy_overhead_s=BUSY_S,
+                    calibrate=mode == "calibrated", record_batches=True, seed=seed,
+                    **world(duration))
+    return simulate(arrivals, table, make_policy(policy, plan_table, slo_s=SLO_S), cfg)
+
+
+def windows(arrivals: np.ndarray, r: SimResult, duration: float, width: float = 0.5):
+    edges = np.arange(0.0, duration + width, width)
+    idx = np.digitize(arrivals, edges) - 1
+    lat = r.finish_s - arrivals
+    met = ~np.isnan(lat) & (np.nan_to_num(lat, nan=np.inf) <= SLO_S + 1e-12)
+    att, acc = [], []
+    for k in range(len(edges) - 1):
+        m = idx == k
+        att.append(met[m].mean() if m.any() else np.nan)
+        acc.append(r.served_accuracy[m & met].mean() if (m & met).any() else np.nan)
+    return edges[:-1] + width / 2, np.array(att), np.array(acc)
+
+
+def true_factor(t: np.ndarray, duration: float) -> np.ndarray:
+    w = world(duration)
+    f = np.full_like(t, w["latency_factor"])
+    for ts, fac in w["factor_steps"]:
+        f[t >= ts] = fac
+    return f
+
+
+def compare(args: argparse.Namespace) -> dict:
+    table = ProfileTable.load(default_table_path("resnet"))
+    out: dict = {"world": {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in world(args.duration).items()},
+                 "slo_ms": SLO_S * 1e3, "rates": {}}
+    modes = ["calibrated", "table", "hand-margins", "ideal"]
+    series = {}
+    for rate in args.rates:
+        tr = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2=4,"
+                        f"duration={args.duration},seed={args.seed}")
+        arr = np.asarray(tr.arrivals_s)
+        rows = {}
+        for mode in modes:
+            r = run_one(table, arr, mode, args.policy, args.duration, args.seed)
+            rows[mode] = {"slo_attainment": round(r.slo_attainment, 4),
+                          "mean_serving_accuracy": round(r.mean_serving_accuracy, 4),
+                          "completed_late": r.completed_late, "dropped": r.dropped,
+                          "mean_batch_size": round(r.mean_batch_size, 2)}
+            series[(rate, mode)] = (arr, r)
+            print(f"rate {rate:6.0f}  {mode:13s} attainment {r.slo_attainment:.4f}  "
+                  f"accuracy {100 * r.mean_serving_accuracy:.2f}%  late {r.completed_late:6d}"
+                  f"  dropped {r.dropped:6d}", file=sys.stderr)
+        out["rates"][str(rate)] = rows
+    plot(series, args, table)
+    return out
+
+
+def plot(series: dict, args: argparse.Namespace, table: ProfileTable) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = args.rates
+    fig, axes = plt.subplots(3, len(rates), figsize=(6 * len(rates), 8), sharex=True,
+                             squeeze=False)
+    colors = {"calibrated": "tab:green", "table": "tab:red", "hand-margins": "tab:orange",
+              "ideal": "tab:gray"}
+    for c, rate in enumerate(rates):
+        for mode, color in colors.items():
+            arr, r = series[(rate, mode)]
+            t, att, acc = windows(arr, r, args.duration)
+            axes[0][c].plot(t, att, color=color, label=mode, lw=1.2)
+            axes[1][c].plot(t, 100 * acc, color=color, lw=1.2)
+            if mode == "calibrated":
+                sl = np.array(r.scale_log)
+                axes[2][c].plot(sl[:, 0], sl[:, 1], color=color, lw=1, label="planned scale")
+        tt = np.linspace(0, args.duration, 400)
+        axes[2][c].plot(tt, true_factor(tt, args.duration), "k--", lw=1,
+                        label="world's factor (mean)")
+        axes[0][c].set_title(f"bursty {rate:.0f} req/s, SLO 50 ms")
+        axes[0][c].set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("SLO attainment (0.5 s)")
+    axes[1][0].set_ylabel("served accuracy (%)")
+    axes[2][0].set_ylabel("latency scale")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    axes[2][-1].legend(loc="upper right", fontsize=8)
+    for row in axes:
+        for ax in row:
+            ax.grid(alpha=0.3)
+    fig.suptitle("simulator: SlackFit in a mis-profiled world (x1.3, drifting to x1.7 and "
+                 "x1.1), calibrated vs not")
+    fig.tight_layout()
+    fig.savefig(args.out / "timeline.png", dpi=100)
+    plt.close(fig)
+
+
+def defaults_grid(args: argparse.Namespace) -> dict:
+    """SlackFit's options under calibration in the drifting world: attainment and accuracy
+    per rate, and the highest rate (of a ladder) at >= 0.99."""
+    table = ProfileTable.load(default_table_path("resnet"))
+    specs = ["slackfit:early_drop=0", "slackfit:early_drop=1",
+             "slackfit:cap=0.5,early_drop=0", "slackfit:cap=0.5,early_drop=1",
+             "slackfit:cap=0.75,early_drop=1"]
+    ladder = [1000, 1500, 2000, 2250, 2500]
+    res: dict = {}
+    for spec in specs:
+        res[spec] = {}
+        for rate in ladder:
+            atts, accs = [], []
+            for seed in range(args.seeds):
+                tr = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2=4,"
+                                f"duration={args.duration},seed={seed}")
+                r = run_one(table, np.asarray(tr.arrivals_s), "calibrated", spec,
+                            args.duration, seed)
+                atts.append(r.slo_attainment)
+                accs.append(r.mean_serving_accuracy)
+            res[spec][rate] = (round(float(np.mean(atts)), 4), round(float(np.mean(accs)), 4))
+            print(f"{spec:32s} {rate:5d} req/s  attainment {np.mean(atts):.4f}  accuracy "
+                  f"{100 * np.mean(accs):.2f}%", file=sys.stderr)
+    return {"grid": {s: {str(k): v for k, v in d.items()} for s, d in res.items()}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--policy", default="slackfit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3, help="with --defaults: traces per cell")
+    p.add_argument("--defaults", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("results/calibration_sim"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = defaults_grid(args) if args.defaults else compare(args)
+    name = "defaults.json" if args.defaults else "summary.json"
+    (args.out / name).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
