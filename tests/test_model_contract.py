@@ -21,9 +21,9 @@ from superserve.models import (
     get_family,
     load_checkpoint,
     load_supernet,
+    registry,
     save_checkpoint,
 )
-from superserve.models import registry
 from superserve.subnetact import NormStore, spec_from_dict
 from superserve.subnetact import spec as spec_mod
 
@@ -32,7 +32,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 def _example_source() -> str:
     text = DOCS.read_text()
-    m = re.search(r"<!-- example: my_family\.py -->\s*```python\n(.*?)```", text, re.S)
+    m = re.search(r"<!-- example: my_family\.py -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert m, "docs/models.md lost its worked example"
     return m.group(1)
 

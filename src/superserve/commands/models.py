@@ -41,7 +41,7 @@ def describe(family: str, threads: int, latency: bool = True) -> dict:
                     net.store_shared_stats([spec])  # statistics' values do not change timings
                 r = getattr(spec, "r", None) or net.input_spec.height
                 x = torch.rand(1, net.input_spec.channels, r, r)
-                lat[name] = _median_time(lambda: net(x, spec), repeats,
+                lat[name] = _median_time(lambda x=x, spec=spec: net(x, spec), repeats,
                                          warmup=10 if shipped else 2) * 1e3
     ckpt = info.default_checkpoint
     return {

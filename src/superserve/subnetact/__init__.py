@@ -31,7 +31,7 @@ def calibrate(supernet, specs, images, n: int = 2000, seed: int = 0) -> None:
 
 # imported first so that the function below, not the submodule, is the package's `materialize`
 # (a first import of a submodule sets it as an attribute of its package)
-from superserve.subnetact import materialize as _materialize_module  # noqa: E402
+from superserve.subnetact import materialize as _materialize_module
 
 
 def materialize(supernet, spec):
