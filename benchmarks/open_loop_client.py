@@ -12,7 +12,8 @@ every request has a timeout; loopback addresses only.
         --trace bursty:base=500,variant=500,cv2=4,duration=20 --json
 
 Report (JSON with --json): requests, slo_attainment (HTTP 200 within the SLO / all),
-outcomes by status ("200", "504", ..., "timeout", "error"), mean profiled accuracy of the
+outcomes by status ("200", "504", ..., "timeout", "error", "unfinished" when the run's
+bound cut it off), mean profiled accuracy of the
 requests met (response parameter subnet_accuracy), realized accuracy (argmax of the logits
 vs the label) of the requests met and of all 200s, latency p50/p99 of 200s, the largest send
 lag, and a per-second timeline by scheduled time. It prints "open_loop_client: run started"
@@ -96,7 +97,7 @@ async def run(args: argparse.Namespace, arrivals: np.ndarray, images: np.ndarray
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
         async def one(i: int, scheduled: float, t0: float) -> None:
             k = int(picks[i])
-            rec = {"t": scheduled, "status": "error", "latency_ms": math.nan,
+            rec = {"t": scheduled, "status": "unfinished", "latency_ms": math.nan,
                    "lag_ms": math.nan, "acc": math.nan, "correct": False}
             recs.append(rec)
             async with slots:

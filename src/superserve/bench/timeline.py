@@ -71,14 +71,13 @@ class LiveProgress:
                 f"subnet accuracy now {acc}  ({self.done}/{len(self.arrivals)})")
         if self.tty:
             self.file.write("\r" + line)
-            if self.done == len(self.arrivals):
-                self.file.write("\n")
         else:
             self.file.write(line + "\n")
         self.file.flush()
         self.lines += 1
 
     def close(self) -> None:
+        """End the run's line on a terminal (`compare` calls it after each run)."""
         if self.tty and self.lines:
             self.file.write("\n")
             self.file.flush()
