@@ -45,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-kind", default="torch", choices=["torch", "profile", "noop"],
                         help="torch: run the supernet; profile: sleep the profiled latency; "
                              "noop: return at once (benchmarks and tests without a model)")
+    parser.add_argument("--backend", default="local", choices=["local", "ray"],
+                        help="local: worker processes here (default); ray: workers as Ray "
+                             "actors, placed across the cluster's nodes (docs/ray.md)")
+    parser.add_argument("--ray-address", default=None,
+                        help="ray: the cluster to join (auto, host:port, ray://host:10001); "
+                             "default: start a local Ray on 127.0.0.1 and stop it on exit")
+    parser.add_argument("--ray-cpus-per-worker", type=float, default=1.0,
+                        help="ray: logical CPUs each worker actor reserves (default 1)")
+    parser.add_argument("--worker-gpus", type=float, default=0.0,
+                        help="ray: GPUs each worker actor reserves (default 0)")
+    parser.add_argument("--ray-max-restarts", type=int, default=3,
+                        help="ray: restarts of a dead worker actor before it stays gone")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
                       calibrate=args.calibrate,
                       drain_timeout_s=args.drain_timeout_s,
-                      device=args.device, worker_kind=args.worker_kind)
+                      device=args.device, worker_kind=args.worker_kind,
+                      backend=args.backend, ray_address=args.ray_address,
+                      ray_cpus_per_worker=args.ray_cpus_per_worker,
+                      worker_gpus=args.worker_gpus, ray_max_restarts=args.ray_max_restarts)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""

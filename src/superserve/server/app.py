@@ -163,7 +163,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
 
 async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     """`superserve serve`: build the parts from the config, serve until SIGTERM/SIGINT."""
-    from superserve.runtime.pool import LocalProcessPool
+    from superserve.runtime.backends import make_pool
     from superserve.runtime.worker import WorkerConfig
     from superserve.server.components import FAMILIES, load_policy, resolve_table
 
@@ -176,7 +176,7 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
                         device=cfg.device,
                         separate_models=cfg.policy.startswith("infaas") and cfg.worker_kind == "torch")
-    pool = LocalProcessPool(wcfg, cfg.workers)
+    pool = make_pool(cfg, wcfg)  # local processes or Ray actors (runtime/backends.py)
     log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",
              cfg.model, table_path, len(table), table.device, cfg.policy, cfg.workers,
              cfg.threads_per_worker)

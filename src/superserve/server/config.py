@@ -30,6 +30,11 @@ class ServeConfig:
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
     worker_kind: str = "torch"  # torch | profile (sleep the profiled latency) | noop
+    backend: str = "local"  # local: worker processes here; ray: Ray actors (runtime/ray_pool.py)
+    ray_address: str | None = None  # ray: None starts a local Ray on 127.0.0.1; "auto"; host:port
+    ray_cpus_per_worker: float = 1.0  # ray: logical CPUs each worker actor reserves
+    worker_gpus: float = 0.0  # ray: GPUs each worker actor reserves
+    ray_max_restarts: int = 3  # ray: restarts of one dead actor before it stays gone
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
@@ -57,3 +62,5 @@ class ServeConfig:
                               f"{self.worker_kind!r}")
         if not self.host:
             raise ConfigError("host must not be empty")
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"backend must be local or ray, got {self.backend!r}")

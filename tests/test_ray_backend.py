@@ -1,0 +1,287 @@
+"""The Ray backend on a real Ray cluster: two nodes on loopback (ray.cluster_utils.Cluster),
+started once for the module and shut down after it.
+
+- the torch worker as a Ray actor gives the same logits as a local worker process;
+- actors spread over both nodes; table, norm statistics and a checkpoint travel as bytes;
+- an actor SIGKILLed under load: its batch is re-queued, every request ends in exactly one
+  terminal state, and Ray's restart rejoins the router;
+- start-up failures are reported and retried a bounded number of times;
+- workers added and removed while serving;
+- `superserve serve --backend ray` with no address starts and stops its own local Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# a local cluster must use loopback only (read when ray is imported)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from conftest import make_test_policy, synthetic_table  # noqa: E402
+from superserve.runtime.clock import LoopClock  # noqa: E402
+from superserve.runtime.pool import LocalProcessPool  # noqa: E402
+from superserve.runtime.ray_pool import RayActorPool, RayPoolConfig  # noqa: E402
+from superserve.runtime.router import Router, RouterConfig  # noqa: E402
+from superserve.runtime.worker import WorkerConfig  # noqa: E402
+from superserve.types import Outcome  # noqa: E402
+
+IMG = np.zeros((1, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    kw = dict(num_cpus=1, object_store_memory=80 * 1024 * 1024, node_ip_address="127.0.0.1")
+    c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **kw))
+    try:
+        c.add_node(**kw)
+        ray.init(address=c.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+async def wait_for(cond, timeout_s=60.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not cond():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class Collect:
+    """A PoolListener that records every event (for pools driven without a router)."""
+
+    def __init__(self) -> None:
+        self.ready: list[int] = []
+        self.done: dict[int, np.ndarray] = {}
+        self.lost: list[tuple[int, str]] = []
+        self.failed: list[tuple[int, str]] = []
+
+    def worker_ready(self, wid):
+        self.ready.append(wid)
+
+    def batch_done(self, wid, bid, logits, service_s):
+        self.done[bid] = logits
+
+    def batch_failed(self, wid, bid, message):
+        self.failed.append((bid, message))
+
+    def worker_lost(self, wid, reason):
+        self.lost.append((wid, reason))
+
+
+class Terminals:
+    """A RouterListener counting terminal states per request id."""
+
+    def __init__(self) -> None:
+        self.count: Counter[int] = Counter()
+
+    def on_terminal(self, result):
+        self.count[result.request_id] += 1
+
+    def on_batch(self, subnet_id, batch_size):
+        pass
+
+    def on_written(self, result):
+        pass
+
+    def on_batch_timing(self, observed_s, predicted_s):
+        pass
+
+
+def _small_resnet_table(tmp_path: Path) -> Path:
+    """Two subnets of the shipped resnet table at batches 1 and 8 (a short warm-up), with the
+    shipped SubnetNorm statistics beside it."""
+    from superserve.profiling import default_table_path
+    from superserve.profiling.table import ProfileTable
+
+    src = default_table_path("resnet")
+    t = ProfileTable.load(src)
+    keep = [t.subnets[0], t.subnets[-1]]
+    subnets = [type(s)(id=i, spec=s.spec, accuracy=s.accuracy,
+                       latency_ms={b: s.latency_ms[b] for b in (1, 8)})
+               for i, s in enumerate(keep)]
+    small = ProfileTable.build("resnet", subnets, (1, 8), device="cpu", threads=1)
+    path = tmp_path / "small.json"
+    small.save(path)
+    (tmp_path / "small.norm.pt").write_bytes(src.with_suffix(".norm.pt").read_bytes())
+    return path
+
+
+def test_ray_torch_actors_match_local_workers_and_spread(cluster, tmp_path):
+    """The resnet supernet in Ray actors on two nodes returns the local worker's logits."""
+    path = _small_resnet_table(tmp_path)
+    cfg = WorkerConfig(kind="torch", model="resnet", table_path=str(path),
+                       norm_path=str(path.with_suffix(".norm.pt")), device="cpu")
+    images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    from superserve.runtime.protocol import BatchTask
+
+    async def run(pool, n):
+        got = Collect()
+        pool.start(got)
+        try:
+            await wait_for(lambda: len(got.ready) == n, timeout_s=120)
+            out = {}
+            for subnet in (0, 1):
+                for wid in range(n):
+                    bid = 10 * subnet + wid
+                    pool.submit(wid, BatchTask(bid, subnet, images))
+                    await wait_for(lambda: bid in got.done)
+                    out[(subnet, wid)] = got.done[bid]
+            info = [pool.info(w) for w in range(n)]
+        finally:
+            await pool.close()
+        return out, info
+
+    local, _ = asyncio.run(run(LocalProcessPool(cfg, n_workers=1), 1))
+    remote, info = asyncio.run(run(RayActorPool(cfg, 2, RayPoolConfig()), 2))
+    assert len({i["node_id"] for i in info}) == 2  # one actor per node
+    for subnet in (0, 1):
+        for wid in (0, 1):
+            np.testing.assert_allclose(remote[(subnet, wid)], local[(subnet, 0)], atol=1e-5)
+    assert not np.allclose(local[(0, 0)], local[(1, 0)])  # the subnet did change the result
+
+
+def test_ray_actor_killed_under_load_every_request_one_terminal_state(cluster, tmp_path):
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    # 10x the profiled latency: a batch is in flight long enough to kill the actor mid-way
+    cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=10.0)
+
+    async def body():
+        pool = RayActorPool(cfg, 2, RayPoolConfig(cpus_per_worker=0.5, max_restarts=2))
+        terminals = Terminals()
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig(),
+                        listener=terminals)
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 2, timeout_s=60)
+            futs = []
+            for _ in range(30):
+                futs.append(router.submit(IMG, slo_s=3.0))
+                await asyncio.sleep(0.005)
+            await wait_for(lambda: router.busy_workers > 0)
+            victim = next(iter(router._inflight))
+            old_pid = pool.pid(victim)
+            t_kill = time.monotonic()
+            os.kill(old_pid, signal.SIGKILL)
+            await wait_for(lambda: router.ready_workers < 2, timeout_s=5)
+            detect_s = time.monotonic() - t_kill
+            for _ in range(30):
+                futs.append(router.submit(IMG, slo_s=3.0))
+                await asyncio.sleep(0.005)
+            results = await asyncio.wait_for(asyncio.gather(*futs), timeout=60)
+            assert detect_s < 5.0
+            assert router.stats.requeued >= 1
+            assert len(results) == 60 and all(isinstance(r.outcome, Outcome) for r in results)
+            assert [r.outcome for r in results] == [Outcome.COMPLETED] * 60
+            assert sorted(terminals.count) == sorted(r.request_id for r in results)
+            assert set(terminals.count.values()) == {1}  # never answered twice
+            await wait_for(lambda: router.ready_workers == 2, timeout_s=60)  # rejoined
+            assert pool.pid(victim) != old_pid and pool.restarts == 1
+            assert sum(pool.live_by_node().values()) == 2
+        finally:
+            await pool.close()
+        assert pool.alive() == 0
+
+    asyncio.run(body())
+
+
+def test_ray_start_failure_reported_and_bounded(cluster, tmp_path):
+    cfg = WorkerConfig(kind="profile", table_path=str(tmp_path / "missing.json"))
+
+    async def body():
+        pool = RayActorPool(cfg, 1, RayPoolConfig(cpus_per_worker=0.5, max_start_failures=1))
+        got = Collect()
+        pool.start(got)
+        try:
+            await wait_for(lambda: pool._members[0].removed, timeout_s=60)
+            assert "missing.json" in pool.fatal[0]
+            assert pool._members[0].start_failures == 2 and not got.ready
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
+def test_ray_workers_added_and_removed_while_serving(cluster, tmp_path):
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path))
+
+    async def body():
+        pool = RayActorPool(cfg, 1, RayPoolConfig(cpus_per_worker=0.25))
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig())
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 1)
+            wid = pool.add_worker()
+            await wait_for(lambda: router.ready_workers == 2)
+            pool.remove_worker(0)
+            assert router.ready_workers == 1 and pool.alive() == 1 and pool.n_workers == 1
+            results = await asyncio.wait_for(asyncio.gather(
+                *[router.submit(IMG, slo_s=1.0) for _ in range(10)]), timeout=30)
+            assert [r.outcome for r in results] == [Outcome.COMPLETED] * 10
+            assert wid == 1 and pool.alive() == 1
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
+def test_ray_serve_command_starts_and_stops_its_own_local_ray(tmp_path):
+    """`superserve serve --backend ray` with no address: a local Ray on 127.0.0.1, one
+    profile worker actor, an answered request, then SIGTERM: exit 0, nothing left behind."""
+    import httpx
+
+    from superserve.bench.server_proc import ServerProcess
+
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    args = ["--backend", "ray", "--worker-kind", "profile", "--table", str(path),
+            "--workers", "1", "--ray-cpus-per-worker", "0.5", "--grpc-port", "-1"]
+    before = _ray_daemons()
+    srv = ServerProcess(args, tmp_path / "server.log", ready_timeout_s=120)
+    srv.start()
+    try:
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                            "data": [0.0] * 784}], "parameters": {"slo_ms": 500}}
+        r = httpx.post(f"{srv.http_url}/v2/models/resnet/infer", json=body, timeout=10)
+        assert r.status_code == 200, r.text
+        assert "subnet_id" in r.json()["parameters"]
+        assert _ray_daemons() - before  # its own gcs_server and raylet
+        srv.proc.send_signal(signal.SIGTERM)
+        code = srv.proc.wait(60)
+        left = _ray_daemons() - before
+    finally:
+        srv.stop(grace_s=10)
+    assert code == 0, srv.log_tail()
+    assert not left, f"Ray processes left behind by the server: {left}"
+
+
+def _ray_daemons() -> set[int]:
+    out = set()
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gcs_server" in cmd or b"raylet" in cmd or b"ray::" in cmd:
+            out.add(int(p.name))
+    return out
