@@ -25,24 +25,24 @@ import pytest
 # a local cluster must use loopback only (read when ray is imported)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
-from conftest import make_test_policy, synthetic_table  # noqa: E402
-from superserve.runtime.clock import LoopClock  # noqa: E402
-from superserve.runtime.pool import LocalProcessPool  # noqa: E402
-from superserve.runtime.ray_pool import RayActorPool, RayPoolConfig  # noqa: E402
-from superserve.runtime.router import Router, RouterConfig  # noqa: E402
-from superserve.runtime.worker import WorkerConfig  # noqa: E402
-from superserve.types import Outcome  # noqa: E402
+from conftest import make_test_policy, synthetic_table
+from superserve.runtime.clock import LoopClock
+from superserve.runtime.pool import LocalProcessPool
+from superserve.runtime.ray_pool import RayActorPool, RayPoolConfig
+from superserve.runtime.router import Router, RouterConfig
+from superserve.runtime.worker import WorkerConfig
+from superserve.types import Outcome
 
 IMG = np.zeros((1, 1, 28, 28), dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    kw = dict(num_cpus=1, object_store_memory=80 * 1024 * 1024, node_ip_address="127.0.0.1")
-    c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **kw))
+    kw = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
+    c = Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **kw})
     try:
         c.add_node(**kw)
         ray.init(address=c.address, _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -139,7 +139,7 @@ def test_ray_torch_actors_match_local_workers_and_spread(cluster, tmp_path):
                 for wid in range(n):
                     bid = 10 * subnet + wid
                     pool.submit(wid, BatchTask(bid, subnet, images))
-                    await wait_for(lambda: bid in got.done)
+                    await wait_for(lambda b=bid: b in got.done)
                     out[(subnet, wid)] = got.done[bid]
             info = [pool.info(w) for w in range(n)]
         finally:

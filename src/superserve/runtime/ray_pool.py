@@ -173,9 +173,9 @@ class RayActorPool:
         self._started_ray = connect(self.ray_config.address, self.n_workers, self.ray_config)
         rc = self.ray_config
         self._files = ray.put(_ship(self.config))  # held here: restarts re-read it
-        opts: dict[str, Any] = dict(num_cpus=rc.cpus_per_worker, num_gpus=rc.gpus_per_worker,
-                                    max_restarts=rc.max_restarts, max_task_retries=0,
-                                    max_concurrency=3)  # run + watch + ready/stop
+        opts: dict[str, Any] = {"num_cpus": rc.cpus_per_worker, "num_gpus": rc.gpus_per_worker,
+                                "max_restarts": rc.max_restarts, "max_task_retries": 0,
+                                "max_concurrency": 3}  # run + watch + ready/stop
         if rc.spread:
             opts["scheduling_strategy"] = "SPREAD"
         self._remote = ray.remote(SuperserveWorker).options(**opts)
@@ -335,8 +335,8 @@ class RayActorPool:
         for m in self._members.values():
             try:
                 m.actor.stop.remote()
-            except Exception:  # a dead actor: nothing to stop
-                pass
+            except Exception as e:  # a dead actor: nothing to stop
+                log.debug("stop: %s", e)
         for m in self._members.values():
             self._kill(m.actor)
         for t in list(self._tasks):
