@@ -78,3 +78,14 @@ def test_place_labels_keeps_crowded_labels_apart():
             apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
             assert apart, (i, j, a, b)
         assert all(math.isfinite(v) for v in boxes[i])
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    buf = io.StringIO()
+    p = LiveProgress("clipper-0", np.linspace(0, 1, 3), file=buf, tty=True)
+    for i in range(3):
+        p(RequestRecord(index=i, scheduled_s=i / 2, sent_s=i / 2, latency_ms=1.0,
+                        outcome="completed", deadline_met=True, subnet_accuracy=0.95))
+    p.close()
+    text = buf.getvalue()
+    assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1

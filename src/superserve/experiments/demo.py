@@ -108,14 +108,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from superserve.bench.timeline import plot_timeline, plot_timelines, timeline_rows
     from superserve.experiments.live import (
         CAP_QPS,
-        _simulated,
-        _table_args,
+        add_simulated,
         pin_beside_worker,
         progress_factory,
+        table_args,
         write_summary,
     )
 
-    table, common = _table_args(args)
+    table, common = table_args(args)
     if args.worker_kind != "torch":
         common += ["--worker-kind", args.worker_kind]
     if args.pin:
@@ -138,7 +138,7 @@ def run_demo(args: argparse.Namespace) -> int:
     results = compare(runs, trace.arrivals_s, args.slo_ms, out, common, protocol=args.protocol,
                       on_run=progress_factory(trace.arrivals_s))
     rows = [r.summary for r in results]
-    _simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
+    add_simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
     title = f"offered load peaks at {trace.peak_qps:.0f} req/s; SLO {args.slo_ms:.0f} ms"
     for res, row in zip(results, rows):
         row["phases"] = _phase_split(trace, res.records)

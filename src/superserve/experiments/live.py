@@ -18,8 +18,8 @@ from typing import Any
 from superserve.bench.live import LiveRun, compare, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["CAP_QPS", "baseline_runs", "pin_beside_worker", "progress_factory",
-           "run_live_experiment", "sized_rate", "write_summary"]
+__all__ = ["CAP_QPS", "add_simulated", "baseline_runs", "pin_beside_worker", "progress_factory",
+           "run_live_experiment", "sized_rate", "table_args", "write_summary"]
 
 # Rate ceilings for the live runs on the 2-core machine, where the router, the front end and
 # the load generator share one core. gRPC: benchmarks/live_vs_sim.py measured the live server
@@ -83,7 +83,7 @@ def baseline_runs(table: ProfileTable, workers: int) -> list[LiveRun]:
     return runs
 
 
-def _simulated(rows: list[dict[str, Any]], table: ProfileTable, arrivals, slo_s: float) -> None:
+def add_simulated(rows: list[dict[str, Any]], table: ProfileTable, arrivals, slo_s: float) -> None:
     """Add the simulator's attainment and accuracy for the same trace, table and policy to
     rows: the ideal machine (the table's latencies, no overhead), no margins anywhere."""
     from superserve.scheduling import make_policy
@@ -126,7 +126,8 @@ def write_summary(rows: list[dict[str, Any]], path: Path, **extra: Any) -> dict[
     return doc
 
 
-def _table_args(args: argparse.Namespace) -> tuple[ProfileTable, list[str]]:
+def table_args(args: argparse.Namespace) -> tuple[ProfileTable, list[str]]:
+    """The table (--table or the shipped resnet one) and the `serve` flags that name it."""
     from superserve.profiling import default_table_path
 
     path = Path(args.table) if getattr(args, "table", None) else default_table_path("resnet")
@@ -141,7 +142,7 @@ def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Pat
     results = compare(runs, trace.arrivals_s, args.slo_ms, out, common,
                       protocol=args.protocol, on_run=progress_factory(trace.arrivals_s))
     rows = [r.summary for r in results]
-    _simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
+    add_simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
     for r in rows:
         r.update(experiment=name, cell=trace_spec)
     write_summary(rows, out / "summary.json", trace=trace_spec, slo_ms=args.slo_ms,
@@ -150,7 +151,7 @@ def _run_compare(name: str, runs: list[LiveRun], trace_spec: str, args, out: Pat
 
 
 def run_live_experiment(name: str, args: argparse.Namespace, out: Path) -> list[dict]:
-    table, common = _table_args(args)
+    table, common = table_args(args)
     slo_s = args.slo_ms / 1e3
     dur = 15 if args.quick else 45
     rate = sized_rate(table, slo_s, 1, cap_qps=CAP_QPS[args.protocol])
