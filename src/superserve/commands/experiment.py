@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the load generator speaks (live runs; HTTP is the cheaper front "
                         "end here)")
     p.add_argument("--json", action="store_true", help="print the records as one JSON list")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="live-fault: worker processes (local) or Ray actors (ray; docs/ray.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
             _print(name, recs, summary, out, scale)
     if args.json:
         keys = ("experiment", "cell", "policy", "slo_attainment", "mean_serving_accuracy")
-        print(json.dumps([{k: r.get(k) for k in keys} for r in records]))
+        live = ("backend", "requests", "answered", "lost", "kills")  # live runs add these
+        print(json.dumps([{**{k: r.get(k) for k in keys}, **{k: r[k] for k in live if k in r}}
+                          for r in records]))
     return 0
 
 

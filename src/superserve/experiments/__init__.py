@@ -47,4 +47,5 @@ register("fig11a", "sim", _SIM, "fault tolerance: one of 8 workers killed every 
 register("fig11c", "sim", _SIM, "SlackFit vs MaxBatch vs MaxAcc")
 register("live-tradeoff", "live", "superserve.experiments.live",
          "live servers: SlackFit vs Clipper+ vs INFaaS")
-register("live-fault", "live", "superserve.experiments.live", "live servers: a worker killed")
+register("live-fault", "live", "superserve.experiments.live_fault",
+         "live servers: a worker killed at intervals (--backend local|ray)")
