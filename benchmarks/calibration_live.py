@@ -7,8 +7,9 @@ Placement (2-core machine):
   one-core  router and worker share CPU 1 (server `taskset -c 1`, `--worker-cpus 1`); the
             client on CPU 0
 
-Per cell: start the server, a warm-up (poisson at 50 req/s for --warmup-s), scrape /metrics,
-the timed run (--duration-s), scrape /metrics again. Client-side attainment (latency from the
+Per cell: start the server, a warm-up (50 req/s for --warmup-s; the JSON client then sends 32
+at once to open its connections), scrape /metrics, the timed run (--duration-s), scrape
+/metrics again. Client-side attainment (latency from the
 scheduled send time) beside the server's own (deltas of its request counters over the timed
 run, and the cumulative `superserve_slo_attainment` gauge), and every `superserve_calibration_*`
 metric at the end.
@@ -90,9 +91,9 @@ def start(cmd: list[str], **kw: Any) -> subprocess.Popen:
 
 
 def kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+    if proc.poll() is None:  # SIGTERM to the leader only: a server drains, then stops its workers
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             proc.wait(20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
@@ -171,12 +172,12 @@ def server_attainment(before: dict[str, float], after: dict[str, float]) -> floa
     return (met(after) - met(before)) / n if n > 0 else None
 
 
-def client_cmd(args: argparse.Namespace, srv: Server, spec: str, warmup: int, out_json: Path,
+def client_cmd(args: argparse.Namespace, srv: Server, spec: str, out_json: Path,
                out_dir: Path) -> list[str]:
-    if args.protocol == "json":
+    if args.protocol == "json":  # its own warm-up: 50 req/s for warmup_s, then 32 at once
         return ["taskset", "-c", "0", sys.executable, str(HERE / "open_loop_client.py"),
                 "--url", srv.url, "--trace", spec, "--slo-ms", str(args.slo_ms), "--warmup",
-                str(warmup), "--seed", str(args.seed), "--out", str(out_json)]
+                str(round(50 * args.warmup_s)), "--seed", str(args.seed), "--out", str(out_json)]
     url = srv.url if args.protocol == "binary" else f"127.0.0.1:{srv.grpc}"
     return ["taskset", "-c", "0", sys.executable, "-m", "superserve.cli", "loadgen", "--url", url,
             "--protocol", "http" if args.protocol == "binary" else "grpc", "--trace", spec,
@@ -184,15 +185,19 @@ def client_cmd(args: argparse.Namespace, srv: Server, spec: str, warmup: int, ou
             "--out", str(out_dir), "--json"]
 
 
-def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list) -> str:
-    """Run the client; with `hog_at`, start the hog that long after the timed run begins (the
-    JSON client says so on stderr; for `superserve loadgen`, ~2 s after it starts)."""
+def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list,
+               on_start=None) -> str:
+    """Run the client; `on_start()` when its timed run begins (the JSON client says so on
+    stderr, after its warm-up); with `hog_at`, start the hog that long after it (for
+    `superserve loadgen`, which says nothing: ~2 s after it starts)."""
     proc = start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = threading.Event()
 
     def read_err() -> None:
         for line in proc.stderr:
-            if "run started" in line:
+            if "run started" in line and not started.is_set():
+                if on_start is not None:
+                    on_start()
                 started.set()
         started.set()
 
@@ -257,14 +262,18 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
     hog: list[subprocess.Popen] = []
     try:
         srv.wait_ready()
-        if args.warmup_s > 0:  # poisson at 50 req/s, not counted anywhere below
+        before: dict[str, float] = {}
+        if args.protocol != "json" and args.warmup_s > 0:  # poisson 50 req/s, not counted
             warm = f"poisson:rate=50,duration={args.warmup_s:g},seed={args.seed + 1}"
-            run_client(client_cmd(args, srv, warm, 0, work / f"{tag}.warm.json",
+            run_client(client_cmd(args, srv, warm, work / f"{tag}.warm.json",
                                   work / f"{tag}.warm"), args.warmup_s + 60, None, hog)
-        before = srv.metrics()
+        if args.protocol != "json":
+            before = srv.metrics()
         out_json, out_dir = work / f"{tag}.client.json", work / f"{tag}.loadgen"
-        out = run_client(client_cmd(args, srv, spec, 0, out_json, out_dir),
-                         args.duration_s + 90, args.hog_at, hog)
+        out = run_client(client_cmd(args, srv, spec, out_json, out_dir),
+                         args.duration_s + args.warmup_s + 90, args.hog_at, hog,
+                         on_start=(lambda: before.update(srv.metrics()))
+                         if args.protocol == "json" else None)
         after = srv.metrics()
     finally:
         for h in hog:

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-s", type=float, default=5.0, help="per request")
     p.add_argument("--warmup", type=int, default=50,
                    help="requests sent before the timed run (20 ms apart), not counted")
+    p.add_argument("--warmup-burst", type=int, default=32,
+                   help="then this many at once, so that the run starts with that many "
+                        "keep-alive connections open (not counted)")
     p.add_argument("--seed", type=int, default=0, help="which test images are sent")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
@@ -123,8 +126,12 @@ async def run(args: argparse.Namespace, arrivals: np.ndarray, images: np.ndarray
                 for i in range(min(args.warmup, len(arrivals)))]
         if warm:
             await asyncio.wait(warm, timeout=args.timeout_s + 0.02 * len(warm))
-            for task in warm:
-                task.cancel()
+        burst = [asyncio.create_task(one(i % len(arrivals), 0.0, time.perf_counter()))
+                 for i in range(min(args.warmup_burst, len(arrivals)))]
+        if burst:
+            await asyncio.wait(burst, timeout=args.timeout_s)
+        for task in warm + burst:
+            task.cancel()
         recs.clear()
         print("open_loop_client: run started", file=sys.stderr, flush=True)
         gc.collect()
