@@ -35,8 +35,12 @@ class SupernetMixin:
         self.norm_store = NormStore(self.norm_dtype)
 
     def materialize(self, spec: SubnetSpec) -> nn.Module:
-        """A standalone static module computing self(x, spec) (weights copied)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot materialize subnets")
+        """A standalone module computing self(x, spec): by default the supernet trimmed to
+        the weight prefixes the spec reads, with the spec's statistics (subnetact.materialize.
+        trim_to_spec); the MNIST families build static modules instead."""
+        from superserve.subnetact.materialize import trim_to_spec
+
+        return trim_to_spec(self, spec)
 
     def store_shared_stats(self, specs, x: torch.Tensor | None = None) -> None:
         """SubnetNorm statistics of `specs` taken from the shared running statistics (what a

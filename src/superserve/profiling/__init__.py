@@ -39,9 +39,10 @@ def ensure_table(model: str, threads: int = 1, device: str = "cpu",
     else profile now (`config`: a ProfileConfig; default: the default one with `threads`) and
     cache it in `cache_dir` (default ~/.cache/superserve). Returns (table, its path); the
     SubnetNorm statistics of its subnets lie at norm_path(path)."""
-    from superserve.models import checkpoint_path, file_sha256
+    from superserve.models import file_sha256
+    from superserve.models.checkpoint import resolve_checkpoint
 
-    ckpt = checkpoint_path(model) if model in FAMILIES else Path(model)
+    ckpt = resolve_checkpoint(model)  # a family's shipped checkpoint, or the path
     sha = file_sha256(ckpt)
     candidates = [default_table_path(model)] if model in FAMILIES else []
     cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "superserve"

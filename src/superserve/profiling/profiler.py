@@ -304,12 +304,12 @@ def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(
                 progress: Progress | None = None) -> ProfileTable:
     """Profile a checkpoint (or family name) and write the table + the served subnets'
     SubnetNorm statistics beside it."""
-    from superserve.models import checkpoint_path, file_sha256, load_supernet
-    from superserve.models.checkpoint import provenance
+    from superserve.models import file_sha256, load_supernet
+    from superserve.models.checkpoint import provenance, resolve_checkpoint
     from superserve.profiling import norm_path
 
     net = load_supernet(model)
-    ckpt = checkpoint_path(model) if model in ("resnet", "vit") else Path(model)
+    ckpt = resolve_checkpoint(model)
     table, served = profile_supernet(net, cfg, progress, meta=provenance())
     table = ProfileTable.build(table.family, table.subnets, table.batch_sizes, device=table.device,
                                threads=table.threads, checkpoint_sha256=file_sha256(ckpt),

@@ -157,3 +157,74 @@ def materialize(supernet: nn.Module, spec) -> nn.Module:
         raise ValueError(f"cannot materialize family {supernet.family!r}: it has no "
                          "materialize(spec)")
     return make(spec).eval()
+
+
+class TrimmedSubnet(nn.Module):
+    """A supernet cut down to one subnet: every weight trimmed to the prefix the spec uses
+    (zero-size where the spec never touches it), the spec's SubnetNorm statistics only, and
+    forward(x) = the same forward code on that spec. Any family whose operators slice prefixes
+    (WeightSlice) materializes this way with no code of its own."""
+
+    def __init__(self, net: nn.Module, spec) -> None:
+        super().__init__()
+        self.net, self.spec = net, spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.spec)
+
+
+def _prefix(index, shape: torch.Size) -> tuple[int, ...] | None:
+    """The extents a `tensor[index]` reads when `index` is a prefix slice; None otherwise."""
+    idx = index if isinstance(index, tuple) else (index,)
+    if len(idx) > len(shape) or not all(isinstance(i, slice) and i.start in (None, 0)
+                                         and i.step in (None, 1) for i in idx):
+        return None
+    ext = [min(i.stop, n) if i.stop is not None else n for i, n in zip(idx, shape)]
+    return tuple(ext) + tuple(shape[len(idx):])
+
+
+def trim_to_spec(supernet: nn.Module, spec) -> TrimmedSubnet:
+    """materialize() for any family built on prefix slicing (superserve.subnetact.ops): one
+    recorded forward (batch statistics, grad on so derived filters are recomputed) finds, per
+    parameter, the largest prefix read; a copy keeps exactly that."""
+    import copy
+
+    from torch.overrides import TorchFunctionMode
+
+    from superserve.subnetact.norm import NormContext, NormMode
+
+    params = {id(p): (name, p) for name, p in supernet.named_parameters()}
+    extent: dict[str, tuple[int, ...]] = {}
+
+    def see(name: str, ext: tuple[int, ...]) -> None:
+        old = extent.get(name)
+        extent[name] = ext if old is None else tuple(max(a, b) for a, b in zip(old, ext))
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.__getitem__ and id(args[0]) in params:
+                name, p = params[id(args[0])]
+                ext = _prefix(args[1], p.shape)
+                see(name, ext if ext is not None else tuple(p.shape))
+            elif getattr(func, "__name__", "") != "__get__":  # .shape etc. read no data
+                for a in list(args) + list(kwargs.values()):
+                    if isinstance(a, torch.Tensor) and id(a) in params:
+                        see(params[id(a)][0], tuple(a.shape))
+            return func(*args, **kwargs)
+
+    r = getattr(spec, "r", None) or supernet.input_spec.height
+    x = torch.zeros(2, supernet.input_spec.channels, r, r)
+    with torch.enable_grad(), Record():
+        supernet.forward_ctx(x, spec, NormContext(NormMode.BATCH))
+    net = copy.deepcopy(supernet)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            ext = extent.get(name, (0,) + tuple(p.shape[1:]))
+            p.data = p.data[tuple(slice(0, n) for n in ext)].clone()
+    for m in net.modules():  # derived data (ElasticDepthwise's filters) is rebuilt on demand
+        if isinstance(getattr(m, "_cache", None), dict):
+            m._cache = {}
+    if getattr(supernet, "uses_norm_stats", False):
+        net.norm_store = supernet.norm_store.subset([spec])
+    return TrimmedSubnet(net.eval(), spec)
