@@ -70,14 +70,34 @@ def test_one_profiled_latency_only_stays_sane():
     assert 0.05 <= m.scale <= 2.0 and 0.0 <= m.overhead_s <= 0.01
 
 
-def test_bad_observations_are_ignored_and_reset_restarts():
+def test_bad_observations_are_ignored_and_one_stall_is_clipped():
     m = LatencyModel(P_LO, P_HI)
     m.observe(0.0, 0.01, float("nan"))
     m.observe(0.0, 0.0, 0.01)
     m.observe(0.0, 0.01, -1.0)
     assert m.samples == 0
-    m.reset(1.6)
-    assert m.scale == 1.6 and m.samples == 0
+    for k in range(200):
+        m.observe(k * 0.01, 0.01, 0.01)
+    m.observe(2.0, 0.01, 0.8)  # the loop stalled: 80x, once
+    assert m.mean_s(0.01) < 0.0125  # moved, but by a clipped sample
+
+
+def test_a_probe_seeds_the_model_and_fades_without_batches():
+    """A start-up probe taken in a bad moment (x9) must not stick: with no batch flowing
+    (everything refused as hopeless) the model relaxes to its prior within seconds."""
+    m = LatencyModel(P_LO, P_HI)
+    m.seed(0.0, 9.0)
+    assert m.scale == pytest.approx(9.0, rel=0.1)
+    for t in np.arange(0.0, 12.0, 0.01):
+        m.tick(float(t))
+    assert m.scale == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_probe_gives_way_to_batches():
+    m = LatencyModel(P_LO, P_HI)
+    m.seed(0.0, 3.0)
+    _feed(m, 0.0, 2.0, scale=1.2, overhead=0.0005, rng=np.random.default_rng(3), jitter=0.0)
+    assert m.mean_s(0.02) == pytest.approx(1.2 * 0.02 + 0.0005, rel=0.05)
 
 
 def test_ratio_tail_forgets_old_samples():

@@ -187,7 +187,7 @@ def test_start_up_probe_reaches_the_router_and_seeds_calibration(tmp_path):
             assert len(probe) >= 3 and all(sec > 0 for _, _, sec in probe)
             # sleep() overshoots a little: the factor is 2.5 or a bit more
             assert 2.4 < router.probe_factor < 3.2
-            assert router.calibration.scale == pytest.approx(router.probe_factor)
+            assert router.calibration.scale == pytest.approx(router.probe_factor, rel=0.1)
         finally:
             await pool.close()
 

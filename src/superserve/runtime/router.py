@@ -285,7 +285,7 @@ class Router:
                         or self.table.provenance.get("device", "an unknown machine"),
                         "" if self.config.calibrate else " (calibration is off: not applied)")
             if self.config.calibrate and self.calibration.samples == 0:
-                self.calibration.reset(factor)
+                self.calibration.seed(self.clock.now(), factor)
         elif first:
             log.info("start-up check: table latencies hold on this machine (x%.2f, %d probes)",
                      factor, len(ratios))
@@ -367,6 +367,8 @@ class Router:
             return self._refuse(req, Outcome.REJECTED, OverloadedError(
                 f"queue full: {len(self._queue)} images waiting, max_queue="
                 f"{self.config.max_queue}", self.config.retry_after_s))
+        if self.config.calibrate:
+            self.calibration.tick(now)  # with no batch for a while, evidence fades
         scale, overhead = self.latency_scale, self.overhead_s
         if cannot_meet(result.deadline_s, now, self.table, overhead,
                        min_latency_s=self.min_latency_s, latency_scale=scale):

@@ -58,6 +58,10 @@ class CalibrationConfig:
     max_scale: float = 50.0
     max_overhead_s: float = 0.050
     max_tail: float = 3.0
+    # one batch moves the fit at most this far: an observation above clip x the current
+    # prediction counts as clip x it (a loop stalled for a second is one sample, not the
+    # truth; a real step up is still followed, by x clip per batch)
+    clip: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
@@ -76,6 +80,8 @@ class CalibrationConfig:
         if not 0 <= self.prior_overhead_s <= self.max_overhead_s:
             raise ConfigError(f"prior_overhead_s must be in [0, {self.max_overhead_s}], got "
                               f"{self.prior_overhead_s!r}")
+        if not self.clip > 1:
+            raise ConfigError(f"clip must be > 1, got {self.clip!r}")
         if not (self.prior_weight > 0 and self.prior_overhead_weight > 0):
             raise ConfigError("prior_weight and prior_overhead_weight must be > 0, got "
                               f"{self.prior_weight!r}, {self.prior_overhead_weight!r}")
@@ -109,6 +115,11 @@ class RatioTail:
             self._v.popleft()
         self._value = float(np.quantile(np.fromiter(self._v, float), self.q)) if self._v \
             else None
+
+    def expire(self, now_s: float) -> None:
+        """Drop samples older than max_age_s now (and refresh the quantile)."""
+        if self._t and now_s - self._t[0] > self.max_age_s:
+            self._refresh(now_s)
 
     def value(self, default: float) -> float:
         return default if self._value is None else self._value
@@ -168,17 +179,35 @@ class LatencyModel:
         return self.scale * profiled_s + self.overhead_s
 
     # ------------------------------------------------------------------ learning
-    def reset(self, prior_scale: float, prior_overhead_s: float | None = None) -> None:
-        """Forget everything and start from a new prior (the start-up probe's factor)."""
+    def seed(self, now_s: float, factor: float, weight: float = 32.0) -> None:
+        """Start from a measured factor (the start-up probe): `weight` batches' worth of
+        evidence that batches take `factor` x the table, spread over its latency range. It
+        fades like data, so a probe taken in a bad moment is forgotten once batches flow,
+        or, with none flowing, after a few half-lives (the model relaxes to its prior)."""
         c = self.config
-        s = min(max(prior_scale, c.min_scale), c.max_scale)
-        o = self._prior[1] if prior_overhead_s is None else prior_overhead_s
-        self._prior = (s, min(max(o, 0.0), c.max_overhead_s))
-        self._sums[:] = 0.0
-        self._t_last = None
-        self.samples = 0
-        self.scale, self.overhead_s = self._prior
-        self._tail.clear()
+        f = min(max(factor, c.min_scale), c.max_scale)
+        for p in np.geomspace(self.p_lo_s, self.p_hi_s, 4):
+            self._add(now_s, float(p), f * float(p) + self._prior[1], weight / 4.0)
+        self._solve()
+
+    def tick(self, now_s: float) -> None:
+        """Let time pass without a batch: evidence fades (toward the prior) and the tail
+        forgets old ratios. Cheap when called often; acts once per half-life of silence."""
+        if self._t_last is None or now_s - self._t_last < self.config.half_life_s:
+            return
+        self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
+        self._t_last = now_s
+        self._tail.expire(now_s)
+        self._solve()
+
+    def _add(self, now_s: float, p: float, y: float, n: float = 1.0) -> None:
+        if self._t_last is not None and now_s > self._t_last:
+            self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
+        self._t_last = now_s if self._t_last is None else max(self._t_last, now_s)
+        # relative least squares: each batch weighs by 1 / (its prior cost)^2, so a 0.4 ms
+        # batch counts as much as a 30 ms one (the tail is a ratio; so is the fit's error)
+        w = n / (self._prior[0] * p + self._prior[1]) ** 2
+        self._sums += (w, w * p, w * p * p, w * y, w * p * y)
 
     def observe(self, now_s: float, profiled_s: float, observed_s: float) -> None:
         """One finished batch: profiled latency (table, plus any actuation) and what it
@@ -188,16 +217,10 @@ class LatencyModel:
         fit = self.scale * profiled_s + self.overhead_s
         self.last_predicted_s = self.tail * fit
         self.last_observed_s = observed_s
+        y = min(observed_s, self.config.clip * fit) if fit > 0 else observed_s
         if fit > 0:
-            self._tail.add(now_s, observed_s / fit)
-        if self._t_last is not None and now_s > self._t_last:
-            self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
-        self._t_last = now_s if self._t_last is None else max(self._t_last, now_s)
-        # relative least squares: each batch weighs by 1 / (its prior cost)^2, so a 0.4 ms
-        # batch counts as much as a 30 ms one (the tail is a ratio; so is the fit's error)
-        p, y = profiled_s, observed_s
-        w = 1.0 / (self._prior[0] * p + self._prior[1]) ** 2
-        self._sums += (w, w * p, w * p * p, w * y, w * p * y)
+            self._tail.add(now_s, y / fit)
+        self._add(now_s, profiled_s, y)
         self.samples += 1
         self._solve()
 
