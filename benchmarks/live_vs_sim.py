@@ -48,10 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sim-duration-s", type=float, default=120.0)
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
     p.add_argument("--ladder", default="1.0,0.95,0.9,0.85,0.8,0.75,0.7,0.6,0.5")
-    p.add_argument("--overhead-ms", type=float, default=6.0,
-                   help="the live server's per-batch margin (the simulator keeps its ideal)")
-    p.add_argument("--latency-scale", type=float, default=1.25,
-                   help="the live server plans with profiled latencies x this")
+    p.add_argument("--overhead-ms", type=float, default=0.0,
+                   help="a hand margin for the live server (an override of its calibration; "
+                        "default 0; the simulator keeps its ideal)")
+    p.add_argument("--latency-scale", type=float, default=1.0,
+                   help="a hand scale for the live server (an override; default 1)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                    help="worker on CPU 1, router and this load generator on CPU 0")
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +97,7 @@ def start_server(args: argparse.Namespace, table_path: str) -> tuple[subprocess.
     cmd = [sys.executable, "-m", "superserve.cli", "serve", "--model", args.model,
            "--table", table_path, "--policy", args.policy, "--workers", str(args.workers),
            "--threads-per-worker", str(args.threads_per_worker), "--http-port", "0",
-           "--grpc-port", "0", "--slo-ms", str(args.slo_ms), "--max-queue", "4096",
+           "--grpc-port", "0", "--slo-ms", str(args.slo_ms),
            "--overhead-ms", str(args.overhead_ms), "--latency-scale", str(args.latency_scale)]
     if args.pin:
         from superserve.experiments.live import pin_beside_worker
