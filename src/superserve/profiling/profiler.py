@@ -112,15 +112,17 @@ def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
 
 
 def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progress | None = None,
-                     meta: dict[str, Any] | None = None) -> tuple[ProfileTable, Any]:
+                     meta: dict[str, Any] | None = None, data: Any = None
+                     ) -> tuple[ProfileTable, Any]:
     """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models)."""
     from superserve.data import load_digits8, load_mnist
 
     t_start = time.perf_counter()
     threads_before = torch.get_num_threads()
     step: Progress = progress or (lambda *a: None)
-    dataset = getattr(net, "train_config", {}).get("dataset", "mnist")
-    data = load_mnist(cfg.seed) if dataset == "mnist" else load_digits8(cfg.seed)
+    if data is None:  # `data`: the user's splits (models.imagefolder); else the training set's
+        dataset = getattr(net, "train_config", {}).get("dataset", "mnist")
+        data = load_mnist(cfg.seed) if dataset == "mnist" else load_digits8(cfg.seed)
     xtr = torch.from_numpy(data.train[0])
     xva, yva = torch.from_numpy(data.val[0]), torch.from_numpy(data.val[1])
     xte, yte = torch.from_numpy(data.test[0]), torch.from_numpy(data.test[1])
@@ -197,7 +199,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
         with torch.inference_mode():
             for j, b in enumerate(cfg.batch_sizes):
-                xb = xtr[:b]
+                xb = xtr[torch.arange(b) % len(xtr)]  # a small folder: images repeat
                 res = measure_interleaved([lambda s=s, xb=xb: net(xb, s) for s in specs],
                                           cfg.repeats, cfg.warmup)
                 for k, r in enumerate(res):
@@ -301,16 +303,20 @@ def _load_times(net, specs, x1: torch.Tensor) -> list[float]:
 
 
 def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(),
-                progress: Progress | None = None) -> ProfileTable:
+                progress: Progress | None = None, weights: str | Path | None = None,
+                data: Any = None, model_config: dict[str, Any] | None = None) -> ProfileTable:
     """Profile a checkpoint (or family name) and write the table + the served subnets'
     SubnetNorm statistics beside it."""
     from superserve.models import file_sha256, load_supernet
     from superserve.models.checkpoint import provenance, resolve_checkpoint
     from superserve.profiling import norm_path
 
-    net = load_supernet(model)
-    ckpt = resolve_checkpoint(model)
-    table, served = profile_supernet(net, cfg, progress, meta=provenance())
+    net = load_supernet(model, weights=weights, model_config=model_config)
+    ckpt = Path(weights) if weights is not None else resolve_checkpoint(model)
+    meta = provenance()
+    if data is not None:
+        meta["data"] = getattr(data, "name", "user data")
+    table, served = profile_supernet(net, cfg, progress, meta=meta, data=data)
     table = ProfileTable.build(table.family, table.subnets, table.batch_sizes, device=table.device,
                                threads=table.threads, checkpoint_sha256=file_sha256(ckpt),
                                torch_version=table.torch_version,
