@@ -166,11 +166,10 @@ class RayActorPool:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, listener: PoolListener) -> None:
-        import ray
-
         self._listener = listener
         self._loop = asyncio.get_running_loop()
         self._started_ray = connect(self.ray_config.address, self.n_workers, self.ray_config)
+        import ray  # after connect(): it sets the environment of a local cluster first
         rc = self.ray_config
         self._files = ray.put(_ship(self.config))  # held here: restarts re-read it
         opts: dict[str, Any] = {"num_cpus": rc.cpus_per_worker, "num_gpus": rc.gpus_per_worker,
@@ -221,7 +220,7 @@ class RayActorPool:
         try:
             kind, payload = await m.actor.ready.remote()
         except ray.exceptions.ActorUnavailableError as e:  # still restarting: ask again
-            log.info("ray worker %d not reachable yet: %s", wid, e)
+            log.debug("ray worker %d not reachable yet: %s", wid, e)
             await asyncio.sleep(0.5)
             if not (self._closing or m.removed) and m.epoch == epoch:
                 self._bg(self._await_ready(wid, m, epoch))
@@ -365,6 +364,11 @@ def _short(e: BaseException) -> str:
 def connect(address: str | None, n_workers: int, rc: RayPoolConfig) -> bool:
     """Join the cluster at `address`, or start a local one on 127.0.0.1 when it is None.
     Returns whether a local cluster was started here (the caller shuts it down)."""
+    if address is None:
+        # Ray's own processes connect to their node's IP; pin everything to loopback so that
+        # a local cluster neither depends on nor listens on the machine's network interface
+        # (read when ray is first imported, and by the processes the cluster starts)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
@@ -372,9 +376,6 @@ def connect(address: str | None, n_workers: int, rc: RayPoolConfig) -> bool:
     if address is not None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return False
-    # Ray's own processes connect to their node's IP; pin everything to loopback so that a
-    # local cluster neither depends on nor listens on the machine's network interface
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     cpus = max(os.cpu_count() or 1, int(n_workers * rc.cpus_per_worker + 0.999))
     ray.init(address="local", num_cpus=cpus, include_dashboard=False,
              object_store_memory=rc.object_store_mb * 1024 * 1024,
