@@ -155,3 +155,31 @@ def test_models_json_lists_every_registered_family(capsys):
     assert set(models["ofa_mbv3"]["spec_example"]) == {"family", "ks", "e", "d", "r"}
     assert set(models["ofa_resnet50"]["spec_example"]) == {"family", "d", "e", "w", "r"}
     assert models["resnet"]["input"]["channels"] == 1 and not models["resnet"]["weights_required"]
+
+
+def test_cli_profiles_a_user_family_on_an_image_folder(plugin, tmp_path, capsys):
+    """`superserve profile --model my_family:FAMILY --data DIR --out T.json`: the docs' family,
+    a synthetic 3-class folder (accuracy means nothing), a table and its statistics."""
+    import numpy as np
+    from PIL import Image
+
+    from superserve.cli import main
+    from superserve.profiling import ProfileTable, norm_path
+
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((12, 10)) * 60 + 80 * c).astype(np.uint8)).save(
+                tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    assert main(["profile", "--model", "my_family:FAMILY", "--data", str(tmp_path / "imgs")]) != 0
+    assert "--out" in capsys.readouterr().err
+    out, ckpt = tmp_path / "T.json", tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_supernet("my_family:FAMILY"), {}, {})  # the user's weights
+    assert main(["profile", "--model", "my_family:FAMILY", "--data", str(tmp_path / "imgs"),
+                 "--weights", str(ckpt), "--out", str(out), "--generations", "1", "--max-subnets", "3", "--repeats", "2",
+                 "--batch-sizes", "1", "2", "--calib-images", "8", "--json"]) == 0
+    table = ProfileTable.load(out)
+    assert table.family == "tiny_cnn" and table.provenance["data"] == "folder:imgs"
+    assert {s.spec["family"] for s in table.subnets} == {"tiny_cnn"}
+    assert len(NormStore.load(norm_path(out))) == len(table)

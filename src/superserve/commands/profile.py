@@ -11,7 +11,16 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=["show"], help="show an existing table")
     p.add_argument("file", nargs="?", help="the table to show")
-    p.add_argument("--model", default="resnet", help="checkpoint path or family name")
+    p.add_argument("--model", default="resnet",
+                   help="checkpoint path, family name or pkg.module:factory")
+    p.add_argument("--weights", default=None,
+                   help="the family's weights: a published OFA checkpoint ({'state_dict': ...} "
+                        "or bare) or a SuperServe checkpoint")
+    p.add_argument("--data", default=None,
+                   help="a labelled image folder (class sub-folders): calibration, validation "
+                        "and test splits (default: the family's training set)")
+    p.add_argument("--labels", default=None,
+                   help="with --data: class names, one per line, in output-index order")
     p.add_argument("--out", default=None, help="table path (default: the shipped table)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
@@ -53,7 +62,24 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("max_subnets", "repeats", "calib_images"):
         if getattr(args, flag) is not None:
             cfg = replace(cfg, **{flag: getattr(args, flag)})
+    if (args.weights or args.data) and not args.out:
+        from superserve.errors import ConfigError
+
+        raise ConfigError("--weights/--data profile a user's model: pass --out FILE")
     out = args.out or default_table_path(args.model if args.model in ("resnet", "vit") else "custom")
+    data = None
+    if args.data:
+        from superserve.models import build_supernet
+        from superserve.models.imagefolder import load_image_folder
+
+        spec_in = build_supernet(args.model).input_spec
+        with tqdm(desc="decode images", file=sys.stderr) as bar:
+            def decoded(i: int, n: int) -> None:
+                bar.total = n
+                bar.update(i - bar.n)
+
+            data = load_image_folder(args.data, spec_in, seed=args.seed, labels_file=args.labels,
+                                     progress=decoded)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, i: int, n: int) -> None:
@@ -63,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         bar.total = n
         bar.update(i - bar.n)
 
-    table = run_profile(args.model, out, cfg, progress)
+    table = run_profile(args.model, out, cfg, progress, weights=args.weights, data=data)
     for b in bars.values():
         b.close()
     t = table.to_dict()  # the violations as measured, reported even when fitted away below
