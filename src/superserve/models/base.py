@@ -30,6 +30,7 @@ class SupernetMixin:
     uses_norm_stats = True
     norm_store: NormStore
     norm_dtype = torch.float16  # SubnetNorm storage (float32: exact, twice the bytes)
+    eval_batch_size = 200  # images per forward when calibrating or scoring (activation memory)
 
     def _init_norm(self) -> None:
         self.norm_store = NormStore(self.norm_dtype)
@@ -69,7 +70,7 @@ class SupernetMixin:
         return self.forward_ctx(x, spec, NormContext(mode))
 
     def calibrate(self, specs, images, n: int = 2000, seed: int = 0,
-                  batch_size: int = 200) -> None:
+                  batch_size: int | None = None) -> None:
         """SubnetNorm: compute and store BN statistics of `specs` over `n` images chosen
         with `seed` from `images` (training images; never the test split)."""
         if not self.uses_norm_stats:
@@ -78,4 +79,5 @@ class SupernetMixin:
         if n < len(x):
             idx = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
             x = x[torch.from_numpy(np.sort(idx))]
-        calibrate_specs(self.forward_ctx, self.norm_store, list(specs), x, batch_size)
+        calibrate_specs(self.forward_ctx, self.norm_store, list(specs), x,
+                        batch_size or self.eval_batch_size)

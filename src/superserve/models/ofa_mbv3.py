@@ -208,6 +208,7 @@ class _Block(nn.Module):
 class OFAMobileNetV3(SupernetMixin, nn.Module):
     family = "ofa_mbv3"
     norm_dtype = torch.float32
+    eval_batch_size = 32  # 224 px: 32 images of activations per forward, not 200
 
     def __init__(self, config: OFAMBv3Config = OFAMBv3Config()) -> None:
         super().__init__()

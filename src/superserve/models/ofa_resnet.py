@@ -193,6 +193,7 @@ class _Classifier(nn.Module):
 class OFAResNet50(SupernetMixin, nn.Module):
     family = "ofa_resnet50"
     norm_dtype = torch.float32
+    eval_batch_size = 32  # 224 px: 32 images of activations per forward, not 200
 
     def __init__(self, config: OFAResNetConfig = OFAResNetConfig()) -> None:
         super().__init__()
