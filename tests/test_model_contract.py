@@ -183,3 +183,46 @@ def test_cli_profiles_a_user_family_on_an_image_folder(plugin, tmp_path, capsys)
     assert table.family == "tiny_cnn" and table.provenance["data"] == "folder:imgs"
     assert {s.spec["family"] for s in table.subnets} == {"tiny_cnn"}
     assert len(NormStore.load(norm_path(out))) == len(table)
+
+
+def test_interrupted_profile_resumes_from_its_journal(plugin, tmp_path):
+    """An interrupt during the search leaves a journal beside --out; the rerun reuses its
+    scores (no recomputation), reaches the same table as an uninterrupted run, and removes it."""
+    import numpy as np
+
+    from superserve.profiling.journal import journal_path
+    from superserve.profiling.profiler import ProfileConfig, run_profile
+    from superserve.profiling.search import SearchConfig
+
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 1, 8, 8)).astype(np.float32)
+    y = np.arange(30) % 3
+    from superserve.data import Splits
+
+    data = Splits((x[:12], y[:12]), (x[12:24], y[12:24]), (x[24:], y[24:]), name="synthetic")
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_supernet("my_family:FAMILY"), {}, {})
+    small = SearchConfig(population=10, generations=1, children=6)
+    cfg = ProfileConfig(batch_sizes=(1, 2), repeats=2, warmup=1, search_calib_images=8,
+                        calib_images=8, max_subnets=3, predictor_samples=3, search=small,
+                        predictor_search=small, eval_threads=1)
+    kw = {"weights": ckpt, "data": data}
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, i: int, n: int) -> None:
+        if stage == "search" and i >= 6:
+            raise Stop
+
+    out = tmp_path / "T.json"
+    with pytest.raises(Stop):
+        run_profile("my_family:FAMILY", out, cfg, interrupt, **kw)
+    assert journal_path(out).is_file() and not out.exists()
+    estimates = []
+    resumed = run_profile("my_family:FAMILY", out, cfg, on_estimate=estimates.append, **kw)
+    assert resumed.provenance["resumed_candidates"] >= 6 and not journal_path(out).exists()
+    assert estimates and estimates[0]["total_s"] > 0
+    fresh = run_profile("my_family:FAMILY", tmp_path / "F.json", cfg, **kw)
+    assert fresh.provenance["resumed_candidates"] == 0
+    assert [s.spec for s in resumed.subnets] == [s.spec for s in fresh.subnets]

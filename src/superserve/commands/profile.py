@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and test splits (default: the family's training set)")
     p.add_argument("--labels", default=None,
                    help="with --data: class names, one per line, in output-index order")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore the search journal an interrupted run left beside --out")
     p.add_argument("--out", default=None, help="table path (default: the shipped table)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
@@ -89,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
         bar.total = n
         bar.update(i - bar.n)
 
-    table = run_profile(args.model, out, cfg, progress, weights=args.weights, data=data)
+    def estimate(e: dict) -> None:
+        print(f"estimated time: ~{e['total_s'] / 60:.1f} min (search <= {e['search_s'] / 60:.1f}, "
+              f"calibrate + score {e['final_calibrate_and_score_s'] / 60:.1f}, timing "
+              f"{e['timing_s'] / 60:.1f}; {1e3 * e['seconds_per_image']:.1f} ms per image)",
+              file=sys.stderr, flush=True)
+
+    table = run_profile(args.model, out, cfg, progress, weights=args.weights, data=data,
+                        resume=not args.no_resume, on_estimate=estimate)
     for b in bars.values():
         b.close()
     t = table.to_dict()  # the violations as measured, reported even when fitted away below

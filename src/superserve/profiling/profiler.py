@@ -113,8 +113,8 @@ def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
 
 
 def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progress | None = None,
-                     meta: dict[str, Any] | None = None, data: Any = None
-                     ) -> tuple[ProfileTable, Any]:
+                     meta: dict[str, Any] | None = None, data: Any = None,
+                     journal: Any = None) -> tuple[ProfileTable, Any]:
     """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models)."""
     from superserve.data import load_digits8, load_mnist
 
@@ -141,12 +141,18 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         spent = {"calibrate": 0.0, "evaluate": 0.0}
 
         def evaluate(spec) -> tuple[float, float]:
+            hit = journal.get(spec) if journal is not None else None  # a resumed profile
+            if hit is not None:
+                found[spec] = hit
+                return hit.score, lat_model.predict(_layers(net, spec), net.flops(spec) / 1e6)
             t = time.perf_counter()
             net.calibrate([spec], xtr, n=cfg.search_calib_images, seed=cfg.seed)
             t2 = time.perf_counter()
             found[spec] = _scores(net, spec, xva, yva)
             spent["calibrate"] += t2 - t
             spent["evaluate"] += time.perf_counter() - t2
+            if journal is not None:
+                journal.add(spec, found[spec])
             return found[spec].score, lat_model.predict(_layers(net, spec), net.flops(spec) / 1e6)
 
         cands = evolve(net.space, evaluate, cfg.search, progress=lambda i, n: step("search", i, n))
@@ -305,21 +311,43 @@ def _load_times(net, specs, x1: torch.Tensor) -> list[float]:
 
 def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(),
                 progress: Progress | None = None, weights: str | Path | None = None,
-                data: Any = None, model_config: dict[str, Any] | None = None) -> ProfileTable:
+                data: Any = None, model_config: dict[str, Any] | None = None,
+                resume: bool = True,
+                on_estimate: Callable[[dict[str, float]], None] | None = None) -> ProfileTable:
     """Profile a checkpoint (or family name) and write the table + the served subnets'
-    SubnetNorm statistics beside it."""
+    SubnetNorm statistics beside it. `resume`: keep the search's scores in a journal beside
+    `out` and reuse them after an interrupt (profiling.journal); `on_estimate` receives the
+    estimated phase times before the work starts."""
+    from superserve.data import load_digits8, load_mnist
     from superserve.models import file_sha256, load_supernet
     from superserve.models.checkpoint import provenance, resolve_checkpoint
     from superserve.profiling import norm_path
+    from superserve.profiling.journal import SearchJournal, estimate_seconds, journal_path
 
     net = load_supernet(model, weights=weights, model_config=model_config)
     ckpt = Path(weights) if weights is not None else resolve_checkpoint(model)
     meta = provenance()
     if data is not None:
         meta["data"] = getattr(data, "name", "user data")
-    table, served = profile_supernet(net, cfg, progress, meta=meta, data=data)
+    if data is None:  # the same default profile_supernet takes, resolved here for the journal
+        dataset = getattr(net, "train_config", {}).get("dataset", "mnist")
+        data = load_mnist(cfg.seed) if dataset == "mnist" else load_digits8(cfg.seed)
+    sizes = [len(data.train[0]), len(data.val[0]), len(data.test[0])]
+    sha = file_sha256(ckpt)
+    est = estimate_seconds(net, cfg, *sizes)
+    meta["estimate_seconds"] = {k: round(v, 3) for k, v in est.items()}
+    if on_estimate is not None:
+        on_estimate(est)
+    journal = None
+    if resume:
+        journal = SearchJournal(journal_path(out), {
+            "checkpoint_sha256": sha, "family": net.family, "model": net.config.to_dict(),
+            "data": getattr(data, "name", ""), "sizes": sizes, "seed": cfg.seed,
+            "search_calib_images": cfg.search_calib_images})
+        meta["resumed_candidates"] = journal.resumed
+    table, served = profile_supernet(net, cfg, progress, meta=meta, data=data, journal=journal)
     table = ProfileTable.build(table.family, table.subnets, table.batch_sizes, device=table.device,
-                               threads=table.threads, checkpoint_sha256=file_sha256(ckpt),
+                               threads=table.threads, checkpoint_sha256=sha,
                                torch_version=table.torch_version,
                                config={**table.config, "checkpoint": str(ckpt)},
                                provenance=table.provenance, load_ms=table.load_ms)
@@ -328,4 +356,6 @@ def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(
     table.save(out)
     if served is not None:
         served.save(norm_path(out))
+    if journal is not None:
+        journal.finish()
     return table
