@@ -364,7 +364,8 @@ def _short(e: BaseException) -> str:
 def connect(address: str | None, n_workers: int, rc: RayPoolConfig) -> bool:
     """Join the cluster at `address`, or start a local one on 127.0.0.1 when it is None.
     Returns whether a local cluster was started here (the caller shuts it down)."""
-    if address is None:
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0]
+    if address is None or host == "localhost" or host.startswith("127."):
         # Ray's own processes connect to their node's IP; pin everything to loopback so that
         # a local cluster neither depends on nor listens on the machine's network interface
         # (read when ray is first imported, and by the processes the cluster starts)
