@@ -117,6 +117,7 @@ def test_shipped_families_meet_the_contract(family):
     assert isinstance(net, Supernet) and net.family == family
     spec_in = net.input_spec
     assert isinstance(spec_in, InputSpec) and len(spec_in.mean) == spec_in.channels
+    assert InputSpec.from_dict(json.loads(json.dumps(spec_in.to_dict()))) == spec_in
     space = net.space
     rng = random.Random(0)
     for s in (space.largest(), space.smallest(), space.sample(rng),
