@@ -285,3 +285,21 @@ def _ray_daemons() -> set[int]:
         if b"gcs_server" in cmd or b"raylet" in cmd or b"ray::" in cmd:
             out.add(int(p.name))
     return out
+
+
+def test_ray_backend_selection_and_config_validation():
+    from superserve.errors import ConfigError
+    from superserve.runtime.backends import make_pool
+    from superserve.server.config import ServeConfig
+
+    wcfg = WorkerConfig(kind="noop")
+    assert isinstance(make_pool(ServeConfig(workers=2), wcfg), LocalProcessPool)
+    pool = make_pool(ServeConfig(workers=3, backend="ray", ray_address="auto", worker_gpus=1.0,
+                                 ray_cpus_per_worker=2.0, ray_max_restarts=5), wcfg)
+    assert isinstance(pool, RayActorPool) and pool.n_workers == 3
+    assert pool.ray_config == RayPoolConfig(address="auto", cpus_per_worker=2.0,
+                                            gpus_per_worker=1.0, max_restarts=5)
+    with pytest.raises(ConfigError, match="backend"):
+        ServeConfig(backend="k8s")
+    with pytest.raises(ConfigError, match="gpus_per_worker"):
+        RayPoolConfig(gpus_per_worker=-1)
