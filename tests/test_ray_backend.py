@@ -266,6 +266,8 @@ def test_ray_serve_command_starts_and_stops_its_own_local_ray(tmp_path):
         assert r.status_code == 200, r.text
         assert "subnet_id" in r.json()["parameters"]
         assert _ray_daemons() - before  # its own gcs_server and raylet
+        metrics = httpx.get(f"{srv.http_url}/metrics", timeout=10).text
+        assert 'superserve_ray_workers_alive{node="127.0.0.1"} 1.0' in metrics
         srv.proc.send_signal(signal.SIGTERM)
         code = srv.proc.wait(60)
         left = _ray_daemons() - before

@@ -178,8 +178,29 @@ class RayActorPool:
         if rc.spread:
             opts["scheduling_strategy"] = "SPREAD"
         self._remote = ray.remote(SuperserveWorker).options(**opts)
+        self._export_metrics(listener)
         for _ in range(self.n_workers):
             self.add_worker()
+
+    def _export_metrics(self, listener: Any) -> None:
+        """`superserve_ray_workers_alive{node=IP}` on the server's /metrics: the router's own
+        listener (the server's metrics) carries the Prometheus registry, when there is one."""
+        registry = getattr(getattr(listener, "listener", None), "registry", None)
+        if registry is None:
+            return
+        from prometheus_client.core import GaugeMetricFamily
+
+        pool = self
+
+        class _PerNode:
+            def collect(self) -> Any:
+                g = GaugeMetricFamily("superserve_ray_workers_alive",
+                                      "Ray worker actors ready to serve, per node", labels=["node"])
+                for ip, n in sorted(pool.live_by_node().items()):
+                    g.add_metric([ip], n)
+                yield g
+
+        registry.register(_PerNode())
 
     def add_worker(self) -> int:
         """Start one more actor while serving; it joins through `worker_ready`."""
