@@ -89,6 +89,8 @@ def test_docs_example_plugs_in_by_entry_point(plugin):
     registry.refresh_entry_points()
     assert "tiny_cnn" in family_names()
     assert "my_family" not in sys.modules  # loaded lazily, on first use
+    # a table or SubnetNorm file of the plugin's family parses before anything built it
+    assert spec_from_dict({"family": "tiny_cnn", "depth": 2, "width": 0.5}).short() == "d2-w0.5"
     net = build_supernet("tiny_cnn", {"channels": 8})
     assert net.config.channels == 8 and get_family("tiny_cnn").origin.startswith("entry point")
 

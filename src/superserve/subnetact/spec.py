@@ -194,6 +194,18 @@ def register_spec_type(family: str, parse: Callable[[Mapping[str, Any]], Any]) -
     _PARSERS[family] = parse
 
 
+def _from_registry(family: str) -> Callable[[Mapping[str, Any]], Any] | None:
+    """A family not seen in this process yet (an installed plugin's entry point): ask the model
+    registry, which registers its parser. Imported here only: this module stays torch-free."""
+    try:
+        from superserve.models.registry import get_family
+
+        get_family(family)
+    except Exception:  # noqa: BLE001 -- unknown or broken: the caller reports the family
+        return None
+    return _PARSERS.get(family)
+
+
 def spec_types() -> list[str]:
     return sorted(_PARSERS)
 
@@ -205,6 +217,8 @@ def spec_from_dict(d: Mapping[str, Any]) -> SubnetSpec:
         raise InvalidSpecError(f"a spec must be a JSON object, got {type(d).__name__}")
     family = d.get("family")
     parse = _PARSERS.get(family) if isinstance(family, str) else None
+    if parse is None and isinstance(family, str) and family:
+        parse = _from_registry(family)
     if parse is None:
         raise InvalidSpecError(f"spec field 'family' must be one of {spec_types()}, got "
                                f"{family!r} (a user family registers its spec type first)")
