@@ -67,7 +67,8 @@ class ServerMetrics:
         self.batch_ratio = Histogram(
             "superserve_calibration_batch_ratio",
             "Observed / planned (predicted) time of each batch, dispatch to result",
-            buckets=(0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0),
+            buckets=(0.1, 0.25, 0.5, *[round(0.6 + 0.05 * k, 2) for k in range(17)], 1.5, 2.0,
+                     3.0, 5.0),
             registry=r)
         if router is not None:
             self._router_gauges(r, router)
