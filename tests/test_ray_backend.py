@@ -244,6 +244,46 @@ def test_ray_workers_added_and_removed_while_serving(cluster, tmp_path):
     asyncio.run(body())
 
 
+def test_ray_node_lost_worker_restarts_elsewhere_no_request_lost(cluster, tmp_path):
+    """A whole node leaves under load (its raylet killed): the actor there is reported lost,
+    its batch re-queued, and Ray restarts it on the node that remains. Last of the cluster
+    tests: it leaves the cluster with one node."""
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=10.0)
+
+    async def body():
+        pool = RayActorPool(cfg, 2, RayPoolConfig(cpus_per_worker=0.5))
+        terminals = Terminals()
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig(),
+                        listener=terminals)
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 2, timeout_s=60)
+            head = cluster.head_node.node_id
+            away = [w for w in (0, 1) if pool.info(w)["node_id"] != head]
+            assert away, "SPREAD put both actors on the head node"
+            victim = away[0]
+            node = next(n for n in cluster.worker_nodes
+                        if n.node_id == pool.info(victim)["node_id"])
+            futs = [router.submit(IMG, slo_s=5.0) for _ in range(20)]
+            await wait_for(lambda: victim in router._inflight)
+            cluster.remove_node(node, allow_graceful=False)
+            futs += [router.submit(IMG, slo_s=5.0) for _ in range(20)]
+            results = await asyncio.wait_for(asyncio.gather(*futs), timeout=60)
+            assert [r.outcome for r in results] == [Outcome.COMPLETED] * 40
+            assert set(terminals.count.values()) == {1}
+            await wait_for(lambda: pool.restarts == 1, timeout_s=60)  # the loss was seen
+            await wait_for(lambda: router.ready_workers == 2, timeout_s=90)
+            assert pool.info(victim)["node_id"] == head
+            assert pool.live_by_node() == {"127.0.0.1": 2}
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
 def test_ray_serve_command_starts_and_stops_its_own_local_ray(tmp_path):
     """`superserve serve --backend ray` with no address: a local Ray on 127.0.0.1, one
     profile worker actor, an answered request, then SIGTERM: exit 0, nothing left behind."""
