@@ -9,9 +9,12 @@
     +-- InvalidInputError (ValueError)  a request's payload is wrong (HTTP 400)
     +-- ModelNotFoundError (LookupError) unknown model name (HTTP 404)
     +-- PayloadTooLargeError            request body over the size limit (HTTP 413)
+    +-- UnsupportedEncodingError        a Content-Encoding the server cannot decode (HTTP 415)
+    +-- UnauthenticatedError            no or a wrong bearer token (HTTP 401)
     +-- OverloadedError                 admission control refused the request (HTTP 429)
     +-- DeadlineExceededError           the request cannot or did not meet its deadline (HTTP 504)
     +-- ShuttingDownError               the server is draining (HTTP 503)
+    +-- NoWorkerReadyError              no worker is up to serve the request (HTTP 503)
     +-- WorkerFailedError               a worker failed while serving (HTTP 500 with message)
 
 Errors are raised where they are detected and mapped to protocol statuses once, at the edge
@@ -57,6 +60,14 @@ class PayloadTooLargeError(SuperServeError):
     pass
 
 
+class UnsupportedEncodingError(SuperServeError):
+    pass
+
+
+class UnauthenticatedError(SuperServeError):
+    pass
+
+
 class OverloadedError(SuperServeError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
@@ -69,6 +80,12 @@ class DeadlineExceededError(SuperServeError):
 
 class ShuttingDownError(SuperServeError):
     pass
+
+
+class NoWorkerReadyError(SuperServeError):
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class WorkerFailedError(SuperServeError):

@@ -9,6 +9,7 @@ from grpc itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,9 +20,8 @@ import numpy as np
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server import proto
 from superserve.server.codec import (
-    INPUT_NAME,
     OUTPUTS,
-    check_images,
+    decode_grpc_images,
     output_arrays,
     parse_slo_s,
     result_parameters,
@@ -90,27 +90,9 @@ class _Handlers:
             inputs=[T(**t) for t in md["inputs"]], outputs=[T(**t) for t in md["outputs"]])
 
     def _images(self, req: Any) -> np.ndarray:
-        if len(req.inputs) != 1:
-            raise InvalidInputError(f"expected exactly one input tensor named {INPUT_NAME!r}, "
-                                    f"got {len(req.inputs)}")
-        t = req.inputs[0]
-        if t.name != INPUT_NAME:
-            raise InvalidInputError(f"unknown input name {t.name!r}; this model takes "
-                                    f"{INPUT_NAME!r}")
-        if t.datatype != "FP32":
-            raise InvalidInputError(f"input datatype {t.datatype!r} is not supported; send FP32")
-        shape = list(t.shape)
-        if req.raw_input_contents:
-            raw = req.raw_input_contents[0]
-            if len(raw) % 4:
-                raise InvalidInputError(f"raw FP32 input of {len(raw)} bytes is not a "
-                                        "multiple of 4")
-            arr = np.frombuffer(raw, dtype="<f4")
-        else:
-            arr = np.asarray(t.contents.fp32_contents, dtype=np.float32)
-        return check_images(arr, shape, self.s.io)
+        return decode_grpc_images(req, self.s.io)  # the rules REST uses (codec.py)
 
-    async def model_infer(self, raw: bytes) -> Any:
+    async def model_infer(self, raw: bytes, context: Any = None) -> Any:
         # grpc.aio hands over a whole message: the clock starts when the handler runs (the
         # earliest instant this process sees; the transport's own time is not exposed)
         arrival_s = self.s.now()
@@ -118,11 +100,19 @@ class _Handlers:
         req = self._parse(self.pb.ModelInferRequest, raw)
         self.s.check_model(req.model_name, req.model_version)
         images = self._images(req)
-        slo_s = parse_slo_s(_params_to_dict(req.parameters))
+        slo_s = parse_slo_s(_params_to_dict(req.parameters), self.s.io.max_slo_s)
+        if slo_s is None and context is not None:
+            # no slo_ms / timeout: the call's own deadline is the SLO (the client gives up then)
+            left = context.time_remaining()
+            if left is not None and left < self.s.io.max_slo_s:
+                slo_s = max(left, 1e-6)  # already past: refused as a deadline miss
         names = [o.name for o in req.outputs] or list(OUTPUTS)
         for n in names:
             if n not in OUTPUTS:
-                raise InvalidInputError(f"unknown output {n!r}; this model has {list(OUTPUTS)}")
+                raise InvalidInputError(f"unknown output {n[:80]!r}; this model has "
+                                        f"{list(OUTPUTS)}")
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"an output is requested twice: {names}")
         result = await self.s.infer(images, slo_s, arrival_s)
         arrays = output_arrays(result.logits)
         resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1", id=req.id)
@@ -137,27 +127,35 @@ class _Handlers:
         return resp
 
 
-def _wrap(fn: Callable[[bytes], Awaitable[Any]]) -> Callable[[bytes, Any], Awaitable[Any]]:
+def _wrap(fn: Callable[..., Awaitable[Any]],
+          pass_context: bool = False) -> Callable[[bytes, Any], Awaitable[Any]]:
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await fn(raw)
+            return await (fn(raw, context) if pass_context else fn(raw))
         except SuperServeError as e:
             code = getattr(grpc.StatusCode, grpc_code_name(e))
             if code == grpc.StatusCode.INTERNAL:
                 log.error("gRPC request failed: %s", e)
             await context.abort(code, str(e))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as e:  # a bug, not bad input: INTERNAL with a name, never UNKNOWN
+            log.exception("gRPC request failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
     return handler
 
 
 async def start_grpc(service: InferenceService, host: str, port: int,
-                     max_concurrent_rpcs: int | None = None) -> tuple[grpc.aio.Server, int]:
+                     max_concurrent_rpcs: int | None = None, interceptors: Any = None,
+                     credentials: Any = None) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server on (host, port); port 0 picks one. Returns (server, port).
 
     `max_concurrent_rpcs`: beyond it gRPC answers RESOURCE_EXHAUSTED at once, before the
     request is even parsed, so an overload the process cannot keep up with still gets an
     explicit status instead of a client-side timeout."""
     limit = 2 * service.max_body_bytes
-    server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs, options=[("grpc.max_receive_message_length", limit),
+    server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs,
+                             interceptors=interceptors, options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
                                       ("grpc.so_reuseport", 0)])
     h = _Handlers(service)
@@ -165,11 +163,13 @@ async def start_grpc(service: InferenceService, host: str, port: int,
     methods = {"ServerLive": h.server_live, "ServerReady": h.server_ready,
                "ModelReady": h.model_ready, "ServerMetadata": h.server_metadata,
                "ModelMetadata": h.model_metadata, "ModelInfer": h.model_infer}
-    rpc = {name: grpc.unary_unary_rpc_method_handler(_wrap(fn), request_deserializer=None,
+    rpc = {name: grpc.unary_unary_rpc_method_handler(_wrap(fn, name == "ModelInfer"),
+                                                     request_deserializer=None,
                                                      response_serializer=ser)
            for name, fn in methods.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpc),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_secure_port(f"{host}:{port}", credentials) if credentials is not None \
+        else server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {host}:{port}")
     await server.start()

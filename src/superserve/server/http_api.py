@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,8 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from superserve.errors import InvalidInputError, SuperServeError
-from superserve.server.codec import HEADER_LENGTH, decode_http, encode_http
+from superserve.server.codec import HEADER_LENGTH, decode_content, decode_http, encode_http
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
+from superserve.server.openapi import allowed_methods, openapi_document
 
 # ASGI scope key: when the read holding the request's first byte was handled (loop time),
 # set by server.app's uvicorn protocol
@@ -42,7 +43,7 @@ def _error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
     status = http_status(exc)
     headers = {"content-type": "application/json"}
     retry = getattr(exc, "retry_after_s", None)
-    if status == 429 and retry is not None:
+    if status in (429, 503) and retry is not None:
         headers["retry-after"] = str(max(1, round(retry)))
     if status == 500:
         log.error("request failed: %s", exc)
@@ -64,15 +65,31 @@ _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 class InferFastPath:
     """ASGI: POST /v2/models/{m}[/versions/{v}]/infer answered here, all else by `app`."""
 
-    def __init__(self, app: Any, service: InferenceService) -> None:
+    def __init__(self, app: Any, service: InferenceService, auth: Any = None) -> None:
         self.app = app
         self.service = service
+        self.auth = auth  # server.auth.Authenticator, or None: no authentication
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            m = _INFER_PATH.match(scope["path"])
-            if m is not None:
-                await self._infer(m.group(1), m.group(2) or "", scope, receive, send)
+        if scope["type"] == "http":
+            if self.auth is not None:
+                try:
+                    self.auth.check_http(scope["path"], scope["headers"])
+                except SuperServeError as e:
+                    await _send_error(send, e, [(b"www-authenticate", b"Bearer")])
+                    return
+            if scope["method"] == "POST":
+                m = _INFER_PATH.match(scope["path"])
+                if m is not None:
+                    await self._infer(m.group(1), m.group(2) or "", scope, receive, send)
+                    return
+            allowed = allowed_methods(scope["path"])
+            if allowed is not None and scope["method"] not in allowed:
+                await _send(send, 405, json.dumps({"error": (
+                    f"method {scope['method']} is not allowed on {scope['path']}; "
+                    f"use {', '.join(allowed)}")}).encode(),
+                    [(b"content-type", b"application/json"),
+                     (b"allow", ", ".join(allowed).encode())])
                 return
         await self.app(scope, receive, send)
 
@@ -85,6 +102,9 @@ class InferFastPath:
             service.check_model(model, version)
             headers = dict(scope["headers"])
             body = await _receive_body(receive, headers.get(b"content-length"), service)
+            ce = headers.get(b"content-encoding")
+            if ce is not None:
+                body = decode_content(body, ce.decode("latin-1"), service.max_body_bytes)
             hl = headers.get(HEADER_LENGTH.encode())
             decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
                                   service.io)
@@ -95,10 +115,29 @@ class InferFastPath:
         except SuperServeError as e:
             status, content, err_headers = _error_parts(e)
             extra = [(k.encode(), v.encode()) for k, v in err_headers.items()]
+        except Exception as e:  # a bug, not bad input: still a KServe error body, and logged
+            log.exception("infer failed unexpectedly")
+            status, content = 500, json.dumps(
+                {"error": f"internal error: {type(e).__name__}"}).encode()
+            extra = [(b"content-type", b"application/json")]
         extra.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": content})
         service.written(result)  # the request's clock stops at its last byte
+
+
+async def _send(send: Send, status: int, body: bytes,
+                headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: BaseException,
+                      headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    status, body, err_headers = _error_parts(exc)
+    await _send(send, status, body,
+                [*((k.encode(), v.encode()) for k, v in err_headers.items()), *headers])
 
 
 async def _receive_body(receive: Receive, declared: bytes | None,
@@ -120,7 +159,8 @@ async def _receive_body(receive: Receive, declared: bytes | None,
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -> InferFastPath:
+def build_app(service: InferenceService, metrics: ServerMetrics | None = None,
+              auth: Any = None) -> InferFastPath:
     app = FastAPI(title="SuperServe", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
@@ -158,6 +198,11 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -
         ok = service.ready()
         return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
+    @app.get("/v2/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(openapi_document(service.model, service.io.image_shape,
+                                             service.io.max_images))
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         body = metrics.render() if metrics is not None else b""
@@ -167,4 +212,4 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None) -
     async def not_found(path: str) -> JSONResponse:
         return JSONResponse({"error": f"no such endpoint: /{path}"}, status_code=404)
 
-    return InferFastPath(app, service)
+    return InferFastPath(app, service, auth)

@@ -12,9 +12,12 @@ from superserve.errors import (
     DeadlineExceededError,
     InvalidInputError,
     ModelNotFoundError,
+    NoWorkerReadyError,
     OverloadedError,
     PayloadTooLargeError,
     ShuttingDownError,
+    UnauthenticatedError,
+    UnsupportedEncodingError,
     WorkerFailedError,
 )
 from superserve.profiling.table import ProfileTable
@@ -81,6 +84,10 @@ class InferenceService:
         """Admit, wait for the terminal state, raise it if it is not a completion.
         `arrival_s`: when the request's first byte reached the server (the router's clock);
         its SLO counts from then. The front end calls `written` once the response is out."""
+        if self.router.ready_workers == 0 and not self.router.draining:
+            # nothing could serve it before its deadline: say so now (503), not as a 504 later
+            raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
+                                     "restarting after a failure); retry shortly")
         result = await self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
         result.raise_for_outcome()
         return result
@@ -97,11 +104,13 @@ class InferenceService:
 
 _HTTP = [(InvalidInputError, 400), (ModelNotFoundError, 404), (PayloadTooLargeError, 413),
          (OverloadedError, 429), (ShuttingDownError, 503), (DeadlineExceededError, 504),
-         (WorkerFailedError, 500)]
+         (WorkerFailedError, 500), (UnsupportedEncodingError, 415),
+         (UnauthenticatedError, 401), (NoWorkerReadyError, 503)]
 _GRPC = [(InvalidInputError, "INVALID_ARGUMENT"), (ModelNotFoundError, "NOT_FOUND"),
          (PayloadTooLargeError, "INVALID_ARGUMENT"), (OverloadedError, "RESOURCE_EXHAUSTED"),
          (ShuttingDownError, "UNAVAILABLE"), (DeadlineExceededError, "DEADLINE_EXCEEDED"),
-         (WorkerFailedError, "INTERNAL")]
+         (WorkerFailedError, "INTERNAL"), (UnsupportedEncodingError, "INVALID_ARGUMENT"),
+         (UnauthenticatedError, "UNAUTHENTICATED"), (NoWorkerReadyError, "UNAVAILABLE")]
 
 
 def http_status(exc: BaseException) -> int:
