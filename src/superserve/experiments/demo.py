@@ -135,6 +135,9 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{trace.peak_qps:.0f} req/s\ntrace ({len(trace.arrivals_s)} requests, bursty CV^2 4 "
           f"within each phase): {trace.describe()}\nruns: {', '.join(r.name for r in runs)}",
           flush=True)
+    if args.worker_kind != "torch":
+        print("(profile workers answer with the subnet id, not a prediction: realized accuracy "
+              "is meaningless in this run)", flush=True)
     results = compare(runs, trace.arrivals_s, args.slo_ms, out, common, protocol=args.protocol,
                       on_run=progress_factory(trace.arrivals_s))
     rows = [r.summary for r in results]
