@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
             _print(name, recs, summary, out, scale)
     if args.json:
         keys = ("experiment", "cell", "policy", "slo_attainment", "mean_serving_accuracy")
-        live = ("backend", "requests", "answered", "lost", "kills")  # live runs add these
-        print(json.dumps([{**{k: r.get(k) for k in keys}, **{k: r[k] for k in live if k in r}}
+        fault = ("backend", "requests", "answered", "lost", "kills")  # live-fault adds these
+        print(json.dumps([{**{k: r.get(k) for k in keys},
+                           **({k: r[k] for k in fault if k in r} if "backend" in r else {})}
                           for r in records]))
     return 0
 
