@@ -80,11 +80,8 @@ def _ship(cfg: WorkerConfig) -> dict[str, bytes]:
     return files
 
 
-def _localize(cfg: WorkerConfig, files: dict[str, bytes]) -> WorkerConfig:
+def _localize(cfg: WorkerConfig, files: dict[str, bytes], folder: Path) -> WorkerConfig:
     """Write shipped files to a folder of this node and point the config at them."""
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="superserve-ray-"))
     paths: dict[str, str] = {}
     for key, name in (("table", "table.json"), ("norm", "table.norm.pt"), ("model", "model.pt")):
         if key in files:
@@ -105,13 +102,17 @@ class SuperserveWorker:
         self.error: str | None = None
         self.info: dict[str, Any] = {}
         try:
+            import tempfile
+
             import ray
 
             from superserve.runtime.worker import _fake_runner, _torch_runner
 
-            local = _localize(cfg, files)
-            self._run, self.info = (_torch_runner(local) if cfg.kind == "torch"
-                                    else _fake_runner(local))
+            # the runners read the files whole while they build, so the folder goes after
+            with tempfile.TemporaryDirectory(prefix="superserve-ray-") as folder:
+                local = _localize(cfg, files, Path(folder))
+                self._run, self.info = (_torch_runner(local) if cfg.kind == "torch"
+                                        else _fake_runner(local))
             ctx = ray.get_runtime_context()
             self.info.update(pid=os.getpid(), node_id=ctx.get_node_id(),
                              node_ip=ray.util.get_node_ip_address(),
