@@ -57,7 +57,7 @@ class ServerThread:
     background thread, so synchronous clients (tritonclient) can call it from the test.
     `make_pool(table, clock)` builds the worker pool inside that loop."""
 
-    def __init__(self, table, make_pool, **cfg_kw) -> None:
+    def __init__(self, table, make_pool, policy: str = "slackfit", **cfg_kw) -> None:
         import asyncio
         import threading
 
@@ -69,6 +69,7 @@ class ServerThread:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self._make_pool = make_pool
+        self._policy = policy
         self.running = self.call(self._start(), timeout=60)
         self.http = f"http://127.0.0.1:{self.running.http_port}"
         self.grpc = f"127.0.0.1:{self.running.grpc_port}"
@@ -78,7 +79,10 @@ class ServerThread:
         from superserve.server.app import start_server
 
         pool = self._make_pool(self.table, LoopClock())
-        running = await start_server(self.cfg, self.table, make_test_policy(self.table), pool)
+        from superserve.scheduling import make_policy
+
+        policy = make_policy(self._policy, self.table, slo_s=self.cfg.default_slo_s)
+        running = await start_server(self.cfg, self.table, policy, pool)
         await running.wait_ready(30)
         return running
 

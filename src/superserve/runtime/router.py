@@ -290,17 +290,19 @@ class Router:
             log.info("start-up check: table latencies hold on this machine (x%.2f, %d probes)",
                      factor, len(ratios))
 
-    def _observe_batch(self, now: float, fl: _InFlight) -> None:
+    def _observe_batch(self, now: float, fl: _InFlight, compute_s: float) -> None:
         m = self.calibration
         observed = now - fl.dispatched_s
         if self.listener is not None:  # against what the plan reserved for it
             self.listener.on_batch_timing(observed, fl.planned_s)
-        m.observe(now, self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s, observed)
+        m.observe(now, self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s, observed,
+                  compute_s)
         scale = m.plan_scale
         if abs(math.log(scale / self._logged_scale)) > math.log(1.25):
-            log.info("calibration: batches now cost x%.2f of the table + %.2f ms (fit x%.2f, "
-                     "tail x%.2f over %d batches); was x%.2f", scale, m.plan_overhead_s * 1e3,
-                     m.scale, m.tail, m.samples, self._logged_scale)
+            log.info("calibration: batches now cost x%.2f of the table + %.2f ms (compute fit "
+                     "x%.2f, tail x%.2f, transport p99 %.2f ms, %d batches); was x%.2f", scale,
+                     m.plan_overhead_s * 1e3, m.scale, m.tail, m.transport_s * 1e3, m.samples,
+                     self._logged_scale)
             self._logged_scale = scale
 
     @property
@@ -549,7 +551,7 @@ class Router:
             return
         now = self.clock.now()
         self.last_compute_s = service_s
-        self._observe_batch(now, fl)
+        self._observe_batch(now, fl, service_s)
         acc = self.table.acc[fl.subnet]
         for k, job in enumerate(fl.jobs):
             req = job.request

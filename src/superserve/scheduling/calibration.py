@@ -1,26 +1,32 @@
 """Online latency calibration: what a batch really costs, learned from every batch that ends.
 
 The ProfileTable is a prior, not the truth. The machine that serves is rarely the quiet one that
-profiled: a busier or slower CPU stretches every batch (a proportional error), dispatch, pipes
-and event loops add a fixed part, and the tail is longer than the mean. SlackFit fills the slack
-to its edge, so it misses whenever the table is optimistic and wastes accuracy whenever it is
-pessimistic.
+profiled: a busier or slower CPU stretches every forward (a proportional error), while the pipe
+to the worker, the event loop that notices the result and a busy router add time that does not
+grow with the batch (an additive error), and both have tails. SlackFit fills the slack to its
+edge, so it misses whenever the table is optimistic and wastes accuracy when it is pessimistic.
 
-`LatencyModel` keeps, from (profiled latency p, observed time y) pairs of finished batches,
+Every finished batch reports two times: the worker's own compute time c and the whole dispatch
+to result time y as the router saw it. `LatencyModel` keeps
 
-    y  ~  scale * p + overhead            (exponentially weighted, relative least squares)
-    plan(p) = tail * (scale * p + overhead)
+    compute    c  ~  scale * p + fixed          (exponentially weighted, relative least squares)
+    transport  y - c                            (recent values: median and a high quantile)
+    plan(p) = tail * (scale * p + fixed) + transport_q
 
-where `tail` is a high quantile (default p99) of the recent ratios y / (scale * p + overhead),
-each taken against the fit as it stood before the batch (honest one-step-ahead errors). So the
-planner reserves a high quantile of the real cost, not its mean, and it is one affine map of the
-table: policies keep their offline structures and divide the slack by `plan_scale` after
-taking `plan_overhead_s` off (scheduling.base.table_slack_s).
+where p is the profiled latency, `tail` is a high quantile (default p99) of recent ratios
+c / (scale * p + fixed), each taken against the fit as it stood before the batch (honest
+one-step-ahead errors), and `transport_q` the same quantile of y - c. So the planner reserves a
+high quantile of the real cost, not its mean; a slow CPU scales every batch, a slow loop adds the
+same to every batch (fitting the loop's delay as a scale would make large batches look absurdly
+expensive); and it is one affine map of the table: policies keep their offline structures and
+divide the slack by `plan_scale` after taking `plan_overhead_s` off (base.table_slack_s). A
+caller without a separate compute time passes y for both (all of it is then read as compute).
 
 Old observations fade with a half-life in seconds, so a co-tenant that starts or stops eating
 the CPU is followed both ways within a few seconds; the fit is ridge-regularised toward a prior
-(the table, or the start-up probe's factor), so it is defined from the first batch on and stays sane when every batch has the same
-profiled latency. Scale may go below 1: a faster device is learned too.
+(the table, or the start-up probe's factor), so it is defined from the first batch on and stays
+sane when every batch has the same profiled latency. Scale may go below 1: a faster device is
+learned too.
 
 Pure: no clock reads (times are passed in), no I/O, no torch. The live router and the
 simulator use the same class.
@@ -42,13 +48,14 @@ __all__ = ["CalibrationConfig", "LatencyModel", "RatioTail"]
 @dataclass(frozen=True)
 class CalibrationConfig:
     half_life_s: float = 1.0  # weight of an observation halves every this many seconds
-    quantile: float = 0.99  # the tail margin: this quantile of recent observed/fit ratios
-    window: int = 400  # how many recent ratios the tail is taken over
+    quantile: float = 0.99  # the tail margins: this quantile of recent compute/fit ratios
+    window: int = 400  # how many recent batches the tails are taken over
     tail_max_age_s: float = 3.0  # ... and none older than this (so a drift down is followed)
     min_samples: int = 16  # until then the tail is `initial_tail`
     initial_tail: float = 1.15  # tail factor before enough batches were seen
-    prior_scale: float = 1.0  # the fit's prior: the table as profiled ...
-    prior_overhead_s: float = 0.0005  # ... plus this per batch (dispatch + IPC)
+    prior_scale: float = 1.0  # the compute fit's prior: the table as profiled ...
+    prior_overhead_s: float = 0.0  # ... plus this per batch (a fixed part of the forward)
+    initial_transport_s: float = 0.0005  # dispatch + pipe + loop, before enough batches
     # how many batches' worth of evidence the prior is, on the scale and on the fixed part
     # (at the fastest batch); while every batch has the same profiled latency (light load)
     # the fixed part stays near its prior and the scale takes the error
@@ -77,6 +84,9 @@ class CalibrationConfig:
         if not self.min_scale <= self.prior_scale <= self.max_scale:
             raise ConfigError(f"prior_scale {self.prior_scale!r} must be within "
                               f"[{self.min_scale}, {self.max_scale}]")
+        if not 0 <= self.initial_transport_s <= self.max_overhead_s:
+            raise ConfigError(f"initial_transport_s must be in [0, {self.max_overhead_s}], "
+                              f"got {self.initial_transport_s!r}")
         if not 0 <= self.prior_overhead_s <= self.max_overhead_s:
             raise ConfigError(f"prior_overhead_s must be in [0, {self.max_overhead_s}], got "
                               f"{self.prior_overhead_s!r}")
@@ -88,14 +98,16 @@ class CalibrationConfig:
 
 
 class RatioTail:
-    """A high quantile of recent samples (a bounded window, bounded in age), recomputed
-    lazily: adding is O(1); the quantile is refreshed every `every` additions."""
+    """A high quantile (and the median) of recent samples, over a bounded window bounded in
+    age, recomputed lazily: adding is O(1); the quantiles are refreshed every `every`
+    additions."""
 
     def __init__(self, quantile: float, window: int, max_age_s: float, every: int = 8) -> None:
         self.q, self.max_age_s, self.every = quantile, max_age_s, every
         self._t: deque[float] = deque(maxlen=window)
         self._v: deque[float] = deque(maxlen=window)
         self._value: float | None = None
+        self._median: float | None = None
         self._dirty = 0
 
     def __len__(self) -> int:
@@ -113,8 +125,11 @@ class RatioTail:
         while self._t and now_s - self._t[0] > self.max_age_s:
             self._t.popleft()
             self._v.popleft()
-        self._value = float(np.quantile(np.fromiter(self._v, float), self.q)) if self._v \
-            else None
+        if self._v:
+            hi, mid = np.quantile(np.fromiter(self._v, float), (self.q, 0.5))
+            self._value, self._median = float(hi), float(mid)
+        else:
+            self._value = self._median = None
 
     def expire(self, now_s: float) -> None:
         """Drop samples older than max_age_s now (and refresh the quantile)."""
@@ -123,6 +138,9 @@ class RatioTail:
 
     def value(self, default: float) -> float:
         return default if self._value is None else self._value
+
+    def median(self, default: float) -> float:
+        return default if self._median is None else self._median
 
     def clear(self) -> None:
         self._t.clear()
@@ -144,12 +162,17 @@ class LatencyModel:
         self.p_lo_s, self.p_hi_s = p_lo_s, p_hi_s
         self._decay_per_s = math.log(2.0) / c.half_life_s
         self._prior = (c.prior_scale, c.prior_overhead_s)
+        # relative weights are 1 / (prior cost + this)^2: sub-millisecond batches, whose
+        # timing noise is mostly absolute, do not outweigh the rest
+        self._w_floor = 0.0005
         self._sums = np.zeros(5)  # decayed sums of w, p, p^2, y, p*y
         self._t_last: float | None = None
         self.samples = 0
         self.scale, self.overhead_s = self._prior
         self._tail = RatioTail(c.quantile, c.window, c.tail_max_age_s)
+        self._transport = RatioTail(c.quantile, c.window, c.tail_max_age_s)
         self.last_observed_s = 0.0
+        self.last_compute_s = 0.0
         self.last_predicted_s = 0.0  # what the plan said for the last batch (with the tail)
 
     # ------------------------------------------------------------------ the plan
@@ -161,6 +184,14 @@ class LatencyModel:
         return min(max(self._tail.value(c.initial_tail), 1.0), c.max_tail)
 
     @property
+    def transport_s(self) -> float:
+        """High quantile of dispatch-to-result beyond the worker's compute."""
+        c = self.config
+        if len(self._transport) < c.min_samples:
+            return max(c.initial_transport_s, self._transport.value(0.0))
+        return min(max(self._transport.value(0.0), 0.0), c.max_overhead_s)
+
+    @property
     def plan_scale(self) -> float:
         """Multiply profiled latencies by this ..."""
         return self.tail * self.scale
@@ -168,15 +199,16 @@ class LatencyModel:
     @property
     def plan_overhead_s(self) -> float:
         """... and add this: the reserve a policy plans with (a high quantile of the cost)."""
-        return self.tail * self.overhead_s
+        return self.tail * self.overhead_s + self.transport_s
 
     def predict_s(self, profiled_s: float) -> float:
         """The planned (high-quantile) cost of a batch profiled at `profiled_s`."""
-        return self.tail * (self.scale * profiled_s + self.overhead_s)
+        return self.plan_scale * profiled_s + self.plan_overhead_s
 
     def mean_s(self, profiled_s: float) -> float:
-        """The fitted (mean) cost."""
-        return self.scale * profiled_s + self.overhead_s
+        """The fitted (typical) cost: the compute fit plus the median transport."""
+        m = self._transport.median(self.config.initial_transport_s)
+        return self.scale * profiled_s + self.overhead_s + max(m, 0.0)
 
     # ------------------------------------------------------------------ learning
     def seed(self, now_s: float, factor: float, weight: float = 32.0) -> None:
@@ -198,6 +230,7 @@ class LatencyModel:
         self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
         self._t_last = now_s
         self._tail.expire(now_s)
+        self._transport.expire(now_s)
         self._solve()
 
     def _add(self, now_s: float, p: float, y: float, n: float = 1.0) -> None:
@@ -206,18 +239,25 @@ class LatencyModel:
         self._t_last = now_s if self._t_last is None else max(self._t_last, now_s)
         # relative least squares: each batch weighs by 1 / (its prior cost)^2, so a 0.4 ms
         # batch counts as much as a 30 ms one (the tail is a ratio; so is the fit's error)
-        w = n / (self._prior[0] * p + self._prior[1]) ** 2
+        w = n / (self._prior[0] * p + self._prior[1] + self._w_floor) ** 2
         self._sums += (w, w * p, w * p * p, w * y, w * p * y)
 
-    def observe(self, now_s: float, profiled_s: float, observed_s: float) -> None:
-        """One finished batch: profiled latency (table, plus any actuation) and what it
-        really took (dispatch to result, as the router saw it)."""
-        if not (observed_s >= 0 and profiled_s > 0 and math.isfinite(observed_s)):
+    def observe(self, now_s: float, profiled_s: float, observed_s: float,
+                compute_s: float | None = None) -> None:
+        """One finished batch: profiled latency (table, plus any actuation), what it really
+        took (dispatch to result, as the router saw it) and, when known, the worker's own
+        compute time of it (the rest is transport: pipe, loop, dispatch)."""
+        if compute_s is None:
+            compute_s = observed_s
+        if not (observed_s >= 0 and profiled_s > 0 and math.isfinite(observed_s)
+                and 0 <= compute_s and math.isfinite(compute_s)):
             return
+        compute_s = min(compute_s, observed_s)
         fit = self.scale * profiled_s + self.overhead_s
-        self.last_predicted_s = self.tail * fit
-        self.last_observed_s = observed_s
-        y = min(observed_s, self.config.clip * fit) if fit > 0 else observed_s
+        self.last_predicted_s = self.predict_s(profiled_s)
+        self.last_observed_s, self.last_compute_s = observed_s, compute_s
+        self._transport.add(now_s, observed_s - compute_s)
+        y = min(compute_s, self.config.clip * fit) if fit > 0 else compute_s
         if fit > 0:
             self._tail.add(now_s, y / fit)
         self._add(now_s, profiled_s, y)
@@ -231,7 +271,7 @@ class LatencyModel:
         # ridge penalties toward the prior, in the fit's relative units: lam_s (s - s0)^2 +
         # lam_o (o - o0)^2, each worth that many batches (lam_o: batches at the fastest)
         lam_s = c.prior_weight
-        lam_o = c.prior_overhead_weight / (s0 * self.p_lo_s + o0) ** 2
+        lam_o = c.prior_overhead_weight / (s0 * self.p_lo_s + o0 + self._w_floor) ** 2
         spp, spy = spp + lam_s, spy + lam_s * s0
         w, sy = w + lam_o, sy + lam_o * o0
         det = spp * w - sp * sp
@@ -247,6 +287,7 @@ class LatencyModel:
 
     def state(self) -> dict[str, float]:
         return {"scale": self.scale, "overhead_s": self.overhead_s, "tail": self.tail,
+                "transport_s": self.transport_s,
                 "plan_scale": self.plan_scale, "plan_overhead_s": self.plan_overhead_s,
                 "samples": float(self.samples), "last_observed_s": self.last_observed_s,
                 "last_predicted_s": self.last_predicted_s}

@@ -259,9 +259,10 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 service += actuation
             if jitter:
                 service *= max(0.5, 1.0 + jitter * rng.standard_normal())
+            compute = service - busy_ovh if service > busy_ovh else service  # the worker's own
             worker_subnet[w] = subnet
             done = now + service
-            in_flight[w] = (done, lo, hi, members, subnet, profiled, service)
+            in_flight[w] = (done, lo, hi, members, subnet, profiled, service, compute)
             heappush(busy, (done, seq, w))
             seq += 1
             batches += 1
@@ -281,9 +282,9 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         now = nxt
         if t_done <= nxt:
             w = heappop(busy)[2]
-            done, lo, hi, members, subnet, profiled, service = in_flight.pop(w)
+            done, lo, hi, members, subnet, profiled, service, compute = in_flight.pop(w)
             if model is not None:
-                model.observe(done, profiled, service)
+                model.observe(done, profiled, service, compute)
             if members is None:
                 done_lo.append(lo)
                 done_hi.append(hi)
