@@ -154,8 +154,9 @@ def defaults_grid(args: argparse.Namespace) -> dict:
     """SlackFit's options under calibration in the drifting world: attainment and accuracy
     per rate, and the highest rate (of a ladder) at >= 0.99."""
     table = ProfileTable.load(default_table_path("resnet"))
-    specs = ["slackfit:early_drop=0", "slackfit:early_drop=1",
-             "slackfit:cap=0.5,early_drop=0", "slackfit:cap=0.5,early_drop=1",
+    specs = ["slackfit:cap=1,early_drop=0",  # the paper's rule
+             "slackfit:cap=1,early_drop=1", "slackfit:cap=0.5,early_drop=0",
+             "slackfit:cap=0.5,early_drop=1",  # = plain "slackfit", the default
              "slackfit:cap=0.75,early_drop=1"]
     ladder = [1000, 1500, 2000, 2250, 2500]
     res: dict = {}

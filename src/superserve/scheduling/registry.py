@@ -23,8 +23,8 @@ POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper", "infaas")
 # than half the SLO, so a burst that lands just after a batch starts still finds the worker)
 # and early drop. Chosen by measurement (benchmarks/calibration_sim.py --defaults, a
 # mis-profiled drifting world with calibration, bursty CV^2 4, SLO 50 ms, 1 worker): early
-# drop keeps 0.998 attainment at 2,250 req/s where the paper rule falls to 0.51; the guard adds
-# ~0.07 points of accuracy at 1,000-1,500 req/s and costs nothing measurable above.
+# drop keeps 0.995-0.997 attainment at 2,250 req/s where the paper rule falls to 0.53; the
+# guard adds 0.05-0.07 points of accuracy at 1,000-1,500 req/s and is level above.
 # The paper's rule exactly: slackfit:cap=1,early_drop=0.
 SLACKFIT_DEFAULTS = {"cap": 0.5, "early_drop": True}
 
