@@ -172,6 +172,22 @@ def server_attainment(before: dict[str, float], after: dict[str, float]) -> floa
     return (met(after) - met(before)) / n if n > 0 else None
 
 
+def ratio_quantiles(before: dict[str, float], after: dict[str, float],
+                    qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float | None]:
+    """Quantiles of observed / planned batch time over the timed run, from the deltas of the
+    `superserve_calibration_batch_ratio` histogram (upper bucket bounds: a ratio of 1.05 is
+    reported as its bucket's bound)."""
+    pre = "superserve_calibration_batch_ratio_bucket{le=\""
+    b = sorted((float(k[len(pre):-2]) if not k.endswith('+Inf"}') else float("inf"),
+                after[k] - before.get(k, 0.0)) for k in after if k.startswith(pre))
+    n = b[-1][1] if b else 0.0
+    out: dict[str, float | None] = {}
+    for q in qs:
+        out[f"p{round(100 * q)}"] = next((le for le, c in b if c >= q * n), None) if n else None
+    out["batches"] = n
+    return out
+
+
 def client_cmd(args: argparse.Namespace, srv: Server, spec: str, out_json: Path,
                out_dir: Path) -> list[str]:
     if args.protocol == "json":  # its own warm-up: 50 req/s for warmup_s, then 32 at once
@@ -293,6 +309,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
+           "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
            "timeline": rep["timeline"]}
     if args.hog_at is not None:
         row["hog_at_s"] = args.hog_at
@@ -314,8 +331,11 @@ def print_row(r: dict[str, Any]) -> None:
           f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
           f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "
           f"{json.dumps(r['outcomes'], separators=(',', ':'))}", flush=True)
+    q = r["batch_ratio_observed_over_planned"]
+    print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
+          f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")
     for k, v in r["calibration"].items():  # histograms stay in the JSON
-        if not re.search(r"_(bucket|created)\b", k):
+        if not re.search(r"_(bucket|created|sum|count)\b", k):
             print(f"{'':24s}{k} {v:.6g}")
 
 

@@ -453,3 +453,25 @@ class SlackFitLike:
         latency at the largest profiled batch <= max batch / 4."""
         j = max(k for k, b in enumerate(table.batch_sizes) if b <= table.max_batch / 4)
         return min(row[j] for row in table.lat_s)
+
+
+def test_response_writing_tail_is_learned_and_forgotten(table):
+    """Slow response writing (a busy loop) is reserved per batch once 16 responses show it,
+    and forgotten when it stops being seen (no lock-in when everything is then refused)."""
+    async def body():
+        clock, pool, router = make(table)
+        base = router.overhead_s
+        for k in range(40):
+            fut = router.submit(IMG, slo_s=1.0)
+            clock.advance(0.05)
+            r = fut.result()
+            router.response_written(r, r.end_s + 0.030)  # 30 ms to write it
+            if k == 10:
+                assert router.overhead_s == pytest.approx(base, abs=0.002)  # too few yet
+        assert router.response_tail_s == pytest.approx(0.030, abs=0.002)
+        assert router.overhead_s > base + 0.025
+        clock.advance(5.0)
+        router.submit(IMG, slo_s=0.005)  # a submit notices the silence
+        assert router.response_tail_s == 0.0
+        clock.advance(1.0)
+    run(body)

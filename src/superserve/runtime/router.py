@@ -241,7 +241,7 @@ class Router:
         if not self.config.calibrate:
             return self.config.overhead_s
         return (self.config.overhead_s + self.calibration.plan_overhead_s
-                + self._response_tail.value(0.0))
+                + self.response_tail_s)
 
     @property
     def latency_scale(self) -> float:
@@ -250,7 +250,10 @@ class Router:
 
     @property
     def response_tail_s(self) -> float:
-        return self._response_tail.value(0.0)
+        """High quantile of resolve -> last byte written (0 until 16 responses were seen)."""
+        if len(self._response_tail) < self.calibration.config.min_samples:
+            return 0.0
+        return min(self._response_tail.value(0.0), self.calibration.config.max_overhead_s)
 
     def response_written(self, result: InferenceResult, written_s: float) -> None:
         """The front end wrote the last byte of `result`'s response at `written_s`."""
@@ -369,8 +372,9 @@ class Router:
             return self._refuse(req, Outcome.REJECTED, OverloadedError(
                 f"queue full: {len(self._queue)} images waiting, max_queue="
                 f"{self.config.max_queue}", self.config.retry_after_s))
-        if self.config.calibrate:
-            self.calibration.tick(now)  # with no batch for a while, evidence fades
+        if self.config.calibrate:  # with no batch for a while, evidence fades
+            self.calibration.tick(now)
+            self._response_tail.expire(now)
         scale, overhead = self.latency_scale, self.overhead_s
         if cannot_meet(result.deadline_s, now, self.table, overhead,
                        min_latency_s=self.min_latency_s, latency_scale=scale):

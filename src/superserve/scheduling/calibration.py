@@ -188,7 +188,7 @@ class LatencyModel:
         """High quantile of dispatch-to-result beyond the worker's compute."""
         c = self.config
         if len(self._transport) < c.min_samples:
-            return max(c.initial_transport_s, self._transport.value(0.0))
+            return c.initial_transport_s
         return min(max(self._transport.value(0.0), 0.0), c.max_overhead_s)
 
     @property
