@@ -210,11 +210,14 @@ def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list
     started = threading.Event()
 
     def read_err() -> None:
-        for line in proc.stderr:
-            if "run started" in line and not started.is_set():
-                if on_start is not None:
-                    on_start()
-                started.set()
+        try:
+            for line in proc.stderr:
+                if "run started" in line and not started.is_set():
+                    if on_start is not None:
+                        on_start()
+                    started.set()
+        except ValueError:  # the pipe was closed under us at the end of the run
+            pass
         started.set()
 
     threading.Thread(target=read_err, daemon=True).start()
