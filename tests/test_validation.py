@@ -12,9 +12,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
-from tritonclient.utils import InferenceServerException
 
 from conftest import ServerThread, synthetic_table
 from superserve.runtime.fake import FakePool
@@ -60,8 +58,8 @@ def raw_json(srv, text: str):
     (json.dumps(body()).replace('"parameters": {}', '"parameters": {"slo_ms": '
                                 + "9" * 400 + "}"), "digits"),
     (json.dumps(body()).replace("[0.", "[" + "7" * 400 + ", 0.", 1), "digits"),
-    ('{"inputs": [{"name": "input", "shape": [1e400, 1, 28, 28], "datatype": "FP32", '
-     '"data": []}]}', "integers"),
+    (('{"inputs": [{"name": "input", "shape": [1e400, 1, 28, 28], "datatype": "FP32", '
+     '"data": []}]}'), "integers"),
 ])
 def test_json_size_and_number_bounds_are_400(srv, text, needle):
     r = raw_json(srv, text)

@@ -278,9 +278,10 @@ def _loads(head: bytes, io: ModelIO) -> Any:
     digits = io.max_int_digits
 
     def bounded_int(text: str) -> int:
-        if len(text.lstrip("-")) > digits:
-            raise InvalidInputError(f"request JSON has an integer of {len(text)} digits; "
-                                    f"the limit is {digits}")
+        n = len(text.lstrip("-"))
+        if n > digits:
+            raise InvalidInputError(f"request JSON has an integer of {n} digits; the limit "
+                                    f"is {digits}")
         return int(text)
 
     try:
