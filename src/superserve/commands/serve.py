@@ -57,6 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ray: GPUs each worker actor reserves (default 0)")
     parser.add_argument("--ray-max-restarts", type=int, default=3,
                         help="ray: restarts of a dead worker actor before it stays gone")
+    parser.add_argument("--auth-token-file", default=None,
+                        help="bearer tokens, one a line: every request (HTTP Authorization "
+                             "header, gRPC metadata) must carry one")
+    parser.add_argument("--auth-open-health", action="store_true",
+                        help="with --auth-token-file: health endpoints and /metrics need no "
+                             "token (probes, scrapers)")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS and gRPC TLS")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow binding a non-loopback --host without --auth-token-file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,12 +90,16 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, worker_kind=args.worker_kind,
                       backend=args.backend, ray_address=args.ray_address,
                       ray_cpus_per_worker=args.ray_cpus_per_worker,
-                      worker_gpus=args.worker_gpus, ray_max_restarts=args.ray_max_restarts)
+                      worker_gpus=args.worker_gpus, ray_max_restarts=args.ray_max_restarts,
+                      auth_token_file=args.auth_token_file,
+                      auth_open_health=args.auth_open_health, tls_cert=args.tls_cert,
+                      tls_key=args.tls_key, insecure=args.insecure)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""
         print(f"superserve: serving {running.service.model!r} on "
-              f"http://{cfg.host}:{running.http_port}{grpc} (policy {cfg.policy}, "
+              f"{'https' if cfg.tls_cert else 'http'}://{cfg.host}:{running.http_port}{grpc} "
+              f"(policy {cfg.policy}, "
               f"{cfg.workers} worker(s)); Ctrl-C or SIGTERM to stop", flush=True)
 
     return asyncio.run(build_and_serve(cfg, on_ready=ready))

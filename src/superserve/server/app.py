@@ -96,7 +96,7 @@ class _Uvicorn:
     """uvicorn.Server without its signal capture: the serve command owns SIGTERM."""
 
     @staticmethod
-    def make(app: Any, limit_concurrency: int | None = None) -> Any:
+    def make(app: Any, limit_concurrency: int | None = None, **ssl: Any) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -108,7 +108,7 @@ class _Uvicorn:
         # bounded queue answers 429 well before that
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                              timeout_keep_alive=30, limit_concurrency=limit_concurrency,
-                             http=_stamped_protocol())
+                             http=_stamped_protocol(), **ssl)
         return Server(cfg)
 
 
@@ -121,6 +121,15 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
 
     name = model_name or table.family
     io = io or ModelIO(max_images=cfg.max_images)
+    # read first: a bad token file or certificate fails before anything starts
+    from superserve.server.tls import grpc_server_credentials, uvicorn_ssl_kwargs
+
+    auth = None
+    if cfg.auth_token_file is not None:
+        from superserve.server.auth import Authenticator
+
+        auth = Authenticator.from_file(cfg.auth_token_file, cfg.auth_open_health)
+    credentials = grpc_server_credentials(cfg.tls_cert, cfg.tls_key)  # None: plaintext
     router = Router(policy, pool, LoopClock(), RouterConfig(
         max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
         overhead_s=cfg.overhead_s, calibrate=cfg.calibrate))
@@ -138,13 +147,17 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     sock.listen(1024)
     sock.setblocking(False)
     http_port = sock.getsockname()[1]
-    server = _Uvicorn.make(build_app(service, metrics), limit_concurrency=2 * cfg.max_queue + 64)
+    server = _Uvicorn.make(build_app(service, metrics, auth),
+                           limit_concurrency=2 * cfg.max_queue + 64,
+                           **uvicorn_ssl_kwargs(cfg.tls_cert, cfg.tls_key))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     grpc_server, grpc_port = None, -1
     try:
         if cfg.grpc_port >= 0:
-            grpc_server, grpc_port = await start_grpc(service, cfg.host, cfg.grpc_port,
-                                                      max_concurrent_rpcs=2 * cfg.max_queue)
+            grpc_server, grpc_port = await start_grpc(
+                service, cfg.host, cfg.grpc_port, max_concurrent_rpcs=2 * cfg.max_queue,
+                interceptors=None if auth is None else [_grpc_auth(auth)],
+                credentials=credentials)
         while not server.started:  # uvicorn startup is quick; bounded by the task's fate
             if task.done():
                 task.result()
@@ -159,6 +172,12 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
              http_port, cfg.host, grpc_port)
     return RunningServer(cfg, service, router, pool, metrics, http_port, grpc_port, server,
                          task, grpc_server)
+
+
+def _grpc_auth(auth: Any) -> Any:
+    from superserve.server.auth import grpc_interceptor
+
+    return grpc_interceptor(auth)
 
 
 async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:

@@ -35,6 +35,11 @@ class ServeConfig:
     ray_cpus_per_worker: float = 1.0  # ray: logical CPUs each worker actor reserves
     worker_gpus: float = 0.0  # ray: GPUs each worker actor reserves
     ray_max_restarts: int = 3  # ray: restarts of one dead actor before it stays gone
+    auth_token_file: str | None = None  # bearer tokens, one a line (server/auth.py)
+    auth_open_health: bool = False  # health endpoints and /metrics need no token
+    tls_cert: str | None = None  # PEM certificate: HTTPS and gRPC over TLS (with tls_key)
+    tls_key: str | None = None  # PEM private key of tls_cert
+    insecure: bool = False  # allow a non-loopback host without authentication
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
@@ -64,3 +69,8 @@ class ServeConfig:
             raise ConfigError("host must not be empty")
         if self.backend not in ("local", "ray"):
             raise ConfigError(f"backend must be local or ray, got {self.backend!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: pass both or neither")
+        from superserve.server.tls import check_exposure
+
+        check_exposure(self.host, self.auth_token_file is not None, self.insecure)
