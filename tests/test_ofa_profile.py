@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from superserve.models import build_supernet
@@ -61,6 +60,7 @@ def test_ofa_profile_on_an_image_folder(tmp_path):
     stages = set()
     table = run_profile("ofa_mbv3", out, cfg, lambda s, i, n: stages.add(s), weights=weights,
                         data=data, model_config=TINY)
+    assert table.provenance["estimate_seconds"]["total_s"] > 0
     assert {"latency model", "search", "calibrate + score", "profile batch sizes"} <= stages
     again = ProfileTable.load(out)
     assert again.family == "ofa_mbv3" and len(again) >= 1
