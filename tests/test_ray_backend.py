@@ -218,6 +218,28 @@ def test_ray_start_failure_reported_and_bounded(cluster, tmp_path):
     asyncio.run(body())
 
 
+def test_ray_actor_out_of_restarts_stays_gone(cluster, tmp_path):
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path))
+
+    async def body():
+        pool = RayActorPool(cfg, 1, RayPoolConfig(cpus_per_worker=0.25, max_restarts=0))
+        got = Collect()
+        pool.start(got)
+        try:
+            await wait_for(lambda: got.ready == [0])
+            os.kill(pool.pid(0), signal.SIGKILL)  # idle: only the watch call sees it
+            await wait_for(lambda: pool._members[0].removed, timeout_s=30)
+            assert [w for w, _ in got.lost] == [0] and got.ready == [0]
+            assert pool.alive() == 0 and pool.restarts == 0
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
 def test_ray_workers_added_and_removed_while_serving(cluster, tmp_path):
     table = synthetic_table()
     path = tmp_path / "table.json"

@@ -162,7 +162,7 @@ class RayActorPool:
         self._closing = False
         self._started_ray = False
         self._next_id = 0
-        self.restarts = 0  # deaths after which Ray restarted the actor
+        self.restarts = 0  # times a lost worker came back (restarted by Ray) and rejoined
         self.fatal: dict[int, str] = {}  # worker id -> why it could not start
 
     # ------------------------------------------------------------------ lifecycle
@@ -259,6 +259,8 @@ class RayActorPool:
             self._start_failed(wid, m, payload)
             return
         m.ready, m.info, m.start_failures = True, payload, 0
+        if epoch > 0:  # back after a loss
+            self.restarts += 1
         self.fatal.pop(wid, None)
         log.info("ray worker %d ready on node %s: %s", wid, payload.get("node_ip"), payload)
         self._bg(self._watch(wid, m, epoch))
@@ -297,7 +299,6 @@ class RayActorPool:
         assert self._listener is not None
         self._listener.worker_lost(wid, reason)
         if restart and not m.removed:
-            self.restarts += 1
             self._bg(self._await_ready(wid, m, m.epoch))  # Ray restarts it; wait for that
 
     # ------------------------------------------------------------------ data path
