@@ -11,10 +11,13 @@ with growing back-off, up to `max_start_failures` times in a row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,33 @@ from superserve.runtime.worker import WorkerConfig, worker_main
 log = logging.getLogger(__name__)
 
 __all__ = ["LocalProcessPool"]
+
+_GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _group_signals_ignored_by_children() -> Iterator[None]:
+    """While a worker is spawned: SIG_IGN survives exec (a signal mask does not, measured),
+    and Python keeps an inherited SIG_IGN for SIGINT, so a Ctrl-C that reaches the process
+    group while the worker imports cannot kill it before worker_main ignores it too. Here the
+    signals are blocked meanwhile (Linux keeps a blocked signal pending whatever its
+    disposition), so the router still gets one that arrives in the window. Main thread only
+    (signal.signal's rule); elsewhere (tests) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)
+    old = {sig: signal.getsignal(sig) for sig in _GROUP_SIGNALS}
+    try:
+        for sig, h in old.items():
+            if h is not None:  # None: set outside Python, cannot be restored
+                signal.signal(sig, signal.SIG_IGN)
+        yield
+    finally:
+        for sig, h in old.items():
+            if h is not None:
+                signal.signal(sig, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 @dataclass
@@ -50,6 +80,13 @@ class LocalProcessPool:
         self._closing = False
         self.restarts = 0
         self.fatal: dict[int, str] = {}  # worker id -> why it could not start
+        # crash-loop back-off of workers that did become ready: each death within
+        # `crash_window_s` of the previous one doubles the wait before the restart
+        self.crash_window_s = 30.0
+        self.max_backoff_s = 10.0
+        self._last_death: dict[int, float] = {}
+        self._crash_streak: dict[int, int] = {}
+        self.last_backoff_s = 0.0  # the most recent restart delay (tests, logs)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, listener: PoolListener) -> None:
@@ -62,9 +99,10 @@ class LocalProcessPool:
         if self._closing:
             return
         parent, child = self._ctx.Pipe(duplex=True)
-        p = self._ctx.Process(target=worker_main, args=(child, self.config, wid),
+        p = self._ctx.Process(target=worker_main, args=(child, self.config, wid, os.getpid()),
                               name=f"superserve-worker-{wid}", daemon=True)
-        p.start()
+        with _group_signals_ignored_by_children():
+            p.start()
         child.close()  # only the child holds its end now: its death reads as EOF here
         slot = _Slot(p, parent)
         self._slots[wid] = slot
@@ -178,6 +216,16 @@ class LocalProcessPool:
             log.error("worker %d failed to start %d times in a row; not restarting it (%s)",
                       wid, fails, self.fatal.get(wid, reason))
             return
-        self.restarts += 1
         assert self._loop is not None
-        self._loop.call_later(0.1 * (2 ** fails - 1), self._spawn, wid)
+        now = self._loop.time()
+        last = self._last_death.get(wid)
+        streak = self._crash_streak.get(wid, 0) + 1 \
+            if last is not None and now - last < self.crash_window_s else 0
+        self._last_death[wid], self._crash_streak[wid] = now, streak
+        delay = min(self.max_backoff_s, max(0.1 * (2 ** fails - 1),
+                                            0.0 if streak == 0 else 0.1 * 2 ** streak))
+        self.last_backoff_s = delay
+        self.restarts += 1
+        log.warning("restarting worker %d in %.2f s (%s; %d quick deaths in a row, %d "
+                    "restarts so far)", wid, delay, reason, streak, self.restarts)
+        self._loop.call_later(delay, self._spawn, wid)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,8 +204,38 @@ def _separate_models_runner(supernet: Any, specs: list, device: Any) -> Runner:
     return run
 
 
-def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int) -> None:
-    """Entry point of a worker process (multiprocessing 'spawn')."""
+def _ignore_group_signals() -> None:
+    """Ctrl-C in a terminal, or SIGTERM to the process group, reaches the workers too. They
+    must not die under the router's drain: they leave when the router sends ("stop",), or
+    when the router is gone (`_exit_with_parent`). (The pool spawns them with both signals
+    ignored, which covers the imports before this runs.)"""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.25) -> None:
+    """A daemon thread that ends this process once the router process is gone (SIGKILLed
+    routers close no pipes in time for a worker busy in a batch, or still loading): the
+    parent pid changes when the process is re-parented. No orphans, within about a second."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                log.warning("router (pid %d) is gone: worker exiting", parent_pid)
+                os._exit(3)
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int,
+                parent_pid: int | None = None) -> None:
+    """Entry point of a worker process (multiprocessing 'spawn'). `parent_pid`: the router's
+    pid, watched so the worker exits by itself when the router dies."""
+    _ignore_group_signals()
+    if parent_pid is not None:
+        if os.getppid() != parent_pid:  # the router died while this process was starting
+            return
+        _exit_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s worker{worker_id} %(levelname)s: %(message)s")
     try:
