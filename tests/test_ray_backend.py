@@ -330,6 +330,9 @@ def test_ray_serve_command_starts_and_stops_its_own_local_ray(tmp_path):
         assert _ray_daemons() - before  # its own gcs_server and raylet
         metrics = httpx.get(f"{srv.http_url}/metrics", timeout=10).text
         assert 'superserve_ray_workers_alive{node="127.0.0.1"} 1.0' in metrics
+        from superserve.experiments.live_fault import actor_pids
+
+        assert len(actor_pids(srv.proc.pid)) == 1  # what live-fault --backend ray kills
         srv.proc.send_signal(signal.SIGTERM)
         code = srv.proc.wait(60)
         left = _ray_daemons() - before

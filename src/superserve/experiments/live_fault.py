@@ -55,6 +55,9 @@ def _answered(row: dict[str, Any]) -> int:
 def actor_pids(root_pid: int) -> list[int]:
     """PIDs of the Ray worker actors among the descendants of `root_pid` (the server, which
     started the local Ray), found by their process title."""
+    from superserve.runtime.ray_pool import ACTOR_NAME
+
+    title = f"ray::{ACTOR_NAME}".encode()
     pids, todo, seen = [], [root_pid], set()
     while todo:
         pid = todo.pop()
@@ -70,7 +73,7 @@ def actor_pids(root_pid: int) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if cmd.startswith(b"ray::SuperserveWorker"):
+        if cmd.startswith(title):
             pids.append(pid)
     return sorted(pids)
 

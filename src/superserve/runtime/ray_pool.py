@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RayActorPool", "RayPoolConfig"]
 
 ACTOR_NAME = "SuperserveWorker"  # the actor processes' title is ray::SuperserveWorker...
+PLACEMENT_WARN_S = 60.0  # a worker not ready this long after it was requested: warn
 
 
 @dataclass(frozen=True)
@@ -215,12 +216,14 @@ class RayActorPool:
         wid = self._next_id
         self._next_id += 1
         self._spawn(wid)
-        self.n_workers = len(self._members)
+        self.n_workers = sum(1 for x in self._members.values() if not x.removed)
         return wid
 
     def remove_worker(self, wid: int) -> None:
         """Take a worker out while serving: its batch in flight, if any, is re-queued."""
         m = self._members[wid]
+        if m.removed:
+            return
         m.removed = True
         self._lost(wid, m, m.epoch, "removed by the operator", restart=False)
         self._kill(m.actor)
@@ -236,6 +239,17 @@ class RayActorPool:
         else:  # a fresh actor after a start-up failure
             m.actor = actor
         self._bg(self._await_ready(wid, m, m.epoch))
+        assert self._loop is not None
+        self._loop.call_later(PLACEMENT_WARN_S, self._warn_unplaced, wid, m, actor)
+
+    def _warn_unplaced(self, wid: int, m: _Member, actor: Any) -> None:
+        """Ray waits silently for resources no node has: say so."""
+        if m.actor is actor and not (m.ready or m.removed or self._closing):
+            rc = self.ray_config
+            log.warning("ray worker %d is not ready %.0f s after it was requested: still "
+                        "warming up, or no node has %g CPUs and %g GPUs free for it (see "
+                        "`ray status`)", wid, PLACEMENT_WARN_S, rc.cpus_per_worker,
+                        rc.gpus_per_worker)
 
     def _bg(self, coro: Any) -> None:
         assert self._loop is not None
