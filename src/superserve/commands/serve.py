@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     parser.add_argument("--insecure", action="store_true",
                         help="allow binding a non-loopback --host without --auth-token-file")
+    parser.add_argument("--request-read-timeout-s", type=float, default=30.0,
+                        help="a request's headers and body must arrive within it, else 408 "
+                             "and the connection is closed (slow clients; default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                       worker_gpus=args.worker_gpus, ray_max_restarts=args.ray_max_restarts,
                       auth_token_file=args.auth_token_file,
                       auth_open_health=args.auth_open_health, tls_cert=args.tls_cert,
-                      tls_key=args.tls_key, insecure=args.insecure)
+                      tls_key=args.tls_key, insecure=args.insecure,
+                      request_read_timeout_s=args.request_read_timeout_s)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""

@@ -92,11 +92,21 @@ def _stamped_protocol() -> type:
     return StampedHttpToolsProtocol
 
 
+def _guarded(protocol: type, read_timeout_s: float | None) -> type:
+    """Slow clients: a whole request must arrive within read_timeout_s (server/limits.py)."""
+    if read_timeout_s is None:
+        return protocol
+    from superserve.server.limits import guarded_protocol
+
+    return guarded_protocol(protocol, read_timeout_s)
+
+
 class _Uvicorn:
     """uvicorn.Server without its signal capture: the serve command owns SIGTERM."""
 
     @staticmethod
-    def make(app: Any, limit_concurrency: int | None = None, **ssl: Any) -> Any:
+    def make(app: Any, limit_concurrency: int | None = None,
+             read_timeout_s: float | None = None, **ssl: Any) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -108,7 +118,7 @@ class _Uvicorn:
         # bounded queue answers 429 well before that
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                              timeout_keep_alive=30, limit_concurrency=limit_concurrency,
-                             http=_stamped_protocol(), **ssl)
+                             http=_guarded(_stamped_protocol(), read_timeout_s), **ssl)
         return Server(cfg)
 
 
@@ -149,6 +159,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     http_port = sock.getsockname()[1]
     server = _Uvicorn.make(build_app(service, metrics, auth),
                            limit_concurrency=2 * cfg.max_queue + 64,
+                           read_timeout_s=cfg.request_read_timeout_s,
                            **uvicorn_ssl_kwargs(cfg.tls_cert, cfg.tls_key))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     grpc_server, grpc_port = None, -1

@@ -40,6 +40,7 @@ class ServeConfig:
     tls_cert: str | None = None  # PEM certificate: HTTPS and gRPC over TLS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
     insecure: bool = False  # allow a non-loopback host without authentication
+    request_read_timeout_s: float = 30.0  # a request's headers and body must arrive within it
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
@@ -69,6 +70,9 @@ class ServeConfig:
             raise ConfigError("host must not be empty")
         if self.backend not in ("local", "ray"):
             raise ConfigError(f"backend must be local or ray, got {self.backend!r}")
+        if not 0 < self.request_read_timeout_s <= 3600:
+            raise ConfigError(f"request_read_timeout_s must be in (0, 3600], got "
+                              f"{self.request_read_timeout_s!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together: pass both or neither")
         from superserve.server.tls import check_exposure

@@ -1,0 +1,80 @@
+"""Slow clients: a bound on how long one HTTP request may take to arrive.
+
+uvicorn bounds idle keep-alive connections (`timeout_keep_alive`) and open connections and
+tasks (`limit_concurrency`: 503 beyond), but not a request whose headers trickle in, a body
+that never finishes, or a fresh connection that sends nothing: each would hold a connection
+(and, with `limit_concurrency`, a slot) forever. `guarded_protocol` wraps uvicorn's protocol
+class with one timer per connection: armed when the connection opens and when a request's
+first byte arrives, cancelled when the request is complete. When it fires, a client that has
+not had a response yet gets `408 Request Timeout` and the connection is closed; the
+application, if it was waiting for the body, sees a disconnect (a 400 it cannot deliver).
+One `call_later` per request: no cost on the hot path beyond scheduling a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["guarded_protocol"]
+
+_408_BODY = json.dumps({"error": "request not received in time: the client sent its "
+                                 "headers or body too slowly"}).encode()
+_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(_408_BODY)).encode() + b"\r\n\r\n"
+        + _408_BODY)
+
+
+def guarded_protocol(base: type, read_timeout_s: float) -> type:
+    """A subclass of uvicorn's HTTP protocol `base`: a request (or a new connection's first
+    request) must arrive whole within `read_timeout_s`."""
+
+    class GuardedProtocol(base):  # type: ignore[misc,valid-type]
+        _read_timer: Any = None
+        timeouts = 0  # class-wide count (tests, logs)
+
+        def _arm(self) -> None:
+            if self._read_timer is None:
+                self._read_timer = self.loop.call_later(read_timeout_s, self._read_timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()  # the next request arms it again with its first byte
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if self.transport is None or self.transport.is_closing():
+                return
+            type(self).timeouts += 1
+            cycle = getattr(self, "cycle", None)
+            if cycle is None or not getattr(cycle, "response_started", False):
+                self.transport.write(_408)
+            log.info("closing a connection from %s: request not received within %.3g s",
+                     getattr(self, "client", None), read_timeout_s)
+            self.transport.close()
+
+    return GuardedProtocol

@@ -1,0 +1,75 @@
+"""Slow clients (issue 15, item 4): a request whose headers trickle in, a body that never
+finishes, and a connection that sends nothing are each answered 408 and closed once the read
+timeout passes; the server keeps serving others."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from conftest import ServerThread, synthetic_table
+from superserve.runtime.fake import FakePool
+
+TIMEOUT_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def srv():
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
+                     request_read_timeout_s=TIMEOUT_S)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _until_closed(sock: socket.socket, trickle: list[bytes], every_s: float) -> tuple[bytes, float]:
+    """Send `trickle` a piece every `every_s`, read until the server closes; (reply, seconds)."""
+    t0 = time.monotonic()
+    sock.settimeout(every_s)
+    got = b""
+    pieces = list(trickle)
+    while time.monotonic() - t0 < 10:
+        if pieces:
+            try:
+                sock.sendall(pieces.pop(0))
+            except OSError:
+                break
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("trickle", [
+    [],  # connects, sends nothing
+    [b"GET /v2/health/live HTTP/1.1\r\n"] + [b"X-Slow: 1\r\n"] * 40,  # headers trickle
+    [b"POST /v2/models/resnet/infer HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{"]
+    + [b" "] * 40,  # a body that never finishes
+])
+def test_slow_clients_get_408_and_are_closed(srv, trickle):
+    with socket.create_connection(("127.0.0.1", srv.running.http_port), timeout=5) as s:
+        reply, took = _until_closed(s, trickle, 0.1)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"too slowly" in reply
+    assert TIMEOUT_S * 0.8 < took < TIMEOUT_S + 3.0
+    assert httpx.get(f"{srv.http}/v2/health/live", timeout=5).status_code == 200
+
+
+def test_idle_keep_alive_is_not_a_slow_request(srv):
+    """Between requests the keep-alive timeout (30 s) governs, not the read timeout."""
+    with httpx.Client(timeout=5) as c:
+        r1 = c.get(f"{srv.http}/v2/health/live")
+        time.sleep(TIMEOUT_S + 0.3)
+        r2 = c.get(f"{srv.http}/v2/health/live")
+    assert r1.status_code == r2.status_code == 200
+    assert r2.extensions["network_stream"] is r1.extensions["network_stream"]  # same socket
