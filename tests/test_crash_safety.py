@@ -194,3 +194,16 @@ def test_ctrl_c_to_the_process_group_drains_without_losing_workers(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_bench_soak_short_run_reports_growth_and_no_loss():
+    import json as _json
+
+    proc = subprocess.run([sys.executable, "-m", "superserve.cli", "bench", "soak",
+                           "--duration", "4", "--max-rate", "50", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = _json.loads(proc.stdout)
+    assert rep["lost"] == 0 and rep["requests"] > 50 and rep["server_exit_code"] == 0
+    for key in ("rss_growth_after_warmup", "fd_growth", "requests", "lost"):
+        assert key in rep
