@@ -1,0 +1,228 @@
+"""Validation of what a request carries, shared by every encoding (codec.py uses it for JSON,
+the binary extension and gRPC): sizes bounded before parsing, values checked element-wise,
+shapes against the model's metadata. Everything wrong raises a client error (InvalidInputError
+400, PayloadTooLargeError 413, UnsupportedEncodingError 415) whose message names the field and
+the value, cut short (a message never echoes a payload).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from superserve.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedEncodingError,
+)
+
+if TYPE_CHECKING:
+    from superserve.server.codec import ModelIO
+
+__all__ = ["check_images", "check_shape", "decode_content", "flag", "json_values",
+           "loads_bounded", "parse_slo_s", "short"]
+
+
+def _positive(name: str, v: Any, unit: str, scale: float, max_s: float) -> float:
+    """A positive, finite duration in seconds from a number of `unit`s (x `scale`)."""
+    raw = v
+    if isinstance(v, str) and len(v) <= 64:  # some clients (tritonclient.http) send only
+        try:                                 # int/bool/str
+            v = float(v)
+        except ValueError:
+            pass
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    if ok:
+        try:
+            v = float(v) * scale  # a huge int overflows here, not later
+        except OverflowError:
+            ok = False
+    if not ok or not (math.isfinite(v) and v > 0):
+        raise InvalidInputError(f"parameter {name} must be a positive number of {unit}, "
+                                f"got {short(raw)}")
+    if v > max_s:
+        raise InvalidInputError(f"parameter {name}={short(raw)} {unit} is longer than the "
+                                f"limit of {max_s:g} s")
+    return v
+
+
+def parse_slo_s(params: Mapping[str, Any], max_s: float = 3600.0) -> float | None:
+    """`slo_ms` (ms) wins over Triton's `timeout` (us); both must be positive and finite."""
+    if "slo_ms" in params:
+        return _positive("slo_ms", params["slo_ms"], "milliseconds", 1e-3, max_s)
+    if "timeout" in params:
+        return _positive("timeout", params["timeout"], "microseconds", 1e-6, max_s)
+    return None
+
+
+def short(v: Any, n: int = 80) -> str:
+    """repr(v), cut to n characters (messages never echo a whole payload)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"<integer of ~{int(v.bit_length() * 0.30103)} digits>"
+    r = repr(v) if not isinstance(v, (list, dict)) or len(v) < 16 else \
+        f"<{type(v).__name__} of {len(v)} items>"
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
+def flag(name: str, v: Any) -> bool:
+    """A boolean parameter: JSON true/false (or the strings "true"/"false"), nothing else;
+    "false" is false, not a truthy string."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    raise InvalidInputError(f"parameter {name} must be a boolean, got {short(v)}")
+
+
+def check_shape(shape: Any, io: ModelIO) -> list[int]:
+    """The declared input shape against the model's metadata, before any value is read: its
+    product bounds how many elements the payload may hold."""
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise InvalidInputError(f"input shape must be a list of integers, got {short(shape)}")
+    shape = list(shape)
+    if len(shape) != 4 or list(shape[1:]) != list(io.image_shape):
+        raise InvalidInputError(
+            f"input shape {short(shape)} is wrong: expected "
+            f"[N, {', '.join(map(str, io.image_shape))}]")
+    n = shape[0]
+    if n < 1:
+        raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
+    if n > io.max_images:
+        raise InvalidInputError(
+            f"input has N={n} images, more than the limit of {io.max_images} per request")
+    return shape
+
+
+def check_images(arr: np.ndarray, shape: Sequence[int], io: ModelIO) -> np.ndarray:
+    """Validate a decoded FP32 tensor against its declared shape and the model's input."""
+    shape = check_shape(shape, io)
+    if arr.size != math.prod(shape):
+        raise InvalidInputError(
+            f"input has {arr.size} values but shape {shape} needs {math.prod(shape)}")
+    arr = arr.reshape(shape)
+    if arr.dtype != np.float32:  # from JSON numbers: float64, so |x| > FP32 max is seen here
+        with np.errstate(over="ignore", invalid="ignore"):
+            big = int((np.abs(arr) > np.finfo(np.float32).max).sum())
+        if big:
+            raise InvalidInputError(f"input has {big} values outside the FP32 range")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise InvalidInputError(f"input has {bad} non-finite values (NaN or Inf)")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent, undone of its `Content-Encoding` (gzip, deflate, identity; a list is
+    undone last-applied first). The decoded size is bounded by `limit` while decoding, so a
+    small compressed bomb costs nothing. Unknown encodings: UnsupportedEncodingError (415);
+    a corrupt stream: InvalidInputError (400)."""
+    if encoding is None:
+        return body
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    if len(codings) > 2:
+        raise UnsupportedEncodingError(f"Content-Encoding {encoding[:80]!r}: at most two "
+                                       "codings are accepted")
+    for c in reversed(codings):
+        if c == "identity":
+            continue
+        if c in ("gzip", "x-gzip"):
+            wbits = 16 + zlib.MAX_WBITS
+        elif c == "deflate":
+            wbits = zlib.MAX_WBITS  # "deflate" is the zlib format (RFC 9110)
+        else:
+            raise UnsupportedEncodingError(
+                f"Content-Encoding {c[:40]!r} is not supported; send identity, gzip or deflate")
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(body, limit + 1)
+            if len(out) > limit or d.unconsumed_tail:
+                raise PayloadTooLargeError(f"request payload decodes ({c}) to more than the "
+                                           f"limit of {limit} bytes")
+            out += d.flush()
+        except zlib.error as e:
+            raise InvalidInputError(f"request body is not valid {c} data: {e}") from None
+        if not d.eof or d.unused_data:
+            raise InvalidInputError(f"request body is not valid {c} data: the stream is "
+                                    "truncated or followed by other bytes")
+        body = out
+    return body
+
+
+def _json_depth_over(head: bytes, limit: int) -> bool:
+    """True when the JSON text nests arrays/objects deeper than `limit`, brackets inside
+    strings ignored. Vectorised, so a 16 MiB body costs milliseconds; skipped when the text
+    has too few brackets to nest that deep (every usual request)."""
+    if head.count(b"[") + head.count(b"{") <= limit:
+        return False
+    a = np.frombuffer(head, dtype=np.uint8)
+    n = len(a)
+    idx = np.arange(n)
+    # a quote is escaped when the run of backslashes just before it has odd length
+    last_plain = np.maximum.accumulate(np.where(a != 92, idx, -1))  # last non-backslash <= i
+    run_before = np.empty(n, dtype=np.int64)
+    run_before[0] = 0
+    run_before[1:] = idx[:-1] - last_plain[:-1]
+    quote = (a == 34) & (run_before % 2 == 0)
+    in_string = (np.cumsum(quote) % 2).astype(bool)  # a closing quote reads as outside
+    step = ((a == 91) | (a == 123)).astype(np.int8) - ((a == 93) | (a == 125)).astype(np.int8)
+    step[in_string] = 0
+    return bool(np.cumsum(step, dtype=np.int64).max() > limit)
+
+
+def loads_bounded(head: bytes, io: ModelIO) -> Any:
+    if _json_depth_over(head, io.max_json_depth):
+        raise InvalidInputError(f"request JSON nests deeper than the limit of "
+                                f"{io.max_json_depth} levels")
+    digits = io.max_int_digits
+
+    def bounded_int(text: str) -> int:
+        n = len(text.lstrip("-"))
+        if n > digits:
+            raise InvalidInputError(f"request JSON has an integer of {n} digits; the limit "
+                                    f"is {digits}")
+        return int(text)
+
+    try:
+        return json.loads(head, parse_int=bounded_int)
+    except InvalidInputError:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise InvalidInputError(f"request body is not valid JSON: {str(e)[:200]}") from None
+    except RecursionError:  # unreachable past the depth scan; kept as a guard
+        raise InvalidInputError("request JSON nests too deeply") from None
+
+
+_NUMBER_TYPES = frozenset((int, float))  # bool is not int here: type(), not isinstance
+
+
+def json_values(data: Any, shape: list[int]) -> np.ndarray:
+    """JSON `data` (flat, or nested as `shape`) -> float64 array, element-wise typed: every
+    leaf must be a JSON number; strings, booleans and nulls are errors, never coerced."""
+    want = math.prod(shape)
+    if not isinstance(data, list):
+        raise InvalidInputError(f"input `data` must be a list of numbers, got {short(data)}")
+    flat = data
+    depth = 0
+    while flat and type(flat[0]) is list:  # nested: one level per dimension, all lists
+        depth += 1
+        if depth >= len(shape):
+            raise InvalidInputError(f"input `data` nests deeper than its shape {shape}")
+        if len(flat) > want or any(type(x) is not list for x in flat):
+            raise InvalidInputError("input `data` mixes lists and numbers at one level")
+        flat = [x for sub in flat for x in sub]
+    if len(flat) != want:
+        raise InvalidInputError(f"input has {len(flat)} values but shape {shape} needs {want}")
+    types = set(map(type, flat))
+    if not types <= _NUMBER_TYPES:
+        i, bad = next((i, x) for i, x in enumerate(flat) if type(x) not in _NUMBER_TYPES)
+        kind = {bool: "a boolean", str: "a string", type(None): "null", list: "a list",
+                dict: "an object"}.get(type(bad), type(bad).__name__)
+        raise InvalidInputError(f"input `data` of datatype FP32 holds {kind} at flat index "
+                                f"{i} ({short(bad, 40)}); every element must be a number")
+    return np.array(flat, dtype=np.float64)
