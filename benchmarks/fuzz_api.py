@@ -8,6 +8,7 @@ runs them with a bigger one against a server it starts on 127.0.0.1 ephemeral po
 worker pool, no model):
 
     python benchmarks/fuzz_api.py [--rest-per-op 400] [--bodies 5000] [--grpc 5000] [--json]
+    python benchmarks/fuzz_api.py --http http://127.0.0.1:8000 --grpc-target 127.0.0.1:8001
 """
 
 from __future__ import annotations
@@ -290,21 +291,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bodies", type=int, default=5000, help="mutated REST infer bodies")
     ap.add_argument("--grpc", type=int, default=5000, help="gRPC messages")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--http", default=None,
+                    help="fuzz this running server (http://127.0.0.1:PORT) instead of starting "
+                         "one in process; --grpc-target adds its gRPC port")
+    ap.add_argument("--grpc-target", default=None, help="127.0.0.1:PORT of that server")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import ServerThread, synthetic_table
-    from superserve.runtime.fake import FakePool
+    if args.http is not None:
+        reps = [fuzz_rest_schema(args.http, args.rest_per_op, args.seed),
+                fuzz_rest_bodies(args.http, args.bodies, args.seed)]
+        if args.grpc_target:
+            reps.append(fuzz_grpc(args.grpc_target, args.grpc, args.seed))
+    else:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
+                               / "tests"))
+        from conftest import ServerThread, synthetic_table
+        from superserve.runtime.fake import FakePool
 
-    srv = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
-                       max_body_bytes=400_000)
-    try:
-        reps = [fuzz_rest_schema(srv.http, args.rest_per_op, args.seed),
-                fuzz_rest_bodies(srv.http, args.bodies, args.seed),
-                fuzz_grpc(srv.grpc, args.grpc, args.seed)]
-    finally:
-        srv.close()
+        srv = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
+                           max_body_bytes=400_000)
+        try:
+            reps = [fuzz_rest_schema(srv.http, args.rest_per_op, args.seed),
+                    fuzz_rest_bodies(srv.http, args.bodies, args.seed),
+                    fuzz_grpc(srv.grpc, args.grpc, args.seed)]
+        finally:
+            srv.close()
     out = {"reports": [r.as_dict() for r in reps],
            "cases": sum(r.cases for r in reps), "failures": sum(len(r.failures) for r in reps)}
     if args.json:
