@@ -84,6 +84,13 @@ class InferFastPath:
                     await self._infer(m.group(1), m.group(2) or "", scope, receive, send)
                     return
             allowed = allowed_methods(scope["path"])
+            if allowed is None and scope["method"] not in ("GET", "POST", "PUT", "DELETE"):
+                # FastAPI would answer these 405 {"detail"}: an unknown path is a 404, in
+                # KServe's error format, whatever the method
+                await _send(send, 404, json.dumps({"error": f"no such endpoint: "
+                                                            f"{scope['path'][:200]}"}).encode(),
+                            [(b"content-type", b"application/json")])
+                return
             if allowed is not None and scope["method"] not in allowed:
                 await _send(send, 405, json.dumps({"error": (
                     f"method {scope['method']} is not allowed on {scope['path']}; "
