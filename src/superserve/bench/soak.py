@@ -106,9 +106,9 @@ async def _load(url: str, rate: float, duration_s: float, slo_ms: float, seed: i
         t = t0
         while t - t0 < duration_s:
             t += rng.gamma(1 / cv2, cv2 / rate)
-            delay = t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # always yield: a client that falls behind must still let its requests run
+            # (never sleeping here once starved the loop, and the run, for minutes)
+            await asyncio.sleep(max(0.0, t - loop.time()))
             task = loop.create_task(one())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
