@@ -283,3 +283,35 @@ def test_grpc_deadline_is_the_slo_when_none_given():
         asyncio.run(h.model_infer(req.SerializeToString(), Context(0.3)))
     assert seen[0] == pytest.approx(0.3) and seen[1] is None and 0 < seen[2] < 1e-3
     assert seen[3] == pytest.approx(0.02)
+
+
+def test_unexpected_errors_are_500_json_and_grpc_internal_never_unknown(srv):
+    import asyncio
+
+    from superserve.server.grpc_api import _wrap
+
+    svc = srv.running.service
+
+    async def boom(*a, **k):
+        raise RuntimeError("a bug")
+
+    svc.infer = boom  # an instance attribute shadows the method for this test only
+    try:
+        r = post_json(srv, body(slo_ms=500))
+        assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
+        with pytest.raises(grpc.RpcError) as e:
+            _grpc_infer(srv, _grpc_req())
+        assert e.value.code() == grpc.StatusCode.INTERNAL and "RuntimeError" in e.value.details()
+    finally:
+        del svc.infer
+    assert post_json(srv, body(slo_ms=500)).status_code == 200
+
+    class Ctx:
+        async def abort(self, code, details):
+            self.code, self.details = code, details
+            raise grpc.aio.AbortError()
+
+    ctx = Ctx()
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(_wrap(boom)(b"", ctx))
+    assert ctx.code == grpc.StatusCode.INTERNAL
