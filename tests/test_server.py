@@ -253,8 +253,9 @@ def test_subnet_parameters_shrink_as_load_rises():
         url = f"{s.http}/v2/models/resnet/infer"
         # the SLO counts from each request's first byte: 48 connections at once (the client
         # in this process) spend tens of ms in the front end on a busy machine
+        # (20 quiet requests: calibration has seen enough batches to plan with its tail)
         quiet = [post_json(url, infer_body(IMAGES[:1], slo_ms=200)).json()["parameters"]
-                 for _ in range(3)]
+                 for _ in range(20)]
         body = json.dumps(infer_body(IMAGES[:1], slo_ms=200)).encode()
 
         async def burst_of(n):
