@@ -330,7 +330,7 @@ def test_calibration_follows_a_step_change_up_and_down(table):
     preds, results = run(body)
     for (predicted, real), factor in zip(preds, (1.0, 2.0, 1.0)):
         assert predicted == pytest.approx(real, rel=0.05)  # at the batches it now runs
-    phase = [results[k * 1000 + 300:(k + 1) * 1000] for k in range(3)]  # after settling
+    phase = [results[k * 1000 + 500:(k + 1) * 1000] for k in range(3)]  # after settling
     for p in phase:
         assert sum(r.deadline_met for r in p) / len(p) >= 0.99
     acc = [np.mean([r.subnet_accuracy for r in p]) for p in phase]

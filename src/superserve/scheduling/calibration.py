@@ -9,18 +9,21 @@ edge, so it misses whenever the table is optimistic and wastes accuracy when it 
 Every finished batch reports two times: the worker's own compute time c and the whole dispatch
 to result time y as the router saw it. `LatencyModel` keeps
 
-    compute    c  ~  scale * p + fixed          (exponentially weighted, relative least squares)
-    transport  y - c                            (recent values: median and a high quantile)
-    plan(p) = tail * (scale * p + fixed) + transport_q
+    compute   c  ~  scale * p + fixed           (exponentially weighted, relative least squares)
+    residual  r  =  y - (scale * p + fixed)     (recent values: a high quantile)
+    plan(p)   =  scale * p + fixed + q99(r)
 
-where p is the profiled latency, `tail` is a high quantile (default p99) of recent ratios
-c / (scale * p + fixed), each taken against the fit as it stood before the batch (honest
-one-step-ahead errors), and `transport_q` the same quantile of y - c. So the planner reserves a
-high quantile of the real cost, not its mean; a slow CPU scales every batch, a slow loop adds the
-same to every batch (fitting the loop's delay as a scale would make large batches look absurdly
-expensive); and it is one affine map of the table: policies keep their offline structures and
-divide the slack by `plan_scale` after taking `plan_overhead_s` off (base.table_slack_s). A
-caller without a separate compute time passes y for both (all of it is then read as compute).
+where p is the profiled latency and each residual is taken against the fit as it stood before
+the batch (honest one-step-ahead errors). The compute fit carries what is proportional (a slow
+or busy CPU stretches every forward); the residual carries everything else, additively: the
+pipe, the loop noticing the result, a busy router, and compute noise. An additive tail is the
+right shape for both: noise on a large batch is a few percent of it, while a multiplicative
+tail learned from sub-millisecond batches (whose timing noise is mostly absolute) would
+inflate the largest batches by half; and a slow loop adds the same delay to every batch
+(fitting it as a scale would make large batches look absurdly expensive). The plan is one
+affine map of the table: policies keep their offline structures and divide the slack by
+`plan_scale` after taking `plan_overhead_s` off (base.table_slack_s). A caller without a
+separate compute time passes y for both.
 
 Old observations fade with a half-life in seconds, so a co-tenant that starts or stops eating
 the CPU is followed both ways within a few seconds; the fit is ridge-regularised toward a prior
@@ -48,11 +51,11 @@ __all__ = ["CalibrationConfig", "LatencyModel", "RatioTail"]
 @dataclass(frozen=True)
 class CalibrationConfig:
     half_life_s: float = 1.0  # weight of an observation halves every this many seconds
-    quantile: float = 0.99  # the tail margins: this quantile of recent compute/fit ratios
-    window: int = 400  # how many recent batches the tails are taken over
+    quantile: float = 0.99  # the reserve: this quantile of recent residuals (observed - fit)
+    window: int = 400  # how many recent batches the reserve is taken over
     tail_max_age_s: float = 3.0  # ... and none older than this (so a drift down is followed)
-    min_samples: int = 16  # until then the tail is `initial_tail`
-    initial_tail: float = 1.15  # tail factor before enough batches were seen
+    min_samples: int = 16  # until then the plan is `initial_tail` x the fit + initial transport
+    initial_tail: float = 1.15  # margin factor before enough batches were seen
     prior_scale: float = 1.0  # the compute fit's prior: the table as profiled ...
     prior_overhead_s: float = 0.0  # ... plus this per batch (a fixed part of the forward)
     initial_transport_s: float = 0.0005  # dispatch + pipe + loop, before enough batches
@@ -64,7 +67,6 @@ class CalibrationConfig:
     min_scale: float = 0.05
     max_scale: float = 50.0
     max_overhead_s: float = 0.050
-    max_tail: float = 3.0
     # one batch moves the fit at most this far: an observation above clip x the current
     # prediction counts as clip x it (a loop stalled for a second is one sample, not the
     # truth; a real step up is still followed, by x clip per batch)
@@ -126,7 +128,10 @@ class RatioTail:
             self._t.popleft()
             self._v.popleft()
         if self._v:
-            hi, mid = np.quantile(np.fromiter(self._v, float), (self.q, 0.5))
+            # the quantile, but never decided by one or two samples: with n of them, at most
+            # the (1 - 2/n) quantile (a p99 needs 200 samples to be a p99)
+            q = min(self.q, max(0.5, 1.0 - 2.0 / len(self._v)))
+            hi, mid = np.quantile(np.fromiter(self._v, float), (q, 0.5))
             self._value, self._median = float(hi), float(mid)
         else:
             self._value = self._median = None
@@ -169,7 +174,7 @@ class LatencyModel:
         self._t_last: float | None = None
         self.samples = 0
         self.scale, self.overhead_s = self._prior
-        self._tail = RatioTail(c.quantile, c.window, c.tail_max_age_s)
+        self._resid = RatioTail(c.quantile, c.window, c.tail_max_age_s)
         self._transport = RatioTail(c.quantile, c.window, c.tail_max_age_s)
         self.last_observed_s = 0.0
         self.last_compute_s = 0.0
@@ -177,19 +182,27 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ the plan
     @property
+    def warm(self) -> bool:
+        return len(self._resid) >= self.config.min_samples
+
+    @property
     def tail(self) -> float:
+        """The multiplicative margin: `initial_tail` until enough batches were seen, then 1
+        (the reserve is the additive residual quantile)."""
+        return 1.0 if self.warm else self.config.initial_tail
+
+    @property
+    def reserve_s(self) -> float:
+        """High quantile of observed - fitted compute, per batch (>= 0)."""
         c = self.config
-        if len(self._tail) < c.min_samples:
-            return c.initial_tail
-        return min(max(self._tail.value(c.initial_tail), 1.0), c.max_tail)
+        if not self.warm:
+            return c.initial_transport_s
+        return min(max(self._resid.value(0.0), 0.0), c.max_overhead_s)
 
     @property
     def transport_s(self) -> float:
-        """High quantile of dispatch-to-result beyond the worker's compute."""
-        c = self.config
-        if len(self._transport) < c.min_samples:
-            return c.initial_transport_s
-        return min(max(self._transport.value(0.0), 0.0), c.max_overhead_s)
+        """Median of dispatch-to-result beyond the worker's compute (reported, not planned)."""
+        return max(self._transport.median(self.config.initial_transport_s), 0.0)
 
     @property
     def plan_scale(self) -> float:
@@ -199,7 +212,7 @@ class LatencyModel:
     @property
     def plan_overhead_s(self) -> float:
         """... and add this: the reserve a policy plans with (a high quantile of the cost)."""
-        return self.tail * self.overhead_s + self.transport_s
+        return self.tail * self.overhead_s + self.reserve_s
 
     def predict_s(self, profiled_s: float) -> float:
         """The planned (high-quantile) cost of a batch profiled at `profiled_s`."""
@@ -207,8 +220,7 @@ class LatencyModel:
 
     def mean_s(self, profiled_s: float) -> float:
         """The fitted (typical) cost: the compute fit plus the median transport."""
-        m = self._transport.median(self.config.initial_transport_s)
-        return self.scale * profiled_s + self.overhead_s + max(m, 0.0)
+        return self.scale * profiled_s + self.overhead_s + self.transport_s
 
     # ------------------------------------------------------------------ learning
     def seed(self, now_s: float, factor: float, weight: float = 32.0) -> None:
@@ -229,7 +241,7 @@ class LatencyModel:
             return
         self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
         self._t_last = now_s
-        self._tail.expire(now_s)
+        self._resid.expire(now_s)
         self._transport.expire(now_s)
         self._solve()
 
@@ -257,9 +269,8 @@ class LatencyModel:
         self.last_predicted_s = self.predict_s(profiled_s)
         self.last_observed_s, self.last_compute_s = observed_s, compute_s
         self._transport.add(now_s, observed_s - compute_s)
+        self._resid.add(now_s, observed_s - fit)
         y = min(compute_s, self.config.clip * fit) if fit > 0 else compute_s
-        if fit > 0:
-            self._tail.add(now_s, y / fit)
         self._add(now_s, profiled_s, y)
         self.samples += 1
         self._solve()
@@ -287,7 +298,7 @@ class LatencyModel:
 
     def state(self) -> dict[str, float]:
         return {"scale": self.scale, "overhead_s": self.overhead_s, "tail": self.tail,
-                "transport_s": self.transport_s,
+                "reserve_s": self.reserve_s, "transport_s": self.transport_s,
                 "plan_scale": self.plan_scale, "plan_overhead_s": self.plan_overhead_s,
                 "samples": float(self.samples), "last_observed_s": self.last_observed_s,
                 "last_predicted_s": self.last_predicted_s}

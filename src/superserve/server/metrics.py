@@ -86,8 +86,15 @@ class ServerMetrics:
                                                  lambda: m.scale),
             "superserve_calibration_fit_overhead_seconds": ("Fitted fixed part of a batch",
                                                             lambda: m.overhead_s),
-            "superserve_calibration_tail_factor": ("High quantile of observed / fitted",
+            "superserve_calibration_tail_factor": ("Multiplicative margin (1.15 until 16 "
+                                                   "batches were seen, then 1)",
                                                    lambda: m.tail),
+            "superserve_calibration_reserve_seconds": ("p99 of observed - fitted compute per "
+                                                       "batch (the additive reserve)",
+                                                       lambda: m.reserve_s),
+            "superserve_calibration_transport_seconds": ("Median dispatch-to-result beyond "
+                                                         "the worker's compute",
+                                                         lambda: m.transport_s),
             "superserve_calibration_response_tail_seconds": ("High quantile of resolve to "
                                                              "last byte written",
                                                              lambda: router.response_tail_s),
