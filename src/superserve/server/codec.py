@@ -258,6 +258,12 @@ def result_parameters(result: Any) -> dict[str, Any]:
 
 _DTYPES = {"logits": "FP32", "predicted": "INT64"}
 
+try:  # a declared dependency (~5x faster on a response); the stdlib stays as the fallback
+    from orjson import dumps as _dumps
+except ImportError:  # pragma: no cover
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
 
 def encode_http(decoded: Decoded, result: Any, model: str) -> tuple[bytes, dict[str, str]]:
     """JSON response, with binary outputs appended where requested."""
@@ -277,7 +283,7 @@ def encode_http(decoded: Decoded, result: Any, model: str) -> tuple[bytes, dict[
             "parameters": result_parameters(result)}
     if decoded.request_id:
         resp["id"] = decoded.request_id
-    head = json.dumps(resp).encode()
+    head = _dumps(resp)
     if not chunks:
         return head, {"content-type": "application/json"}
     return head + b"".join(chunks), {"content-type": "application/octet-stream",
