@@ -322,3 +322,25 @@ def test_worker_failure_is_500_with_message_and_draining_is_503():
             c.close()
     finally:
         s.close()
+
+
+def test_server_slo_metric_counts_written_responses_on_both_protocols(srv):
+    """The SLO gauge counts a completed request when its response was written (HTTP: after
+    the body is sent; gRPC: when the call is done), on the request's first-byte clock."""
+    import re as _re
+
+    import tritonclient.grpc as grpcclient
+
+    url = f"{srv.http}/v2/models/resnet/infer"
+    for _ in range(3):
+        assert post_json(url, infer_body(IMAGES[:1], slo_ms=1000)).status_code == 200
+    c = grpcclient.InferenceServerClient(srv.grpc)
+    inp = grpcclient.InferInput("input", [1, 1, 28, 28], "FP32")
+    inp.set_data_from_numpy(IMAGES[:1])
+    c.infer("resnet", [inp], parameters={"slo_ms": 1000})
+    time.sleep(0.2)  # the gRPC done-callback runs just after the client has its answer
+    text = httpx.get(f"{srv.http}/metrics").text
+    met = float(_re.search(r"^superserve_requests_deadline_met_total (\S+)", text, _re.M)[1])
+    count = float(_re.search(r"^superserve_request_edge_latency_seconds_count (\S+)", text,
+                             _re.M)[1])
+    assert met >= 4 and count >= 4
