@@ -206,7 +206,7 @@ class Router:
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
         # resolve -> last byte written (encode + write + a busy loop), a high quantile
-        self._response_tail = RatioTail(self.calibration.config.quantile, 1024,
+        self._response_tail = RatioTail(self.calibration.config.response_quantile, 1024,
                                         self.calibration.config.tail_max_age_s)
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch
