@@ -28,36 +28,12 @@ import random
 import statistics
 import sys
 import time
-import types
 
-
-def _stub_torchvision() -> None:
-    if "torchvision" in sys.modules:
-        return
-
-    def stub(name: str) -> types.ModuleType:
-        m = types.ModuleType(name)
-
-        def getattr_(attr: str):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return type(attr, (), {"__init__": lambda self, *a, **k: None})
-
-        m.__getattr__ = getattr_  # type: ignore[method-assign]
-        return m
-
-    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-                 "torchvision.datasets"):
-        sys.modules[name] = stub(name)
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, sys.modules[name])
+from superserve.models.ofa_reference import reference_networks
 
 
 def _reference(family: str):
-    _stub_torchvision()
-    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAResNets
-
+    OFAMobileNetV3, OFAResNets = reference_networks()
     if family == "ofa_resnet50":
         return OFAResNets(n_classes=1000, depth_list=[0, 1, 2], expand_ratio_list=[0.2, 0.25, 0.35],
                           width_mult_list=[0.65, 0.8, 1.0])

@@ -14,8 +14,6 @@ so a stub module stands in for it (nothing of it is called).
 from __future__ import annotations
 
 import random
-import sys
-import types
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ import torch
 ofa = pytest.importorskip("ofa")
 
 from superserve.errors import CheckpointError
+from superserve.models.ofa_reference import reference_networks
 from superserve.models.ofa_weights import IMAGENET_MEAN, IMAGENET_STD, load_ofa_state_dict
 from superserve.subnetact.norm import NormContext, NormMode
 
@@ -31,34 +30,9 @@ N_SAMPLED = 20
 SMALL = 64  # px: fast; the 224 px check runs the two ends once
 
 
-def _stub_torchvision() -> None:
-    if "torchvision" in sys.modules:
-        return
-
-    def stub(name: str) -> types.ModuleType:
-        m = types.ModuleType(name)
-
-        def getattr_(attr: str):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return type(attr, (), {"__init__": lambda self, *a, **k: None})
-
-        m.__getattr__ = getattr_  # type: ignore[method-assign]
-        return m
-
-    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-                 "torchvision.datasets"):
-        sys.modules[name] = stub(name)
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, sys.modules[name])
-
-
 def _reference_networks():
-    _stub_torchvision()
-    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAResNets
-
-    return OFAResNets, OFAMobileNetV3
+    mbv3, resnets = reference_networks()
+    return resnets, mbv3
 
 
 def _randomise(ref: torch.nn.Module, seed: int) -> None:
