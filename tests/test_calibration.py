@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from superserve.errors import ConfigError
-from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RatioTail
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
 
 P_LO, P_HI = 0.0004, 0.030
 
@@ -102,7 +102,7 @@ def test_a_probe_gives_way_to_batches():
 
 
 def test_ratio_tail_forgets_old_samples():
-    tail = RatioTail(0.99, 100, max_age_s=1.0, every=1)
+    tail = RecentQuantile(0.99, 100, max_age_s=1.0, every=1)
     for k in range(50):
         tail.add(k * 0.01, 3.0)
     for k in range(50):

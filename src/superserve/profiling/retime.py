@@ -79,7 +79,7 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
         x = torch.from_numpy(np.random.default_rng(b).random((b, 1, cfg_img, cfg_img),
                                                              dtype=np.float32)).to(dev)
 
-        def call(spec: Any = None) -> None:
+        def call(spec: Any = None, x: Any = x) -> None:
             with torch.inference_mode():
                 net(x, spec)
             sync()

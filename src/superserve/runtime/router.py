@@ -51,7 +51,7 @@ from superserve.errors import (
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slack_s
-from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RatioTail
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
 from superserve.scheduling.edf import EDFQueue
 from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
@@ -206,14 +206,14 @@ class Router:
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
         # resolve -> last byte written (encode + write + a busy loop), a high quantile
-        self._response_tail = RatioTail(self.calibration.config.response_quantile, 1024,
+        self._response_tail = RecentQuantile(self.calibration.config.response_quantile, 1024,
                                         self.calibration.config.tail_max_age_s)
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch
         self._logged_scale = self.latency_scale
-        # the fastest subnet's best throughput per worker: images / s and its batch (admission)
-        self._fastest_rate = max((b / row_lat, b, row_lat) for b, row_lat in zip(
-            t.batch_sizes, [min(r[j] for r in t.lat_s) for j in range(len(t.batch_sizes))]))
+        # the fastest subnet's best throughput per worker, images / s (admission)
+        self._fastest_rate_qps = max(b / min(r[j] for r in t.lat_s)
+                                     for j, b in enumerate(t.batch_sizes))
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -401,7 +401,7 @@ class Router:
     def _clear_time_s(self, images: int, scale: float, overhead: float) -> float:
         """A lower bound on the time the ready workers need to serve `images` queued images:
         the fastest subnet at its best-throughput batch size, no idle gaps."""
-        best_rate = self._fastest_rate[0] * max(1, len(self._ready))  # images / s
+        best_rate = self._fastest_rate_qps * max(1, len(self._ready))
         return max(images / best_rate, self.min_latency_s) * scale + overhead
 
     def _refuse(self, req: _Request, outcome: Outcome,

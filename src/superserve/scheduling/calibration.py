@@ -45,7 +45,7 @@ import numpy as np
 
 from superserve.errors import ConfigError
 
-__all__ = ["CalibrationConfig", "LatencyModel", "RatioTail"]
+__all__ = ["CalibrationConfig", "LatencyModel", "RecentQuantile"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class CalibrationConfig:
                               f"{self.prior_weight!r}, {self.prior_overhead_weight!r}")
 
 
-class RatioTail:
+class RecentQuantile:
     """A high quantile (and the median) of recent samples, over a bounded window bounded in
     age, recomputed lazily: adding is O(1); the quantiles are refreshed every `every`
     additions."""
@@ -178,8 +178,8 @@ class LatencyModel:
         self._t_last: float | None = None
         self.samples = 0
         self.scale, self.overhead_s = self._prior
-        self._resid = RatioTail(c.quantile, c.window, c.tail_max_age_s)
-        self._transport = RatioTail(c.quantile, c.window, c.tail_max_age_s)
+        self._resid = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
+        self._transport = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
         self.last_observed_s = 0.0
         self.last_compute_s = 0.0
         self.last_predicted_s = 0.0  # what the plan said for the last batch (with the tail)

@@ -76,43 +76,33 @@ class ServerMetrics:
     @staticmethod
     def _router_gauges(r: CollectorRegistry, router: Any) -> None:
         m = router.calibration
-        gauges = {
-            "superserve_calibration_plan_scale": ("Planned batch cost = this x profiled "
-                                                  "latency + plan overhead",
-                                                  lambda: router.latency_scale),
-            "superserve_calibration_plan_overhead_seconds": ("Per-batch reserve planned on "
-                                                             "top", lambda: router.overhead_s),
-            "superserve_calibration_fit_scale": ("Fitted mean scale of the real cost",
-                                                 lambda: m.scale),
-            "superserve_calibration_fit_overhead_seconds": ("Fitted fixed part of a batch",
-                                                            lambda: m.overhead_s),
-            "superserve_calibration_tail_factor": ("Multiplicative margin (1.15 until 16 "
-                                                   "batches were seen, then 1)",
-                                                   lambda: m.tail),
-            "superserve_calibration_reserve_seconds": ("p99 of observed - fitted compute per "
-                                                       "batch (the additive reserve)",
-                                                       lambda: m.reserve_s),
-            "superserve_calibration_transport_seconds": ("Median dispatch-to-result beyond "
-                                                         "the worker's compute",
-                                                         lambda: m.transport_s),
-            "superserve_calibration_response_tail_seconds": ("High quantile of resolve to "
-                                                             "last byte written",
-                                                             lambda: router.response_tail_s),
-            "superserve_calibration_batches": ("Batches the calibration has seen",
-                                               lambda: m.samples),
-            "superserve_calibration_last_predicted_seconds": ("Planned time of the last batch",
-                                                              lambda: m.last_predicted_s),
-            "superserve_calibration_last_observed_seconds": ("Observed time of the last batch",
-                                                             lambda: m.last_observed_s),
-            "superserve_calibration_last_compute_seconds": ("The worker's own compute time of "
-                                                            "the last batch",
-                                                            lambda: router.last_compute_s),
-            "superserve_calibration_probe_factor": ("Start-up check: measured / profiled "
-                                                    "latency (0: not measured)",
-                                                    lambda: router.probe_factor or 0.0),
-        }
-        for name, (doc, fn) in gauges.items():
-            Gauge(name, doc, registry=r).set_function(fn)
+        gauges = [  # (name, help, read at scrape time)
+            ("plan_scale", "Planned batch cost = this x profiled latency + plan overhead",
+             lambda: router.latency_scale),
+            ("plan_overhead_seconds", "Per-batch reserve planned on top",
+             lambda: router.overhead_s),
+            ("fit_scale", "Fitted scale of the worker's compute", lambda: m.scale),
+            ("fit_overhead_seconds", "Fitted fixed part of the worker's compute",
+             lambda: m.overhead_s),
+            ("tail_factor", "Multiplicative margin (1.15 until 16 batches, then 1)",
+             lambda: m.tail),
+            ("reserve_seconds", "p99 of observed - fitted compute per batch", lambda: m.reserve_s),
+            ("transport_seconds", "Median dispatch-to-result beyond the worker's compute",
+             lambda: m.transport_s),
+            ("response_tail_seconds", "High quantile of resolve to last byte written",
+             lambda: router.response_tail_s),
+            ("batches", "Batches the calibration has seen", lambda: m.samples),
+            ("last_predicted_seconds", "Planned time of the last batch",
+             lambda: m.last_predicted_s),
+            ("last_observed_seconds", "Observed time of the last batch",
+             lambda: m.last_observed_s),
+            ("last_compute_seconds", "The worker's own compute time of the last batch",
+             lambda: router.last_compute_s),
+            ("probe_factor", "Start-up check: measured / profiled latency (0: not measured)",
+             lambda: router.probe_factor or 0.0),
+        ]
+        for name, doc, fn in gauges:
+            Gauge(f"superserve_calibration_{name}", doc, registry=r).set_function(fn)
 
     # RouterListener
     def on_terminal(self, result: InferenceResult) -> None:
