@@ -252,3 +252,35 @@ def test_ofa_materialize_equals_supernet_and_reference(family, resnet_pair, mbv3
     n = sum(p.numel() for p in m.parameters())
     assert n == net.params(spec) if family == "resnet" else net.params(spec) <= n < 1.2 * net.params(spec)
     assert float((out - _ref_out(ref, _kw(spec), x)).abs().max()) <= TOL
+
+
+@pytest.mark.parametrize("family", ["resnet", "mbv3"])
+def test_ofa_space_validates_fields_and_crosses_over_within_the_parents(family, resnet_pair,
+                                                                         mbv3_pair):
+    import dataclasses
+
+    from superserve.errors import InvalidSpecError
+
+    _, net = resnet_pair if family == "resnet" else mbv3_pair
+    space = net.space
+    a, b = space.smallest(), space.largest()
+    rng = random.Random(5)
+    for _ in range(20):
+        child = space.crossover(a, b, rng)
+        assert type(child) is type(a) and space.validate(child) is child
+        for f in dataclasses.fields(child):
+            v, x, y = getattr(child, f.name), getattr(a, f.name), getattr(b, f.name)
+            if isinstance(v, tuple):
+                assert all(u in (p, q) for u, p, q in zip(v, x, y))
+            elif f.name == "r":
+                assert v in (x, y)
+    with pytest.raises(InvalidSpecError, match="d must be 5 values"):
+        space.validate(dataclasses.replace(a, d=a.d[:4]))
+    with pytest.raises(InvalidSpecError, match="r=1 is not one of"):
+        space.validate(dataclasses.replace(a, r=1))
+    if family == "resnet":
+        with pytest.raises(InvalidSpecError, match="w must be 6 indices"):
+            space.validate(dataclasses.replace(a, w=(9,) * 6))
+    else:
+        with pytest.raises(InvalidSpecError, match="ks must be"):
+            space.validate(dataclasses.replace(a, ks=(4,) * len(a.ks)))

@@ -30,7 +30,15 @@ from torch import nn
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
 from superserve.models.contract import InputSpec
-from superserve.models.ofa_weights import IMAGENET_MEAN, IMAGENET_STD, make_divisible, prepare_input
+from superserve.models.ofa_weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_choices,
+    check_resolution,
+    crossover_spec,
+    make_divisible,
+    prepare_input,
+)
 from superserve.subnetact.norm import ElasticBN, NormContext
 from superserve.subnetact.ops import ConvBN, ElasticDepthwise, SlicedConv2d, SlicedLinear
 from superserve.subnetact.spec import OFAMBv3Spec, spec_from_dict
@@ -120,15 +128,10 @@ class OFAMBv3Space:
         if not isinstance(spec, OFAMBv3Spec):
             raise InvalidSpecError(f"an ofa_mbv3 supernet needs an OFAMBv3Spec, got "
                                    f"{type(spec).__name__}")
-        if len(spec.d) != 5 or any(v not in c.depth_choices for v in spec.d):
-            raise InvalidSpecError(f"d must be 5 values from {list(c.depth_choices)}, got {list(spec.d)}")
-        for name, choices in (("ks", c.kernel_choices), ("e", c.expand_choices)):
-            v = getattr(spec, name)
-            if len(v) != self.num_blocks or any(x not in choices for x in v):
-                raise InvalidSpecError(f"{name} must be {self.num_blocks} values from "
-                                       f"{list(choices)}, got {list(v)}")
-        if spec.r not in c.resolutions:
-            raise InvalidSpecError(f"r={spec.r} is not one of {list(c.resolutions)}")
+        check_choices("d", spec.d, 5, c.depth_choices)
+        check_choices("ks", spec.ks, self.num_blocks, c.kernel_choices)
+        check_choices("e", spec.e, self.num_blocks, c.expand_choices)
+        check_resolution(spec.r, c.resolutions)
         return spec
 
     def spec_from_dict(self, d: dict) -> OFAMBv3Spec:
@@ -143,9 +146,7 @@ class OFAMBv3Space:
                                           pick(spec.r, c.resolutions)))
 
     def crossover(self, a: OFAMBv3Spec, b: OFAMBv3Spec, rng: random.Random) -> OFAMBv3Spec:
-        mix = lambda x, y: tuple(u if rng.random() < 0.5 else v for u, v in zip(x, y))
-        return self.canonical(OFAMBv3Spec(mix(a.ks, b.ks), mix(a.e, b.e), mix(a.d, b.d),
-                                          a.r if rng.random() < 0.5 else b.r))
+        return self.canonical(crossover_spec(a, b, rng))  # type: ignore[arg-type]
 
 
 class _SE(nn.Module):

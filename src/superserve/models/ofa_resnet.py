@@ -29,7 +29,15 @@ from torch import nn
 from superserve.errors import ConfigError, InvalidSpecError
 from superserve.models.base import SupernetMixin
 from superserve.models.contract import InputSpec
-from superserve.models.ofa_weights import IMAGENET_MEAN, IMAGENET_STD, make_divisible, prepare_input
+from superserve.models.ofa_weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_choices,
+    check_resolution,
+    crossover_spec,
+    make_divisible,
+    prepare_input,
+)
 from superserve.subnetact.norm import NormContext
 from superserve.subnetact.ops import ConvBN, SlicedLinear
 from superserve.subnetact.spec import OFAResNetSpec, spec_from_dict
@@ -121,16 +129,11 @@ class OFAResNetSpace:
         if not isinstance(spec, OFAResNetSpec):
             raise InvalidSpecError(f"an ofa_resnet50 supernet needs an OFAResNetSpec, got "
                                    f"{type(spec).__name__}")
-        if len(spec.d) != 5 or any(v not in c.depth_choices for v in spec.d):
-            raise InvalidSpecError(f"d must be 5 values from {list(c.depth_choices)}, got {list(spec.d)}")
-        if len(spec.e) != self.num_blocks or any(v not in c.expand_choices for v in spec.e):
-            raise InvalidSpecError(f"e must be {self.num_blocks} values from "
-                                   f"{list(c.expand_choices)}, got {list(spec.e)}")
-        if len(spec.w) != 6 or any(not 0 <= v < len(c.width_choices) for v in spec.w):
-            raise InvalidSpecError(f"w must be 6 indices into {list(c.width_choices)}, got "
-                                   f"{list(spec.w)}")
-        if spec.r not in c.resolutions:
-            raise InvalidSpecError(f"r={spec.r} is not one of {list(c.resolutions)}")
+        check_choices("d", spec.d, 5, c.depth_choices)
+        check_choices("e", spec.e, self.num_blocks, c.expand_choices)
+        check_choices("w", spec.w, 6, range(len(c.width_choices)),
+                      what=f"indices into {list(c.width_choices)}, i.e.")
+        check_resolution(spec.r, c.resolutions)
         return spec
 
     def spec_from_dict(self, d: dict) -> OFAResNetSpec:
@@ -145,9 +148,7 @@ class OFAResNetSpace:
         return self.canonical(OFAResNetSpec(d, e, w, pick(spec.r, c.resolutions)))
 
     def crossover(self, a: OFAResNetSpec, b: OFAResNetSpec, rng: random.Random) -> OFAResNetSpec:
-        mix = lambda x, y: tuple(u if rng.random() < 0.5 else v for u, v in zip(x, y))
-        return self.canonical(OFAResNetSpec(mix(a.d, b.d), mix(a.e, b.e), mix(a.w, b.w),
-                                            a.r if rng.random() < 0.5 else b.r))
+        return self.canonical(crossover_spec(a, b, rng))  # type: ignore[arg-type]
 
 
 class _Residual(nn.Module):

@@ -10,14 +10,16 @@ names it. Nothing is downloaded: the user passes the file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from superserve.errors import CheckpointError
+from superserve.errors import CheckpointError, InvalidSpecError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "canonical_key", "load_ofa_weights",
            "make_divisible", "ofa_state_dict", "prepare_input"]
@@ -104,3 +106,30 @@ def prepare_input(x: torch.Tensor, r: int, mean: torch.Tensor, std: torch.Tensor
     if x.shape[-1] != r or x.shape[-2] != r:
         x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
     return (x - mean) / std
+
+
+# ----------------------------------------------------------------------------- spaces
+def check_choices(name: str, values: Sequence, n: int, choices: Sequence, what: str = "values"
+                  ) -> None:
+    """A spec field of `n` entries, each one of `choices` (InvalidSpecError otherwise)."""
+    if len(values) != n or any(v not in choices for v in values):
+        raise InvalidSpecError(f"{name} must be {n} {what} from {list(choices)}, got "
+                               f"{list(values)}")
+
+
+def check_resolution(r: int, resolutions: Sequence[int]) -> None:
+    if r not in resolutions:
+        raise InvalidSpecError(f"r={r} is not one of {list(resolutions)}")
+
+
+def crossover_spec(a: object, b: object, rng: random.Random) -> object:
+    """Uniform crossover of two OFA specs of one type, in field order: tuple fields
+    element-wise, the others (the resolution) whole; `family` is kept."""
+    mixed = {}
+    for f in dataclasses.fields(a):  # type: ignore[arg-type]
+        if f.name == "family":
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        mixed[f.name] = (tuple(u if rng.random() < 0.5 else v for u, v in zip(x, y))
+                         if isinstance(x, tuple) else (x if rng.random() < 0.5 else y))
+    return dataclasses.replace(a, **mixed)  # type: ignore[type-var]
