@@ -475,3 +475,23 @@ def test_response_writing_tail_is_learned_and_forgotten(table):
         assert router.response_tail_s == 0.0
         clock.advance(1.0)
     run(body)
+
+
+def test_an_answer_that_never_went_out_counts_as_a_miss(table):
+    """The front end could not deliver a completed answer (written at inf): the server's
+    SLO metric counts it as a miss, and it teaches the response-writing reserve nothing."""
+    from superserve.server.metrics import ServerMetrics
+
+    async def body():
+        clock, pool, router = make(table)
+        metrics = ServerMetrics(lambda: 0, lambda: 1, router)
+        router.listener = metrics
+        futs = [router.submit(IMG, slo_s=1.0) for _ in range(2)]
+        clock.advance(0.1)
+        ok, lost = (f.result() for f in futs)
+        router.response_written(ok, ok.end_s + 0.001)
+        router.response_written(lost, float("inf"))
+        assert ok.met_on_client_clock and not lost.met_on_client_clock
+        assert (metrics._met, metrics._total) == (1, 2)
+        assert b"superserve_request_edge_latency_seconds_count 1.0" in metrics.render()
+    run(body)

@@ -256,9 +256,11 @@ class Router:
         return min(self._response_tail.value(0.0), self.calibration.config.max_overhead_s)
 
     def response_written(self, result: InferenceResult, written_s: float) -> None:
-        """The front end wrote the last byte of `result`'s response at `written_s`."""
+        """The front end wrote the last byte of `result`'s response at `written_s` (inf: it
+        never went out whole)."""
         result.written_s = written_s
-        if result.outcome is Outcome.COMPLETED and written_s >= result.end_s:
+        if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
+                and math.isfinite(written_s)):
             self._response_tail.add(written_s, written_s - result.end_s)
         if self.listener is not None:
             self.listener.on_written(result)

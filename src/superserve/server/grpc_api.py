@@ -125,7 +125,7 @@ class _Handlers:
             _set_param(resp.parameters, k, v)
         done = getattr(context, "add_done_callback", None)
         if done is not None:  # the clock stops when grpc has written the reply and status
-            done(lambda _ctx: self.s.written(result))
+            done(lambda ctx: self.s.written(result, delivered=not ctx.cancelled()))
         else:
             self.s.written(result)
         return resp

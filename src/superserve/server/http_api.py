@@ -128,9 +128,13 @@ class InferFastPath:
                 {"error": f"internal error: {type(e).__name__}"}).encode()
             extra = [(b"content-type", b"application/json")]
         extra.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": extra})
-        await send({"type": "http.response.body", "body": content})
-        service.written(result)  # the request's clock stops at its last byte
+        sent = False
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": extra})
+            await send({"type": "http.response.body", "body": content})
+            sent = True
+        finally:  # the request's clock stops at its last byte (a miss if it never went out)
+            service.written(result, delivered=sent and status == 200)
 
 
 async def _send(send: Send, status: int, body: bytes,

@@ -11,6 +11,7 @@ Queue depth and workers alive are read at scrape time, costing nothing on the ho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -118,7 +119,8 @@ class ServerMetrics:
         if result.outcome is not Outcome.COMPLETED:
             return
         self._total += 1
-        self.edge_latency.observe(result.written_s - result.arrival_s)
+        if math.isfinite(result.written_s):  # inf: the answer never went out whole
+            self.edge_latency.observe(result.written_s - result.arrival_s)
         if result.met_on_client_clock:
             self._met += 1
             self.deadline_met.inc()

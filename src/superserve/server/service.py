@@ -3,6 +3,7 @@ mapping from errors to HTTP statuses and gRPC codes."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -96,10 +97,13 @@ class InferenceService:
         """The router's clock (what `arrival_s` and `written` are measured on)."""
         return self.router.clock.now()
 
-    def written(self, result: InferenceResult | None) -> None:
-        """The last byte of `result`'s response was written just now."""
+    def written(self, result: InferenceResult | None, delivered: bool = True) -> None:
+        """The last byte of `result`'s response was written just now; `delivered=False`:
+        its answer never went out whole (an error after the result, a failed write), so it
+        counts as a miss in the SLO metrics rather than not at all."""
         if result is not None:
-            self.router.response_written(result, self.router.clock.now())
+            self.router.response_written(
+                result, self.router.clock.now() if delivered else math.inf)
 
 
 _HTTP = [(InvalidInputError, 400), (ModelNotFoundError, 404), (PayloadTooLargeError, 413),
