@@ -299,10 +299,3 @@ class LatencyModel:
             scale = (spy - overhead * sp) / spp
         self.scale = min(max(scale, c.min_scale), c.max_scale)
         self.overhead_s = overhead
-
-    def state(self) -> dict[str, float]:
-        return {"scale": self.scale, "overhead_s": self.overhead_s, "tail": self.tail,
-                "reserve_s": self.reserve_s, "transport_s": self.transport_s,
-                "plan_scale": self.plan_scale, "plan_overhead_s": self.plan_overhead_s,
-                "samples": float(self.samples), "last_observed_s": self.last_observed_s,
-                "last_predicted_s": self.last_predicted_s}

@@ -98,6 +98,16 @@ def _check_tensor_header(t: Any, io: ModelIO) -> list[int]:
     return check_shape(t.get("shape"), io)
 
 
+def _parameters(obj: Mapping, what: str) -> Mapping:
+    """A tensor's optional `parameters` object ({} when absent)."""
+    p = obj.get("parameters")
+    if p is None:
+        return {}
+    if not isinstance(p, Mapping):
+        raise InvalidInputError(f"parameters of {what} must be an object, got {short(p)}")
+    return p
+
+
 def _requested_outputs(outputs: Any, default_binary: bool) -> tuple[list[str], dict[str, bool]]:
     if outputs is None:
         return list(OUTPUTS), {o: default_binary for o in OUTPUTS}
@@ -114,12 +124,7 @@ def _requested_outputs(outputs: Any, default_binary: bool) -> tuple[list[str], d
                                     f"{list(OUTPUTS)}")
         if name in binary:
             raise InvalidInputError(f"output {name!r} is requested twice")
-        p = o.get("parameters")
-        if p is None:
-            p = {}
-        if not isinstance(p, Mapping):
-            raise InvalidInputError(f"parameters of output {name!r} must be an object, got "
-                                    f"{short(p)}")
+        p = _parameters(o, f"output {name!r}")
         if p.get("classification"):
             raise InvalidInputError("the classification extension is not supported; "
                                     "read the `predicted` output")
@@ -159,12 +164,7 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
                                 f"named {INPUT_NAME!r}")
     t = inputs[0]
     shape = _check_tensor_header(t, io)
-    tparams = t.get("parameters")
-    if tparams is None:
-        tparams = {}
-    if not isinstance(tparams, Mapping):
-        raise InvalidInputError(f"parameters of input {INPUT_NAME!r} must be an object, got "
-                                f"{short(tparams)}")
+    tparams = _parameters(t, f"input {INPUT_NAME!r}")
     if "binary_data_size" in tparams:
         size = tparams["binary_data_size"]
         if "data" in t:
