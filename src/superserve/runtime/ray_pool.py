@@ -171,6 +171,7 @@ class RayActorPool:
         self._started_ray = False
         self._next_id = 0
         self.restarts = 0  # times a lost worker came back (restarted by Ray) and rejoined
+        self.losses = 0  # deaths reported to the router (each once)
         self.fatal: dict[int, str] = {}  # worker id -> why it could not start
 
     # ------------------------------------------------------------------ lifecycle
@@ -307,7 +308,8 @@ class RayActorPool:
 
         try:
             await m.actor.watch.remote()
-        except ray.exceptions.RayActorError as e:
+        except ray.exceptions.RayError as e:  # the watch only ends in an error by a death
+            log.info("ray worker %d watch ended: %s", wid, type(e).__name__)
             self._lost(wid, m, epoch, f"ray actor died: {_short(e)}")
 
     def _lost(self, wid: int, m: _Member, epoch: int, reason: str,
@@ -316,6 +318,7 @@ class RayActorPool:
             return  # this death was reported already
         m.epoch += 1
         m.ready = False
+        self.losses += 1
         log.warning("ray worker %d lost: %s", wid, reason)
         assert self._listener is not None
         self._listener.worker_lost(wid, reason)
@@ -334,7 +337,7 @@ class RayActorPool:
 
         try:
             logits, service_s = await ref
-        except ray.exceptions.RayActorError as e:
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
             self._lost(wid, m, epoch, f"ray actor died: {_short(e)}")
             return
         except Exception as e:  # the batch raised inside the actor
