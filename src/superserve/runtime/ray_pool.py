@@ -114,13 +114,12 @@ class SuperserveWorker:
 
             import ray
 
-            from superserve.runtime.worker import _fake_runner, _torch_runner
+            from superserve.runtime.runners import make_runner
 
             # the runners read the files whole while they build, so the folder goes after
             with tempfile.TemporaryDirectory(prefix="superserve-ray-") as folder:
                 local = _localize(cfg, files, Path(folder))
-                self._run, self.info = (_torch_runner(local) if cfg.kind == "torch"
-                                        else _fake_runner(local))
+                self._run, self.info = make_runner(local)
             ctx = ray.get_runtime_context()
             self.info.update(pid=os.getpid(), node_id=ctx.get_node_id(),
                              node_ip=ray.util.get_node_ip_address(),

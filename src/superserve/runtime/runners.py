@@ -1,0 +1,171 @@
+"""What a worker runs on a batch: `make_runner(cfg)` returns the runner (subnet id, images) ->
+logits and the ready info the worker reports (warm-up time, start-up probe, device).
+
+The torch runner holds one copy of the supernet and the SubnetNorm statistics of every served
+subnet; the fake runners (profile, noop) cost what the table says, or nothing. Shared by the
+local worker process (runtime/worker.py) and the Ray actor (runtime/ray_pool.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from superserve.runtime.worker import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runner", "make_runner", "probe"]
+
+
+Runner = Callable[[int, np.ndarray], np.ndarray]  # (subnet id, images) -> logits
+
+
+def probe(run: Runner, table: Any, shape: tuple[int, ...], repeats: int = 3
+          ) -> list[tuple[int, int, float]]:
+    """The start-up check's measurements: (subnet, batch, seconds) for the fastest, a middle
+    and the slowest subnet at the smallest, a middle and the largest profiled batch, each
+    the median of `repeats` timed runs (after warm-up). Well under a second on the shipped
+    tables; the router compares them with the table (Router._check_probe)."""
+    n = len(table)
+    by_speed = sorted(range(n), key=lambda i: table.lat_s[i][0])
+    subnets = sorted({by_speed[0], by_speed[n // 2], by_speed[-1]})
+    sizes = table.batch_sizes
+    batches = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
+    out = []
+    for i in subnets:
+        for b in batches:
+            x = np.zeros((b, *shape), dtype=np.float32)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run(i, x)
+                times.append(time.perf_counter() - t0)
+            out.append((i, b, sorted(times)[len(times) // 2]))
+    return out
+
+
+def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+    table = None
+    if cfg.kind == "profile":
+        from superserve.profiling.table import ProfileTable
+
+        table = ProfileTable.load(cfg.table_path)
+
+    def run(subnet: int, images: np.ndarray) -> np.ndarray:
+        if table is not None:
+            time.sleep(table.latency_s(subnet, len(images)) * cfg.latency_scale)
+        logits = np.zeros((len(images), cfg.num_classes), dtype=np.float32)
+        logits[:, subnet % cfg.num_classes] = 1.0
+        return logits
+
+    info: dict[str, Any] = {"kind": cfg.kind}
+    if table is not None:
+        info["probe"] = probe(run, table, (1, 1, 1), repeats=1)
+    return run, info
+
+
+def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+    import torch
+
+    from superserve.models import load_supernet
+    from superserve.profiling.table import ProfileTable
+
+    torch.set_num_threads(cfg.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    table = ProfileTable.load(cfg.table_path)
+    supernet = load_supernet(cfg.model, map_location="cpu")
+    specs = [supernet.space.spec_from_dict(dict(s.spec)) for s in table.subnets]
+    if getattr(supernet, "uses_norm_stats", True):
+        norm = Path(cfg.norm_path) if cfg.norm_path else None
+        if norm is not None and norm.exists():
+            from superserve.subnetact import NormStore
+
+            supernet.norm_store = NormStore.load(norm)
+        missing = [s for s in specs if not supernet.norm_store.has(s)]
+        if missing:
+            from superserve.data import load_mnist
+
+            log.warning("calibrating SubnetNorm for %d served subnets (no statistics at %s)",
+                        len(missing), norm)
+            supernet.calibrate(missing, load_mnist().train[0], n=2000, seed=0)
+    supernet.eval().to(device)
+    image_shape = None
+    cfg_img = getattr(getattr(supernet, "config", None), "image_size", None)
+    if cfg_img:
+        image_shape = (1, int(cfg_img), int(cfg_img))
+
+    @torch.inference_mode()
+    def run(subnet: int, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        out = supernet(x, specs[subnet])  # (B, K)
+        return out.float().cpu().numpy()
+
+    if cfg.separate_models:
+        run = _separate_models_runner(supernet, specs, device)
+
+    t0 = time.perf_counter()
+    shape = image_shape or (1, 28, 28)
+    # first calls of a shape allocate and build kernels (measured: up to 2x the profiled time
+    # for the first seconds of serving); keep that out of serving latency: every subnet at
+    # every profiled batch size, and every batch size up to the largest on one subnet
+    sizes = sorted(set(table.batch_sizes) | set(range(1, table.max_batch + 1)))
+    for i in range(len(specs)):
+        for b in (sizes if i == len(specs) - 1 else table.batch_sizes):
+            run(i, np.zeros((b, *shape), dtype=np.float32))
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = probe(run, table, shape)
+    info = {"kind": "torch", "device": str(device), "threads": cfg.threads,
+            "family": getattr(supernet, "family", cfg.model), "subnets": len(specs),
+            "image_shape": image_shape, "warmup_s": warmup_s, "probe": measured,
+            "probe_s": time.perf_counter() - t0}
+    return run, info
+
+
+def _separate_models_runner(supernet: Any, specs: list, device: Any) -> Runner:
+    """Each served subnet saved as its own model file; a batch whose subnet is not the loaded
+    one first torch.loads that file (what a model-loading system pays on a switch)."""
+    import tempfile
+
+    import torch
+
+    from superserve.subnetact import materialize
+
+    folder = Path(tempfile.mkdtemp(prefix="superserve-models-"))
+    paths = []
+    for i, spec in enumerate(specs):
+        paths.append(folder / f"{i}.pt")
+        torch.save(materialize(supernet, spec), paths[-1])
+    loaded: dict[str, Any] = {"subnet": None, "module": None, "loads": 0, "load_s": 0.0}
+
+    @torch.inference_mode()
+    def run(subnet: int, images: np.ndarray) -> np.ndarray:
+        if loaded["subnet"] != subnet:
+            t0 = time.perf_counter()
+            loaded["module"] = torch.load(paths[subnet], weights_only=False).eval().to(device)
+            loaded["subnet"] = subnet
+            loaded["loads"] += 1
+            loaded["load_s"] += time.perf_counter() - t0
+            log.info("loaded model of subnet %d from disk in %.1f ms (load %d)", subnet,
+                     (time.perf_counter() - t0) * 1e3, loaded["loads"])
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        return loaded["module"](x).float().cpu().numpy()
+
+    return run
+
+
+def make_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+    """The runner for `cfg.kind` and the info its worker reports when ready."""
+    return _torch_runner(cfg) if cfg.kind == "torch" else _fake_runner(cfg)
