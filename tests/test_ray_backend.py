@@ -6,7 +6,7 @@ started once for the module and shut down after it.
 - an actor SIGKILLed under load: its batch is re-queued, every request ends in exactly one
   terminal state, and Ray's restart rejoins the router;
 - start-up failures are reported and retried a bounded number of times;
-- workers added and removed while serving;
+- workers added and removed while serving (from Python, and over the admin routes under load);
 - `superserve serve --backend ray` with no address starts and stops its own local Ray.
 """
 
@@ -268,6 +268,32 @@ def test_ray_workers_added_and_removed_while_serving(cluster, tmp_path):
     asyncio.run(body())
 
 
+def test_ray_admin_adds_and_removes_worker_under_load(cluster, tmp_path):
+    """The admin routes on the Ray pool, on both nodes: under load a worker is added over
+    HTTP and joins, worker 0 is drained and removed (its batch completes, nothing re-queued,
+    not counted as a loss), and every request sent meanwhile ends in exactly one terminal
+    state (tests/test_admin_workers.py holds the shared load and checks)."""
+    from conftest import ServerThread
+    from test_admin_workers import add_and_remove_under_load, check_nothing_lost, tee_terminals
+
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=5.0)
+    srv = ServerThread(table, lambda t, c: RayActorPool(cfg, 1, RayPoolConfig(
+        cpus_per_worker=0.25)))
+    try:
+        tee = tee_terminals(srv)
+        out = asyncio.run(add_and_remove_under_load(srv))
+        check_nothing_lost(srv, tee, out)
+        assert 'superserve_workers_live{node="127.0.0.1"} 2.0' in out["metrics_two"]
+        assert 'superserve_workers_live{node="127.0.0.1"} 1.0' in out["metrics_one"]
+        pool = srv.running.pool
+        assert pool.losses == 0 and pool.alive() == 1 and pool.n_workers == 1
+    finally:
+        srv.close()
+
+
 def test_ray_node_lost_worker_restarts_elsewhere_no_request_lost(cluster, tmp_path):
     """A whole node leaves under load (its raylet killed): the actor there is reported lost,
     its batch re-queued, and Ray restarts it on the node that remains. Last of the cluster
@@ -331,7 +357,7 @@ def test_ray_serve_command_starts_and_stops_its_own_local_ray(tmp_path):
         assert "subnet_id" in r.json()["parameters"]
         assert _ray_daemons() - before  # its own gcs_server and raylet
         metrics = httpx.get(f"{srv.http_url}/metrics", timeout=10).text
-        assert 'superserve_ray_workers_alive{node="127.0.0.1"} 1.0' in metrics
+        assert 'superserve_workers_live{node="127.0.0.1"} 1.0' in metrics
         from superserve.experiments.live_fault import actor_pids
 
         assert len(actor_pids(srv.proc.pid)) == 1  # what live-fault --backend ray kills

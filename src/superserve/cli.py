@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "bench": "micro-benchmarks: subnetact, scheduler, router",
     "serve": "serve a supernet over KServe v2 HTTP and gRPC",
     "loadgen": "open-loop load generator against a running server",
+    "workers": "list, add and remove a running server's workers while it serves",
     "demo": "the main job: serve the default model under a bursty trace vs the baselines",
 }
 

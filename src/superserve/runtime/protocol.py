@@ -60,3 +60,20 @@ class WorkerPool(Protocol):
     def alive(self) -> int: ...
 
     async def close(self) -> None: ...
+
+    # Membership while serving (server/admin.py: `superserve workers add|remove|list`).
+    def add_worker(self) -> int:
+        """Start one more worker; returns its id (never one used before). It joins through
+        `worker_ready` once loaded."""
+        ...
+
+    def remove_worker(self, worker_id: int) -> None:
+        """Stop `worker_id` for good (no restart) and forget it; reports `worker_lost` to the
+        listener, so a batch still in flight is re-queued. Drain first (the router's
+        `retire_worker`) so that none is. Idempotent; KeyError for an id never used."""
+        ...
+
+    def members(self) -> dict[int, dict[str, Any]]:
+        """Every worker kept (not removed): id -> {"state": "ready" | "starting", "node": where
+        it runs (a Ray node's IP; "local" for this machine's processes), "pid": int | None}."""
+        ...

@@ -124,7 +124,7 @@ class SuperserveWorker:
             self.info.update(pid=os.getpid(), node_id=ctx.get_node_id(),
                              node_ip=ray.util.get_node_ip_address(),
                              gpu_ids=[str(g) for g in ray.get_gpu_ids()])
-        except Exception as e:  # reported by ready(): the pool logs it and decides
+        except Exception as e:  # noqa: BLE001 -- reported by ready(): the pool logs it and decides
             self.error = f"{type(e).__name__}: {e}"
 
     def ready(self) -> tuple[str, Any]:
@@ -187,29 +187,8 @@ class RayActorPool:
         if rc.spread:
             opts["scheduling_strategy"] = "SPREAD"
         self._remote = ray.remote(SuperserveWorker).options(**opts)
-        self._export_metrics(listener)
         for _ in range(self.n_workers):
             self.add_worker()
-
-    def _export_metrics(self, listener: Any) -> None:
-        """`superserve_ray_workers_alive{node=IP}` on the server's /metrics: the router's own
-        listener (the server's metrics) carries the Prometheus registry, when there is one."""
-        registry = getattr(getattr(listener, "listener", None), "registry", None)
-        if registry is None:
-            return
-        from prometheus_client.core import GaugeMetricFamily
-
-        pool = self
-
-        class _PerNode:
-            def collect(self) -> Any:
-                g = GaugeMetricFamily("superserve_ray_workers_alive",
-                                      "Ray worker actors ready to serve, per node", labels=["node"])
-                for ip, n in sorted(pool.live_by_node().items()):
-                    g.add_metric([ip], n)
-                yield g
-
-        registry.register(_PerNode())
 
     def add_worker(self) -> int:
         """Start one more actor while serving; it joins through `worker_ready`."""
@@ -220,12 +199,23 @@ class RayActorPool:
         return wid
 
     def remove_worker(self, wid: int) -> None:
-        """Take a worker out while serving: its batch in flight, if any, is re-queued."""
+        """Take a worker out for good while serving (not a loss: `losses` does not count it).
+        The router hears `worker_lost`, so a batch still in flight is re-queued; the admin
+        call drains it first (server/admin.py), so there is none."""
         m = self._members[wid]
         if m.removed:
             return
         m.removed = True
-        self._lost(wid, m, m.epoch, "removed by the operator", restart=False)
+        if not self._closing:
+            m.epoch += 1  # results and watches of this actor are stale from now on
+            m.ready = False
+            log.info("ray worker %d removed by the operator", wid)
+            assert self._listener is not None
+            self._listener.worker_lost(wid, "removed by the operator")
+        try:
+            m.actor.stop.remote()  # ends its watch call before the kill
+        except Exception as e:  # noqa: BLE001 -- already dead
+            log.debug("stop: %s", e)
         self._kill(m.actor)
         self.n_workers = sum(1 for x in self._members.values() if not x.removed)
 
@@ -339,7 +329,7 @@ class RayActorPool:
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
             self._lost(wid, m, epoch, f"ray actor died: {_short(e)}")
             return
-        except Exception as e:  # the batch raised inside the actor
+        except Exception as e:  # noqa: BLE001 -- the batch raised inside the actor
             if m.epoch == epoch and not self._closing:
                 assert self._listener is not None
                 self._listener.batch_failed(wid, batch_id, _short(e))
@@ -361,6 +351,12 @@ class RayActorPool:
                 out[ip] = out.get(ip, 0) + 1
         return out
 
+    def members(self) -> dict[int, dict[str, Any]]:
+        return {wid: {"state": "ready" if m.ready else "starting",
+                      "node": str(m.info.get("node_ip", "?")) if m.ready else None,
+                      "pid": m.info.get("pid") if m.ready else None}
+                for wid, m in sorted(self._members.items()) if not m.removed}
+
     def info(self, wid: int) -> dict[str, Any]:
         return self._members[wid].info
 
@@ -380,7 +376,7 @@ class RayActorPool:
         for m in self._members.values():
             try:
                 m.actor.stop.remote()
-            except Exception as e:  # a dead actor: nothing to stop
+            except Exception as e:  # noqa: BLE001 -- a dead actor: nothing to stop
                 log.debug("stop: %s", e)
         for m in self._members.values():
             self._kill(m.actor)
@@ -398,7 +394,7 @@ class RayActorPool:
 
         try:
             ray.kill(actor, no_restart=True)
-        except Exception as e:  # already dead
+        except Exception as e:  # noqa: BLE001 -- already dead
             log.debug("ray.kill: %s", e)
 
 

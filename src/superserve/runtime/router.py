@@ -617,6 +617,16 @@ class Router:
         log.warning("worker %d lost (%s); re-queued %d images", worker_id, reason, requeued)
         self._dispatch()
 
+    def retire_worker(self, worker_id: int) -> bool:
+        """An operator is removing `worker_id`: dispatch nothing more to it and stop counting
+        it as capacity (policies plan with the workers that remain); a batch it has in flight
+        still completes. Returns whether one is in flight: call again until it is not, then
+        remove the worker from the pool (server/admin.py). Idempotent."""
+        self._ready.discard(worker_id)
+        if worker_id in self._idle:
+            self._idle.remove(worker_id)
+        return worker_id in self._inflight
+
     def _take_inflight(self, worker_id: int, batch_id: int) -> _InFlight | None:
         fl = self._inflight.get(worker_id)
         if fl is None or fl.batch_id != batch_id:

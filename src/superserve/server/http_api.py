@@ -219,6 +219,10 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None,
         body = metrics.render() if metrics is not None else b""
         return Response(content=body, media_type=CONTENT_TYPE)
 
+    from superserve.server.admin import register_admin
+
+    register_admin(app, service, metrics)  # /v2/admin/workers (before the catch-all)
+
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
     async def not_found(path: str) -> JSONResponse:
         return JSONResponse({"error": f"no such endpoint: /{path}"}, status_code=404)

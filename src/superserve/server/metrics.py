@@ -105,6 +105,21 @@ class ServerMetrics:
         for name, doc, fn in gauges:
             Gauge(f"superserve_calibration_{name}", doc, registry=r).set_function(fn)
 
+    def track_live_workers(self, live_by_node: Callable[[], dict[str, int]]) -> None:
+        """`superserve_workers_live{node=...}`: workers ready to serve per node (a Ray node's
+        IP, "local" for worker processes), read at scrape time (server/admin.py)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        class _PerNode:
+            def collect(self) -> Any:
+                g = GaugeMetricFamily("superserve_workers_live",
+                                      "Workers ready to serve, per node", labels=["node"])
+                for node, n in sorted(live_by_node().items()):
+                    g.add_metric([node], n)
+                yield g
+
+        self.registry.register(_PerNode())
+
     # RouterListener
     def on_terminal(self, result: InferenceResult) -> None:
         self.requests.labels(result.outcome.value).inc()
