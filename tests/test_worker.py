@@ -11,6 +11,7 @@ import pytest
 
 from conftest import make_test_policy, synthetic_table
 from superserve.errors import ConfigError
+from superserve.runtime import shm
 from superserve.runtime.clock import LoopClock
 from superserve.runtime.pool import LocalProcessPool
 from superserve.runtime.router import Router, RouterConfig
@@ -121,10 +122,14 @@ def _tiny_checkpoint(tmp_path):
     return net, table, specs, images
 
 
-@pytest.mark.parametrize("separate", [False, True], ids=["supernet", "separate-models"])
-def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate):
+@pytest.mark.parametrize(("separate", "transport"), [(False, "shm"), (True, "shm"),
+                                                     (False, "pipe")],
+                         ids=["supernet", "separate-models", "supernet-pipe"])
+def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate, transport):
     """The torch worker's logits equal supernet(x, spec) in this process, for each subnet;
-    also when it serves separately materialized models loaded from disk (INFaaS)."""
+    also when it serves separately materialized models loaded from disk (INFaaS), and with
+    batches pickled through the pipe instead of shared memory. The shared-memory slabs grow
+    with the batch and leave no file behind."""
     torch = pytest.importorskip("torch")
     net, table, specs, images = _tiny_checkpoint(tmp_path)
     cfg = WorkerConfig(kind="torch", model=str(tmp_path / "resnet.pt"),
@@ -132,8 +137,10 @@ def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate):
                        norm_path=str(tmp_path / "resnet.norm.pt"), threads=1, device="cpu",
                        separate_models=separate)
 
+    before = _our_slabs()
+
     async def body():
-        pool = LocalProcessPool(cfg, n_workers=1)
+        pool = LocalProcessPool(cfg, n_workers=1, transport=transport)
 
         class Policy:  # run each request on the subnet the test says
             name, subnet = "fixed", 0
@@ -153,20 +160,80 @@ def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate):
             await wait_for(lambda: router.ready_workers == 1, timeout_s=120)
             assert pool.info(0)["kind"] == "torch" and pool.info(0)["subnets"] == 2
             out = []
-            for sid in (0, 1):
+            for sid, n in ((0, 1), (1, 5), (0, 8)):  # a growing batch remaps the input slab
                 policy.subnet = sid
-                out.append(await router.submit(images[:5], slo_s=30.0))
+                out.append((sid, n, await router.submit(images[:n], slo_s=30.0)))
         finally:
             await pool.close()
         return out
 
     results = asyncio.run(body())
+    assert _our_slabs() == before
     net.eval()
     with torch.inference_mode():
-        for sid, r in enumerate(results):
+        for sid, n, r in results:
             assert r.outcome is Outcome.COMPLETED and r.subnet_id == sid
-            want = net(torch.from_numpy(images[:5]), specs[sid]).numpy()
+            want = net(torch.from_numpy(images[:n]), specs[sid]).numpy()
             np.testing.assert_allclose(r.logits, want, rtol=1e-4, atol=1e-4)
+
+
+def _our_slabs() -> set[str]:
+    import os
+
+    return {f for f in os.listdir(shm._SHM_DIR) if f.startswith(f"superserve-{os.getpid()}-")}
+
+
+class _ScriptedConn:
+    """A worker's end of the pipe, in-process: hands out the scripted messages, keeps replies."""
+
+    def __init__(self, messages):
+        self.messages, self.sent = list(messages), []
+
+    def recv(self):
+        if not self.messages:
+            raise EOFError
+        return self.messages.pop(0)
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+def test_worker_batch_loop_reads_and_writes_slabs_and_falls_back_inline():
+    """The worker reads a batch from the input slab and answers through the output slab;
+    logits larger than the output slab come back inline; a batch announced in a slab the
+    worker never mapped is an error for that batch, not a crash."""
+    from superserve.runtime.worker import _serve
+
+    tx, rx = shm.create(4 * 3 * 4, "in"), shm.create(64, "out")
+    try:
+        tx.view((3, 4))[...] = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+        seen = []
+
+        def run(subnet, images):  # echo, scaled by the subnet id
+            seen.append(images * subnet)
+            return seen[-1]
+
+        conn = _ScriptedConn([("run", 1, 2, (3, 4), 0.0),  # before any slab is mapped
+                              ("map", "in", tx.path, tx.nbytes),
+                              ("map", "out", rx.path, 16),  # room for 4 floats only
+                              ("run", 2, 2, (1, 4), 0.0),
+                              ("run", 3, 3, (3, 4), 0.0),
+                              ("run", 4, 1, np.ones((2, 2), np.float32), 0.0),
+                              ("stop",)])
+        _serve(conn, run, WorkerConfig(kind="noop"))
+        kinds = [m[0] for m in conn.sent]
+        assert kinds == ["error", "done", "done", "done"]
+        assert "could not map" in conn.sent[0][2]
+        assert conn.sent[1][2] == (1, 4)  # in the output slab
+        np.testing.assert_array_equal(seen[0], [[0, 2, 4, 6]])  # read from the input slab
+        inline = conn.sent[2][2]  # 48 bytes do not fit in 16
+        np.testing.assert_array_equal(inline, np.arange(12).reshape(3, 4) * 3)
+        assert conn.sent[3][2] == (2, 2)  # an inline batch still answers through the slab
+        np.testing.assert_array_equal(rx.view((2, 2)), np.ones((2, 2)))
+    finally:
+        tx.unlink()
+        rx.unlink()
 
 
 def test_start_up_probe_reaches_the_router_and_seeds_calibration(tmp_path):

@@ -6,12 +6,19 @@ receives its events through the `PoolListener` callbacks, always on the router's
 that the router knows it is free again whenever its batch ends (done, failed or lost).
 
 Wire format between the router process and a worker process (multiprocessing Pipe, pickled
-tuples; images and logits travel as float32 numpy arrays, never tensors):
+tuples). Batches cross through shared-memory slabs (runtime/shm.py) by default, so only small
+descriptors travel on the pipe; with `transport="pipe"` (or when a reply does not fit its
+slab) the arrays travel inline, pickled. Images and logits are float32 numpy arrays, never
+tensors:
 
-    router -> worker   ("run", batch_id, subnet_id, images[B,C,H,W] float32, load_s)
+    router -> worker   ("map", "in" | "out", path, nbytes)    map a (new, larger) slab
+                       ("run", batch_id, subnet_id, images, load_s)
+                           images: shape tuple (the batch is in the input slab)
+                                   or float32 [B,C,H,W] array (inline)
                        ("stop",)
     worker -> router   ("ready", info: dict)        once, after loading and warm-up
-                       ("done", batch_id, logits[B,K] float32, service_s)
+                       ("done", batch_id, logits, service_s)
+                           logits: shape tuple (in the output slab) or float32 [B,K] array
                        ("error", batch_id, message)
 """
 

@@ -21,7 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from superserve.errors import ConfigError
+from superserve.runtime.devices import check_device, parse_cpu_list, worker_cpus
+from superserve.runtime import shm
 from superserve.runtime.runners import make_runner
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ class WorkerConfig:
     norm_path: str = ""  # SubnetNorm statistics of those subnets; calibrated if missing
     threads: int = 1  # torch intra-op threads
     device: str = "auto"  # auto: cuda when available, else cpu
+    # explicit devices (cpu, cuda, cuda:N): worker i uses devices[i mod n]; empty: the rule
+    # of `device`, every visible GPU in turn (runtime/devices.worker_device)
+    devices: tuple[str, ...] = ()
     latency_scale: float = 1.0  # profile kind: multiplies the profiled latency
     num_classes: int = 10
     # Model-loading baselines (INFaaS): serve separately materialized subnet models, loaded
@@ -53,6 +60,10 @@ class WorkerConfig:
             raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.devices, tuple):
+            raise ConfigError(f"devices must be a tuple of device names, got {self.devices!r}")
+        for d in self.devices:
+            check_device(d)
         if not self.latency_scale >= 0:
             raise ConfigError(f"latency_scale must be >= 0, got {self.latency_scale!r}")
         if self.kind != "noop" and not self.table_path:
@@ -95,15 +106,22 @@ def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int,
                         format=f"%(asctime)s worker{worker_id} %(levelname)s: %(message)s")
     try:
         cpus = os.environ.get("SUPERSERVE_WORKER_CPUS")  # set by `serve --worker-cpus`
-        if cpus and hasattr(os, "sched_setaffinity"):
-            ids = [int(c) for c in cpus.split(",") if c.strip()]
-            os.sched_setaffinity(0, {ids[worker_id % len(ids)]})
-        run, info = make_runner(cfg)
+        if cpus and hasattr(os, "sched_setaffinity"):  # a CPU per torch thread
+            os.sched_setaffinity(0, worker_cpus(parse_cpu_list(cpus), cfg.threads, worker_id))
+        run, info = make_runner(cfg, worker_id)
     except Exception as e:  # report why, so the pool can say it instead of looping
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
         return
     info["pid"] = os.getpid()
     conn.send(("ready", info))
+    _serve(conn, run, cfg)
+
+
+def _serve(conn: Any, run: Any, cfg: WorkerConfig) -> None:
+    """The batch loop. Images arrive either in the shared-memory input slab (the message
+    carries their shape) or inline in the message (pickled); logits go back through the
+    output slab when it is large enough, inline otherwise (runtime/protocol.py)."""
+    slabs: dict[str, shm.Slab | None] = {"in": None, "out": None}
     while True:
         try:
             msg = conn.recv()
@@ -111,13 +129,33 @@ def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int,
             return  # the router went away
         if msg[0] == "stop":
             return
+        if msg[0] == "map":
+            _, which, path, nbytes = msg
+            try:
+                slabs[which] = shm.attach(path, nbytes)
+            except OSError as e:
+                log.error("cannot map the %s slab %s: %s", which, path, e)
+                slabs[which] = None
+            continue
         _, batch_id, subnet, images, load_s = msg
         t0 = time.perf_counter()
         try:
+            if isinstance(images, tuple):  # shape of a batch waiting in the input slab
+                slab = slabs["in"]
+                if slab is None:
+                    raise RuntimeError("the batch is in a shared-memory slab this worker "
+                                       "could not map")
+                images = slab.view(images)
             if load_s > 0 and not cfg.separate_models:
                 time.sleep(load_s)  # a simulated model load (separate_models loads for real)
-            logits = run(subnet, images)
+            logits = np.ascontiguousarray(run(subnet, images), dtype=np.float32)
         except Exception as e:
             conn.send(("error", batch_id, f"{type(e).__name__}: {e}"))
             continue
-        conn.send(("done", batch_id, logits, time.perf_counter() - t0))
+        service_s = time.perf_counter() - t0
+        out = slabs["out"]
+        if out is not None and out.fits(logits.nbytes):
+            out.view(logits.shape)[...] = logits
+            conn.send(("done", batch_id, logits.shape, service_s))
+        else:
+            conn.send(("done", batch_id, logits, service_s))
