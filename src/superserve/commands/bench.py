@@ -10,7 +10,7 @@ BENCHES: dict[str, str] = {
     "subnetact": "actuation time, supernet vs materialized latency, memory (SubNetAct)",
     "scheduler": "SlackFit decision time on a 1,000-request queue",
     "router": "router overhead and peak rate with a no-compute worker",
-    "soak": "a long run at 70% of capacity: RSS and fd growth, requests lost",
+    "soak": "a long run at 70%% of capacity: RSS and fd growth, requests lost",
 }
 
 
