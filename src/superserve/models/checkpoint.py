@@ -41,7 +41,7 @@ def file_sha256(path: str | Path) -> str:
 def provenance(device: str = "cpu") -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+                                check=False, cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {"git_commit": commit or "unknown", "torch_version": str(torch.__version__),

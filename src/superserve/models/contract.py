@@ -21,6 +21,7 @@ module that defines `forward_ctx`; the shipped families and the worked example u
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +29,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from superserve.errors import ConfigError
 
-__all__ = ["FamilyInfo", "InputSpec", "SubnetSpace", "Supernet"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FamilyInfo", "InputSpec", "SubnetSpace",
+           "Supernet"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,20 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def mnist(cls, size: int = 28, num_classes: int = 10) -> InputSpec:
+        """Grey digits: 1 x size x size, MNIST mean/std, labels "0".."9" (no resize: a larger
+        image is scaled to `size` and centre-cropped)."""
+        return cls(1, size, size, (MNIST_MEAN,), (MNIST_STD,),
+                   labels=tuple(str(i) for i in range(num_classes)))
+
+    @classmethod
+    def imagenet(cls, size: int = 224, resolutions: Sequence[int] = ()) -> InputSpec:
+        """An ImageNet model's input: RGB, shorter side to ceil(size / 0.875), centre crop
+        size x size, ImageNet mean/std (OFA's and timm's evaluation transform)."""
+        return cls(3, size, size, IMAGENET_MEAN, IMAGENET_STD, resize=math.ceil(size / 0.875),
+                   resolutions=tuple(resolutions))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
@@ -136,7 +156,13 @@ class FamilyInfo:
     parse_spec: `to_dict()` form -> spec (registered with superserve.subnetact.spec);
     load_weights: (supernet, path) -> None for weight files in a foreign layout (optional);
     default_checkpoint: a shipped SuperServe checkpoint (optional);
-    origin: where it came from ("builtin", "entry point <name>", "pkg.module:factory").
+    origin: where it came from ("builtin", "entry point <name>", "pkg.module:factory");
+    input_spec: config dict -> InputSpec without building the model (optional: the server
+        process reads the input contract from it and imports no torch; without it the server
+        builds the supernet once to read `input_spec`);
+    calibration_data: supernet -> images (N, C, H, W) float32 for SubnetNorm statistics of
+        served subnets that have none (optional: without it a worker refuses to serve a
+        subnet without statistics and says to run `superserve profile --data DIR`).
     """
 
     name: str
@@ -147,3 +173,5 @@ class FamilyInfo:
     description: str = ""
     origin: str = "builtin"
     tags: Sequence[str] = ()
+    input_spec: Callable[[Mapping[str, Any]], InputSpec] | None = None
+    calibration_data: Callable[[Any], Any] | None = None

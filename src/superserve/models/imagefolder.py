@@ -53,21 +53,14 @@ def list_image_folder(root: str | Path, labels: list[str] | None = None
 
 def decode_image(path: str | Path, channels: int, height: int, width: int, resize: int,
                  interpolation: str = "bilinear") -> np.ndarray:
-    """One file -> (C, H, W) float32 in [0, 1]: resize the shorter side, centre crop."""
+    """One file -> (C, H, W) float32 in [0, 1]: resize the shorter side, centre crop (the
+    server's image input does the same: superserve.models.preprocess)."""
     from PIL import Image
 
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-                "nearest": Image.NEAREST}[interpolation]
+    from superserve.models.preprocess import to_array
+
     with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        short = resize or max(height, width)
-        w, h = im.size
-        scale = short / min(w, h)
-        im = im.resize((max(width, round(w * scale)), max(height, round(h * scale))), resample)
-        w, h = im.size
-        left, top = (w - width) // 2, (h - height) // 2
-        a = np.asarray(im.crop((left, top, left + width, top + height)), dtype=np.float32) / 255.0
-    return a[None] if channels == 1 else a.transpose(2, 0, 1)
+        return to_array(im, channels, height, width, resize, interpolation)
 
 
 def load_image_folder(root: str | Path, input_spec, fractions: tuple[float, float, float] =

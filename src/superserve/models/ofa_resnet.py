@@ -223,8 +223,7 @@ class OFAResNet50(SupernetMixin, nn.Module):
     @property
     def input_spec(self) -> InputSpec:
         s = self.config.image_size
-        return InputSpec(3, s, s, IMAGENET_MEAN, IMAGENET_STD, resize=math.ceil(s / 0.875),
-                         resolutions=self.config.resolutions)
+        return InputSpec.imagenet(s, self.config.resolutions)
 
     def _plan(self, spec: OFAResNetSpec) -> list[tuple[int, int, int]]:
         """(block index, mid, out) of every block the spec runs, in order (LayerSelect)."""

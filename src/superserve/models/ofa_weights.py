@@ -20,14 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from superserve.errors import CheckpointError, InvalidSpecError
+from superserve.models.contract import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "canonical_key", "load_ofa_weights",
            "make_divisible", "ofa_state_dict", "prepare_input"]
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_DIVISIBLE = 8
 
 

@@ -20,14 +20,17 @@ import importlib
 import logging
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from superserve.errors import ConfigError
-from superserve.models.contract import FamilyInfo
-from superserve.subnetact.spec import register_spec_type
+from superserve.models.contract import FamilyInfo, InputSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "family_names", "get_family", "is_family", "refresh_entry_points",
            "register_family"]
+
+# This module imports without torch (the server process reads a family's input contract from
+# it): torch-importing modules are imported inside the functions that need them.
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +70,53 @@ def _load_ofa_weights(net, path: str) -> None:
     load_ofa_weights(net, path)
 
 
+def register_spec_type(name: str, parse: Any) -> None:
+    from superserve.subnetact.spec import register_spec_type as register
+
+    register(name, parse)
+
+
+def _mnist_input(cfg: Mapping[str, Any]) -> InputSpec:
+    return InputSpec.mnist(int(cfg.get("image_size", 28)), int(cfg.get("num_classes", 10)))
+
+
+def _ofa_input(cfg: Mapping[str, Any]) -> InputSpec:
+    # the defaults of OFAResNetConfig / OFAMBv3Config (tests/test_images.py pins them equal)
+    return InputSpec.imagenet(int(cfg.get("image_size", 224)),
+                              tuple(cfg.get("resolutions", (128, 160, 192, 224))))
+
+
+def _mnist_calibration(net: Any) -> Any:
+    """The MNIST families calibrate on their own training data (the checkpoint says which)."""
+    from superserve.data import load_digits8, load_mnist
+
+    dataset = getattr(net, "train_config", {}).get("dataset", "mnist")
+    return (load_mnist() if dataset == "mnist" else load_digits8()).train[0]
+
+
 def _tuples(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg or {}).items()}
 
 
 def _builtins() -> None:
-    from superserve.models.checkpoint import checkpoint_path
+    # superserve.models.checkpoint.checkpoint_path, without importing torch
+    shipped = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 
     for info in (
-        FamilyInfo("resnet", _build_resnet, default_checkpoint=str(checkpoint_path("resnet")),
-                   description="OFA-ResNet-style CNN on MNIST-5k (BatchNorm: SubnetNorm)"),
-        FamilyInfo("vit", _build_vit, default_checkpoint=str(checkpoint_path("vit")),
-                   description="DynaBERT/AutoFormer-style ViT on MNIST-5k (LayerNorm)"),
+        FamilyInfo("resnet", _build_resnet, default_checkpoint=str(shipped / "resnet.pt"),
+                   description="OFA-ResNet-style CNN on MNIST-5k (BatchNorm: SubnetNorm)",
+                   input_spec=_mnist_input, calibration_data=_mnist_calibration),
+        FamilyInfo("vit", _build_vit, default_checkpoint=str(shipped / "vit.pt"),
+                   description="DynaBERT/AutoFormer-style ViT on MNIST-5k (LayerNorm)",
+                   input_spec=_mnist_input, calibration_data=_mnist_calibration),
         FamilyInfo("ofa_resnet50", _build_ofa_resnet50, load_weights=_load_ofa_weights,
                    description="OFA-ResNet50 (ImageNet; depth 0-2, expand 0.2/0.25/0.35, "
-                               "width 0.65/0.8/1.0); weights: the user's OFA checkpoint"),
+                               "width 0.65/0.8/1.0); weights: the user's OFA checkpoint",
+                   input_spec=_ofa_input),
         FamilyInfo("ofa_mbv3", _build_ofa_mbv3, load_weights=_load_ofa_weights,
                    description="OFA-MobileNetV3 w1.2 (ImageNet; kernel 3/5/7, expand 3/4/6, "
-                               "depth 2-4); weights: the user's OFA checkpoint"),
+                               "depth 2-4); weights: the user's OFA checkpoint",
+                   input_spec=_ofa_input),
     ):
         _FAMILIES.setdefault(info.name, info)
 
@@ -197,3 +229,32 @@ def refresh_entry_points() -> None:
 def family_names() -> list[str]:
     _ensure()
     return list(_FAMILIES)
+
+
+def model_input_spec(model: str, weights: str = "") -> InputSpec:
+    """The input contract of what `load_supernet(model, weights=...)` builds. A family name
+    whose FamilyInfo declares `input_spec` is answered without torch (the default config: what
+    the shipped checkpoints and a foreign-layout weight file build); anything else (a
+    checkpoint path, a SuperServe checkpoint as weights, a family without `input_spec`) loads
+    the supernet once."""
+    _ensure()
+    info = _FAMILIES.get(model)
+    pure = info is not None and info.input_spec is not None and not Path(model).is_file()
+    if pure and (not weights or info.load_weights is not None and not _superserve_file(weights)):
+        return info.input_spec({})
+    from superserve.models.checkpoint import load_supernet
+
+    return load_supernet(model, weights=weights or None).input_spec
+
+
+def _superserve_file(path: str) -> bool:
+    """Whether a weights file is a SuperServe checkpoint (its model config may differ from the
+    family's default), read from the zip's member names without torch."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") and b"schema_version" in z.read(n)
+                       for n in z.namelist()[:64])
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False

@@ -229,8 +229,7 @@ class ResNetSupernet(SupernetMixin, nn.Module):
     def input_spec(self) -> InputSpec:
         """(B, 1, H, W) grey digits in [0, 1]; the model normalises with MNIST's mean/std."""
         s = self.config.image_size
-        return InputSpec(1, s, s, (MNIST_MEAN,), (MNIST_STD,),
-                         labels=tuple(str(i) for i in range(self.config.num_classes)))
+        return InputSpec.mnist(s, self.config.num_classes)
 
     def num_layers(self, spec: ResNetSpec) -> int:
         return sum(spec.depths)

@@ -1,9 +1,20 @@
 """KServe v2 payloads <-> numpy, shared by the REST and gRPC front ends.
 
-Input: one FP32 tensor named `input`, shape [N, C, H, W] (the model's image shape, e.g.
-[N, 1, 28, 28]), pixel values in [0, 1]. Each of the N images is one job for the scheduler;
-the request is answered when all of its images are done.
-Outputs: `logits` FP32 [N, K] and `predicted` INT64 [N] (argmax of the logits).
+Input, one of:
+- an FP32 tensor named `input`, shape [N, C, H, W] (the model's image shape, e.g.
+  [N, 3, 224, 224]), pixel values in [0, 1];
+- a BYTES tensor named `image`, shape [N] (or [N, 1]), N encoded JPEG or PNG images: in JSON
+  base64 strings with `"parameters": {"content_type": "base64"}` on the input (MLServer's
+  convention), raw in the binary extension and on gRPC (`bytes_contents`, or the
+  length-prefixed raw form tritonclient sends). Decoded and preprocessed per the family's
+  InputSpec off the event loop (server/images.py), into the array an FP32 client would send,
+  so both kinds batch together. Offered when the model's input contract is known
+  (`ModelIO.input_spec`).
+Each of the N images is one job for the scheduler; the request is answered when all of its
+images are done.
+Outputs: `logits` FP32 [N, K] and `predicted` INT64 [N] (argmax of the logits); `logits` with
+`"parameters": {"classification": k}` is the classification extension instead: BYTES [N, k],
+each element "<score>:<index>[:<label>]", best first.
 SLO: request parameter `slo_ms` (milliseconds), or Triton's `timeout` (microseconds);
 otherwise the server default. Everything wrong with a payload raises InvalidInputError with a
 message naming the field and value; the edge maps it to HTTP 400 / gRPC INVALID_ARGUMENT.
@@ -19,6 +30,7 @@ decoding (bounded output). See docs/serving.md, "Hardening".
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -28,7 +40,15 @@ from typing import Any
 import numpy as np
 
 from superserve.errors import InvalidInputError
+from superserve.server.images import (
+    DEFAULT_MAX_PIXELS,
+    decode_images_async,
+    deserialize_bytes,
+    serialize_bytes,
+    top_k,
+)
 from superserve.server.validation import (
+    check_bytes_shape,
     check_images,
     check_shape,
     decode_content,
@@ -40,6 +60,7 @@ from superserve.server.validation import (
 )
 
 __all__ = [
+    "IMAGE_INPUT",
     "INPUT_NAME",
     "OUTPUTS",
     "Decoded",
@@ -50,12 +71,17 @@ __all__ = [
     "decode_grpc_images",
     "decode_http",
     "encode_http",
+    "grpc_outputs",
     "output_arrays",
+    "output_tensors",
     "parse_slo_s",
+    "request_images",
     "result_parameters",
+    "tensor_bytes",
 ]
 
 INPUT_NAME = "input"
+IMAGE_INPUT = "image"
 OUTPUTS = ("logits", "predicted")
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -71,31 +97,108 @@ class ModelIO:
     max_json_depth: int = 32  # nesting of the JSON header (a request needs ~8)
     max_int_digits: int = 19  # integer literals in JSON (int64 range)
     max_id_chars: int = 1024  # request `id`
+    # the family's InputSpec (superserve.models.InputSpec): offers the BYTES input `image`
+    # (JPEG/PNG, preprocessed as it says) and names the classes; None: FP32 tensors only
+    input_spec: Any = None
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # per encoded image, read from its header
+
+    def __post_init__(self) -> None:
+        if self.input_spec is not None and tuple(self.input_spec.shape) != self.image_shape:
+            raise ValueError(f"image_shape {self.image_shape} is not the input spec's "
+                             f"{tuple(self.input_spec.shape)}")
+
+    @classmethod
+    def for_input(cls, spec: Any, **kw: Any) -> ModelIO:
+        """The IO of a model whose input contract is `spec` (an InputSpec)."""
+        return cls(image_shape=tuple(spec.shape), input_spec=spec, **kw)
 
     def input_shape(self) -> list[int]:
         return [-1, *self.image_shape]
 
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        return None if self.input_spec is None else self.input_spec.labels
+
 
 @dataclass
 class Decoded:
-    images: np.ndarray  # float32 [N, C, H, W]
+    images: np.ndarray | None  # float32 [N, C, H, W]; None until `encoded` is decoded
     slo_s: float | None  # from the request, None: the server default
     request_id: str = ""
     outputs: list[str] = field(default_factory=lambda: list(OUTPUTS))
     binary: dict[str, bool] = field(default_factory=dict)  # output name -> binary (HTTP)
+    encoded: list[bytes] | None = None  # the BYTES input `image`: N encoded images
+    classification: dict[str, int] = field(default_factory=dict)  # output name -> top k
 
 
-def _check_tensor_header(t: Any, io: ModelIO) -> list[int]:
-    if not isinstance(t, Mapping):
-        raise InvalidInputError(f"each entry of `inputs` must be an object, got {short(t)}")
-    name = t.get("name")
+async def request_images(x: Decoded | np.ndarray | list[bytes], io: ModelIO) -> np.ndarray:
+    """A request's images as the model takes them: an FP32 array as it came, encoded images
+    decoded and preprocessed off the event loop (server/images.py)."""
+    if isinstance(x, Decoded):
+        x = x.images if x.encoded is None else x.encoded
+    if isinstance(x, np.ndarray):
+        return x
+    return await decode_images_async(x, io.input_spec, io.max_image_pixels)
+
+
+def _inputs_taken(io: ModelIO) -> str:
+    if io.input_spec is None:
+        return f"{INPUT_NAME!r} (FP32)"
+    return f"{INPUT_NAME!r} (FP32) or {IMAGE_INPUT!r} (BYTES: encoded JPEG or PNG images)"
+
+
+def _input_kind(name: Any, dt: Any, io: ModelIO) -> str:
+    """"FP32" or "BYTES" for an input's (name, datatype), or the error saying what is taken."""
+    if io.input_spec is not None and name == IMAGE_INPUT:
+        if dt != "BYTES":
+            raise InvalidInputError(f"input {IMAGE_INPUT!r} carries encoded images: its "
+                                    f"datatype is BYTES, got {short(dt)}")
+        return "BYTES"
     if name != INPUT_NAME:
         raise InvalidInputError(f"unknown input name {short(name)}; this model takes "
-                                f"{INPUT_NAME!r}")
-    dt = t.get("datatype")
+                                f"{_inputs_taken(io)}")
     if dt != "FP32":
+        if dt == "BYTES" and io.input_spec is not None:
+            raise InvalidInputError(f"input {INPUT_NAME!r} is FP32; send encoded images as "
+                                    f"the BYTES input {IMAGE_INPUT!r}")
         raise InvalidInputError(f"input datatype {short(dt)} is not supported; send FP32")
-    return check_shape(t.get("shape"), io)
+    return "FP32"
+
+
+def _check_tensor_header(t: Any, io: ModelIO) -> tuple[str, list[int]]:
+    if not isinstance(t, Mapping):
+        raise InvalidInputError(f"each entry of `inputs` must be an object, got {short(t)}")
+    kind = _input_kind(t.get("name"), t.get("datatype"), io)
+    shape = t.get("shape")
+    return kind, check_bytes_shape(shape, io) if kind == "BYTES" else check_shape(shape, io)
+
+
+def _json_encoded(data: Any, n: int, tparams: Mapping) -> list[bytes]:
+    """JSON `data` of the BYTES input: n base64 strings (flat, or [[s], ...])."""
+    ct = tparams.get("content_type")
+    if ct != "base64":
+        raise InvalidInputError(
+            f"BYTES input {IMAGE_INPUT!r} in JSON must hold base64 strings and say so: "
+            f'"parameters": {{"content_type": "base64"}} (got content_type {short(ct)}); '
+            "or send the raw bytes with the binary extension")
+    if not isinstance(data, list):
+        raise InvalidInputError(f"input `data` must be a list of base64 strings, got "
+                                f"{short(data)}")
+    if data and all(type(x) is list and len(x) == 1 for x in data):  # shape [N, 1], nested
+        data = [x[0] for x in data]
+    if len(data) != n:
+        raise InvalidInputError(f"input has {len(data)} elements but shape [{n}] needs {n}")
+    out = []
+    for i, s in enumerate(data):
+        if not isinstance(s, str):
+            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is "
+                                    f"{short(s, 40)}, not a base64 string")
+        try:
+            out.append(binascii.a2b_base64(s.encode("ascii"), strict_mode=True))
+        except (binascii.Error, UnicodeEncodeError) as e:
+            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is not valid "
+                                    f"base64: {e}") from None
+    return out
 
 
 def _parameters(obj: Mapping, what: str) -> Mapping:
@@ -108,12 +211,30 @@ def _parameters(obj: Mapping, what: str) -> Mapping:
     return p
 
 
-def _requested_outputs(outputs: Any, default_binary: bool) -> tuple[list[str], dict[str, bool]]:
+def _classification(name: str, v: Any, io: ModelIO) -> int:
+    """The classification extension's k on output `name` (0: off)."""
+    raw = v
+    if isinstance(v, str) and v.strip().isdigit() and len(v) <= 12:
+        v = int(v)
+    if type(v) is not int or v < 0:
+        raise InvalidInputError(f"parameter classification of output {name!r} must be a "
+                                f"non-negative integer (the top k), got {short(raw)}")
+    if v and name != "logits":
+        raise InvalidInputError(f"classification is offered on output 'logits', not "
+                                f"{name!r}")
+    if v > io.num_classes:
+        raise InvalidInputError(f"classification={v} on output {name!r}: the model has "
+                                f"{io.num_classes} classes")
+    return v
+
+
+def _requested_outputs(outputs: Any, default_binary: bool, io: ModelIO
+                       ) -> tuple[list[str], dict[str, bool], dict[str, int]]:
     if outputs is None:
-        return list(OUTPUTS), {o: default_binary for o in OUTPUTS}
+        return list(OUTPUTS), {o: default_binary for o in OUTPUTS}, {}
     if not isinstance(outputs, list):
         raise InvalidInputError(f"`outputs` must be a list, got {short(outputs)}")
-    names, binary = [], {}
+    names, binary, classification = [], {}, {}
     for o in outputs:
         if not isinstance(o, Mapping):
             raise InvalidInputError(f"each entry of `outputs` must be an object, got "
@@ -125,13 +246,13 @@ def _requested_outputs(outputs: Any, default_binary: bool) -> tuple[list[str], d
         if name in binary:
             raise InvalidInputError(f"output {name!r} is requested twice")
         p = _parameters(o, f"output {name!r}")
-        if p.get("classification"):
-            raise InvalidInputError("the classification extension is not supported; "
-                                    "read the `predicted` output")
+        k = _classification(name, p["classification"], io) if "classification" in p else 0
+        if k:
+            classification[name] = k
         names.append(name)
         binary[name] = flag(f"binary_data of output {name!r}", p["binary_data"]) \
             if "binary_data" in p else default_binary
-    return names, binary
+    return names, binary, classification
 
 
 def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
@@ -163,58 +284,63 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
         raise InvalidInputError(f"`inputs` must be a list with exactly one tensor "
                                 f"named {INPUT_NAME!r}")
     t = inputs[0]
-    shape = _check_tensor_header(t, io)
-    tparams = _parameters(t, f"input {INPUT_NAME!r}")
-    if "binary_data_size" in tparams:
+    kind, shape = _check_tensor_header(t, io)
+    tparams = _parameters(t, f"input {t['name']!r}")
+    images, encoded = None, None
+    binary_in = "binary_data_size" in tparams
+    if binary_in:
         size = tparams["binary_data_size"]
         if "data" in t:
             raise InvalidInputError("input has both `data` and binary_data_size; send one")
         if type(size) is not int or size != len(rest):
             raise InvalidInputError(f"input binary_data_size={short(size)} but {len(rest)} "
                                     "bytes of binary data follow the JSON header")
-        want = math.prod(shape) * 4
-        if size != want:
-            raise InvalidInputError(f"input binary_data_size={size} but shape {shape} of FP32 "
-                                    f"needs {want} bytes")
-        arr = np.frombuffer(rest, dtype="<f4")
+    elif rest:
+        raise InvalidInputError(f"{len(rest)} bytes follow the JSON header but no input "
+                                "declares binary_data_size")
+    elif "data" not in t:
+        raise InvalidInputError("input has neither `data` nor binary_data_size")
+    if kind == "BYTES":
+        encoded = deserialize_bytes(rest, shape[0], f"input {IMAGE_INPUT!r}") if binary_in \
+            else _json_encoded(t["data"], shape[0], tparams)
     else:
-        if rest:
-            raise InvalidInputError(f"{len(rest)} bytes follow the JSON header but no input "
-                                    "declares binary_data_size")
-        if "data" not in t:
-            raise InvalidInputError("input has neither `data` nor binary_data_size")
-        arr = json_values(t["data"], shape)
-    images = check_images(arr, shape, io)
+        if binary_in:
+            want = math.prod(shape) * 4
+            if len(rest) != want:
+                raise InvalidInputError(f"input binary_data_size={len(rest)} but shape {shape} "
+                                        f"of FP32 needs {want} bytes")
+            arr = np.frombuffer(rest, dtype="<f4")
+        else:
+            arr = json_values(t["data"], shape)
+        images = check_images(arr, shape, io)
     default_binary = flag("binary_data_output", params["binary_data_output"]) \
         if "binary_data_output" in params else False
-    names, binary = _requested_outputs(req.get("outputs"), default_binary)
+    names, binary, classification = _requested_outputs(req.get("outputs"), default_binary, io)
     rid = req.get("id", "")
     if rid is None:
         rid = ""
     if not isinstance(rid, str) or len(rid) > io.max_id_chars:
         raise InvalidInputError(f"request `id` must be a string of at most {io.max_id_chars} "
                                 f"characters, got {short(rid)}")
-    return Decoded(images, parse_slo_s(params, io.max_slo_s), rid, names, binary)
+    return Decoded(images, parse_slo_s(params, io.max_slo_s), rid, names, binary, encoded,
+                   classification)
 
 
 _CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
                    "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
 
 
-def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray:
+def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
     """The images of a gRPC ModelInferRequest (duck-typed protobuf), by the same rules as
-    REST: one FP32 input `input`, shape checked before its values are read, raw bytes or
-    `fp32_contents` (never both, never another contents field), exact sizes."""
+    REST: one input, `input` FP32 or `image` BYTES, shape checked before its values are read,
+    raw bytes or the typed contents field (never both, never another contents field), exact
+    sizes. FP32: the array; BYTES: the encoded images (`request_images` decodes them)."""
     if len(req.inputs) != 1:
-        raise InvalidInputError(f"expected exactly one input tensor named {INPUT_NAME!r}, "
+        raise InvalidInputError(f"expected exactly one input tensor, {_inputs_taken(io)}, "
                                 f"got {len(req.inputs)}")
     t = req.inputs[0]
-    if t.name != INPUT_NAME:
-        raise InvalidInputError(f"unknown input name {short(t.name)}; this model takes "
-                                f"{INPUT_NAME!r}")
-    if t.datatype != "FP32":
-        raise InvalidInputError(f"input datatype {short(t.datatype)} is not supported; "
-                                "send FP32")
+    if _input_kind(t.name, t.datatype, io) == "BYTES":
+        return _grpc_encoded(req, t, io)
     shape = check_shape(list(t.shape), io)
     want = math.prod(shape)
     others = [f for f in _CONTENT_FIELDS if f != "fp32_contents" and len(getattr(t.contents, f))]
@@ -241,6 +367,67 @@ def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray:
     return check_images(arr, shape, io)
 
 
+def _grpc_encoded(req: Any, t: Any, io: ModelIO) -> list[bytes]:
+    n = check_bytes_shape(list(t.shape), io)[0]
+    others = [f for f in _CONTENT_FIELDS if f != "bytes_contents" and len(getattr(t.contents, f))]
+    if others:
+        raise InvalidInputError(f"input contents.{others[0]} given for a BYTES input; use "
+                                "bytes_contents or raw_input_contents")
+    items = list(t.contents.bytes_contents)
+    if req.raw_input_contents:
+        if len(req.raw_input_contents) != 1:
+            raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
+                                    "input")
+        if items:
+            raise InvalidInputError("input has both contents.bytes_contents and "
+                                    "raw_input_contents; send one")
+        return deserialize_bytes(req.raw_input_contents[0], n, f"input {IMAGE_INPUT!r}")
+    if len(items) != n:
+        raise InvalidInputError(f"input has {len(items)} bytes_contents but shape [{n}] needs "
+                                f"{n}")
+    return items
+
+
+def grpc_outputs(req: Any, io: ModelIO) -> tuple[list[str], dict[str, int]]:
+    """The outputs a gRPC request asks for (all when none), and the classification extension's
+    k per output (`parameters["classification"]`)."""
+    names, classification = [], {}
+    for o in req.outputs:
+        if o.name not in OUTPUTS:
+            raise InvalidInputError(f"unknown output {o.name[:80]!r}; this model has "
+                                    f"{list(OUTPUTS)}")
+        if o.name in names:
+            raise InvalidInputError(f"output {o.name!r} is requested twice")
+        names.append(o.name)
+        if "classification" in o.parameters:
+            p = o.parameters["classification"]
+            which = p.WhichOneof("parameter_choice")
+            k = _classification(o.name, getattr(p, which) if which else None, io)
+            if k:
+                classification[o.name] = k
+    return names or list(OUTPUTS), classification
+
+
+def output_tensors(logits: np.ndarray, names: list[str], classification: Mapping[str, int],
+                   io: ModelIO) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, array) of each requested output; a classification output is an
+    object array of bytes (server/images.top_k)."""
+    arrays = output_arrays(logits)
+    out = []
+    for name in names:
+        k = classification.get(name)
+        if k:
+            out.append((name, "BYTES", top_k(logits, k, io.labels)))
+        else:
+            out.append((name, _DTYPES[name], arrays[name]))
+    return out
+
+
+def tensor_bytes(datatype: str, a: np.ndarray) -> bytes:
+    """The binary (raw) form of an output tensor."""
+    return serialize_bytes(a) if datatype == "BYTES" else a.tobytes()
+
+
 def output_arrays(logits: np.ndarray) -> dict[str, np.ndarray]:
     return {"logits": np.ascontiguousarray(logits, dtype=np.float32),
             "predicted": np.argmax(logits, axis=1).astype(np.int64)}
@@ -265,17 +452,19 @@ except ImportError:  # pragma: no cover
         return json.dumps(obj).encode()
 
 
-def encode_http(decoded: Decoded, result: Any, model: str) -> tuple[bytes, dict[str, str]]:
+def encode_http(decoded: Decoded, result: Any, model: str,
+                io: ModelIO | None = None) -> tuple[bytes, dict[str, str]]:
     """JSON response, with binary outputs appended where requested."""
-    arrays = output_arrays(result.logits)
     outs, chunks = [], []
-    for name in decoded.outputs:
-        a = arrays[name]
-        o: dict[str, Any] = {"name": name, "datatype": _DTYPES[name], "shape": list(a.shape)}
+    for name, dt, a in output_tensors(result.logits, decoded.outputs, decoded.classification,
+                                      io or ModelIO()):
+        o: dict[str, Any] = {"name": name, "datatype": dt, "shape": list(a.shape)}
         if decoded.binary.get(name, False):
-            raw = a.tobytes()
+            raw = tensor_bytes(dt, a)
             o["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
+        elif dt == "BYTES":
+            o["data"] = [v.decode("utf-8", "replace") for v in a.ravel()]
         else:
             o["data"] = a.ravel().tolist()
         outs.append(o)

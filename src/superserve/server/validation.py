@@ -24,7 +24,7 @@ from superserve.errors import (
 if TYPE_CHECKING:
     from superserve.server.codec import ModelIO
 
-__all__ = ["check_images", "check_shape", "decode_content", "flag", "json_values",
+__all__ = ["check_bytes_shape", "check_images", "check_shape", "decode_content", "flag", "json_values",
            "loads_bounded", "parse_slo_s", "short"]
 
 
@@ -90,6 +90,24 @@ def check_shape(shape: Any, io: ModelIO) -> list[int]:
         raise InvalidInputError(
             f"input shape {short(shape)} is wrong: expected "
             f"[N, {', '.join(map(str, io.image_shape))}]")
+    n = shape[0]
+    if n < 1:
+        raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
+    if n > io.max_images:
+        raise InvalidInputError(
+            f"input has N={n} images, more than the limit of {io.max_images} per request")
+    return shape
+
+
+def check_bytes_shape(shape: Any, io: ModelIO) -> list[int]:
+    """The shape of a BYTES input of encoded images: [N] (or [N, 1]), 1 <= N <= max_images."""
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise InvalidInputError(f"input shape must be a list of integers, got {short(shape)}")
+    shape = list(shape)
+    if not (len(shape) == 1 or len(shape) == 2 and shape[1] == 1):
+        raise InvalidInputError(f"input shape {short(shape)} is wrong for encoded images: "
+                                "expected [N] (one encoded image per element)")
     n = shape[0]
     if n < 1:
         raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
