@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.codec import HEADER_LENGTH, decode_content, decode_http, encode_http
+from superserve.server.codec import request_images
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
 from superserve.server.openapi import allowed_methods, openapi_document
 
@@ -115,8 +116,9 @@ class InferFastPath:
             hl = headers.get(HEADER_LENGTH.encode())
             decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
                                   service.io)
-            result = await service.infer(decoded.images, decoded.slo_s, arrival_s)
-            content, out_headers = encode_http(decoded, result, service.model)
+            images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
+            result = await service.infer(images, decoded.slo_s, arrival_s)
+            content, out_headers = encode_http(decoded, result, service.model, service.io)
             status, extra = 200, [(k.lower().encode(), v.encode())
                                   for k, v in out_headers.items()]
         except SuperServeError as e:
