@@ -20,11 +20,13 @@ import numpy as np
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server import proto
 from superserve.server.codec import (
-    OUTPUTS,
     decode_grpc_images,
-    output_arrays,
+    grpc_outputs,
+    output_tensors,
     parse_slo_s,
+    request_images,
     result_parameters,
+    tensor_bytes,
 )
 from superserve.server.service import InferenceService, grpc_code_name
 
@@ -89,8 +91,9 @@ class _Handlers:
             name=md["name"], versions=md["versions"], platform=md["platform"],
             inputs=[T(**t) for t in md["inputs"]], outputs=[T(**t) for t in md["outputs"]])
 
-    def _images(self, req: Any) -> np.ndarray:
-        return decode_grpc_images(req, self.s.io)  # the rules REST uses (codec.py)
+    async def _images(self, req: Any) -> np.ndarray:
+        # the rules REST uses (codec.py); encoded images decoded off the loop
+        return await request_images(decode_grpc_images(req, self.s.io), self.s.io)
 
     async def model_infer(self, raw: bytes, context: Any = None) -> Any:
         # grpc.aio hands over a whole message: the clock starts when the handler runs (the
@@ -99,28 +102,19 @@ class _Handlers:
         self.s.check_size(len(raw))
         req = self._parse(self.pb.ModelInferRequest, raw)
         self.s.check_model(req.model_name, req.model_version)
-        images = self._images(req)
+        names, classification = grpc_outputs(req, self.s.io)
+        images = await self._images(req)
         slo_s = parse_slo_s(_params_to_dict(req.parameters), self.s.io.max_slo_s)
         if slo_s is None and context is not None:
             # no slo_ms / timeout: the call's own deadline is the SLO (the client gives up then)
             left = context.time_remaining()
             if left is not None and left < self.s.io.max_slo_s:
                 slo_s = max(left, 1e-6)  # already past: refused as a deadline miss
-        names = [o.name for o in req.outputs] or list(OUTPUTS)
-        for n in names:
-            if n not in OUTPUTS:
-                raise InvalidInputError(f"unknown output {n[:80]!r}; this model has "
-                                        f"{list(OUTPUTS)}")
-        if len(set(names)) != len(names):
-            raise InvalidInputError(f"an output is requested twice: {names}")
         result = await self.s.infer(images, slo_s, arrival_s)
-        arrays = output_arrays(result.logits)
         resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1", id=req.id)
-        for n in names:
-            a = arrays[n]
-            resp.outputs.add(name=n, datatype="FP32" if n == "logits" else "INT64",
-                             shape=list(a.shape))
-            resp.raw_output_contents.append(a.tobytes())
+        for n, dt, a in output_tensors(result.logits, names, classification, self.s.io):
+            resp.outputs.add(name=n, datatype=dt, shape=list(a.shape))
+            resp.raw_output_contents.append(tensor_bytes(dt, a))
         for k, v in result_parameters(result).items():
             _set_param(resp.parameters, k, v)
         done = getattr(context, "add_done_callback", None)
