@@ -23,7 +23,8 @@ from superserve.errors import (
 )
 from superserve.profiling.table import ProfileTable
 from superserve.runtime.router import InferenceResult, Router
-from superserve.server.codec import OUTPUTS, ModelIO
+from superserve.server.codec import IMAGE_INPUT, OUTPUTS, ModelIO
+from superserve.server.images import FORMATS
 
 __all__ = ["EXTENSIONS", "SERVER_NAME", "InferenceService", "grpc_code_name", "http_status"]
 
@@ -61,7 +62,7 @@ class InferenceService:
         t = self.table
         return {
             "name": self.model, "versions": ["1"], "platform": "superserve_supernet",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": self.io.input_shape()}],
+            "inputs": self._inputs(),
             "outputs": [{"name": "logits", "datatype": "FP32",
                          "shape": [-1, self.io.num_classes]},
                         {"name": "predicted", "datatype": "INT64", "shape": [-1]}],
@@ -70,9 +71,33 @@ class InferenceService:
                            "accuracy_range": [min(t.acc), max(t.acc)],
                            "default_slo_ms": self.default_slo_s * 1e3,
                            "outputs": list(OUTPUTS),
+                           **self._image_parameters(),
                            "response_parameters": ["subnet_id", "subnet_accuracy", "batch_size",
                                                    "queue_ms", "service_ms", "deadline_met"]},
         }
+
+    def _inputs(self) -> list[dict[str, Any]]:
+        """FP32 `input`, and the BYTES `image` (encoded JPEG/PNG) when the input contract is
+        known (codec.py)."""
+        inputs = [{"name": "input", "datatype": "FP32", "shape": self.io.input_shape()}]
+        if self.io.input_spec is not None:
+            inputs.append({"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]})
+        return inputs
+
+    def _image_parameters(self) -> dict[str, Any]:
+        """How an encoded image becomes the FP32 input (the family's InputSpec), and the
+        classification extension's labels."""
+        s = self.io.input_spec
+        if s is None:
+            return {}
+        return {"image_input": {"formats": list(FORMATS), "json_content_type": "base64",
+                                "max_pixels": self.io.max_image_pixels,
+                                "resize_shorter_side": s.resize or max(s.height, s.width),
+                                "center_crop": [s.height, s.width],
+                                "interpolation": s.interpolation,
+                                "channels": s.channels, "value_range": list(s.value_range),
+                                "normalize_mean": list(s.mean), "normalize_std": list(s.std)},
+                "classification": {"output": "logits", "labels": s.labels is not None}}
 
     # ------------------------------------------------------------------ infer
     def check_size(self, nbytes: int) -> None:
