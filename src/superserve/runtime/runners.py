@@ -85,7 +85,7 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     table = ProfileTable.load(cfg.table_path)
-    supernet = load_supernet(cfg.model, map_location="cpu")
+    supernet = load_supernet(cfg.model, map_location="cpu", weights=cfg.weights or None)
     specs = [supernet.space.spec_from_dict(dict(s.spec)) for s in table.subnets]
     if getattr(supernet, "uses_norm_stats", True):
         norm = Path(cfg.norm_path) if cfg.norm_path else None
@@ -95,16 +95,10 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
             supernet.norm_store = NormStore.load(norm)
         missing = [s for s in specs if not supernet.norm_store.has(s)]
         if missing:
-            from superserve.data import load_mnist
-
-            log.warning("calibrating SubnetNorm for %d served subnets (no statistics at %s)",
-                        len(missing), norm)
-            supernet.calibrate(missing, load_mnist().train[0], n=2000, seed=0)
+            supernet.calibrate(missing, _calibration_images(supernet, norm, len(missing)),
+                               n=2000, seed=0)
     supernet.eval().to(device)
-    image_shape = None
-    cfg_img = getattr(getattr(supernet, "config", None), "image_size", None)
-    if cfg_img:
-        image_shape = (1, int(cfg_img), int(cfg_img))
+    image_shape = tuple(supernet.input_spec.shape)  # (C, H, W): the family's input contract
 
     @torch.inference_mode()
     def run(subnet: int, images: np.ndarray) -> np.ndarray:
@@ -116,7 +110,7 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
         run = _separate_models_runner(supernet, specs, device)
 
     t0 = time.perf_counter()
-    shape = image_shape or (1, 28, 28)
+    shape = image_shape
     # first calls of a shape allocate and build kernels (measured: up to 2x the profiled time
     # for the first seconds of serving); keep that out of serving latency: every subnet at
     # every profiled batch size, and every batch size up to the largest on one subnet
@@ -132,6 +126,25 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
             "image_shape": image_shape, "warmup_s": warmup_s, "probe": measured,
             "probe_s": time.perf_counter() - t0}
     return run, info
+
+
+def _calibration_images(supernet: Any, norm: Path | None, missing: int) -> Any:
+    """Images for the SubnetNorm statistics of served subnets that have none: the family's
+    own calibration data (FamilyInfo.calibration_data), or a clear error."""
+    from superserve.errors import ConfigError
+    from superserve.models import get_family
+
+    family = supernet.family
+    info = get_family(family)
+    if info.calibration_data is None:
+        raise ConfigError(
+            f"{missing} served subnet(s) of {family} have no SubnetNorm statistics (none at "
+            f"{norm}) and the family ships no calibration data: profile with your data, "
+            f"`superserve profile --model {family} --weights W --data DIR --out T.json` writes "
+            "them beside the table (T.norm.pt)")
+    log.warning("calibrating SubnetNorm for %d served subnets on %s's own data (no "
+                "statistics at %s)", missing, family, norm)
+    return info.calibration_data(supernet)
 
 
 def _separate_models_runner(supernet: Any, specs: list, device: Any) -> Runner:

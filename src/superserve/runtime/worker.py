@@ -52,6 +52,9 @@ class WorkerConfig:
     # from disk with torch.load whenever the batch's subnet differs from the loaded one, so
     # the switch cost is real and measured, not assumed.
     separate_models: bool = False
+    # the family's weights, load_supernet(model, weights=...): a published OFA checkpoint
+    # ({"state_dict": ...} or bare) or a SuperServe checkpoint; "": the model's own checkpoint
+    weights: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,6 +71,8 @@ class WorkerConfig:
             raise ConfigError(f"latency_scale must be >= 0, got {self.latency_scale!r}")
         if self.kind != "noop" and not self.table_path:
             raise ConfigError(f"a {self.kind} worker needs table_path")
+        if not isinstance(self.weights, str):
+            raise ConfigError(f"weights must be a path string (\"\": none), got {self.weights!r}")
 
 
 def _ignore_group_signals() -> None:
