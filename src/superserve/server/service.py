@@ -64,7 +64,7 @@ class InferenceService:
             "name": self.model, "versions": ["1"], "platform": "superserve_supernet",
             "inputs": self._inputs(),
             "outputs": [{"name": "logits", "datatype": "FP32",
-                         "shape": [-1, self.io.num_classes]},
+                         "shape": [-1, self.io.num_classes or -1]},
                         {"name": "predicted", "datatype": "INT64", "shape": [-1]}],
             # Not part of the KServe schema; clients ignore unknown keys.
             "parameters": {"family": t.family, "subnets": len(t),
