@@ -37,11 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plan with the table as profiled (plus the overrides) instead of "
                              "learning what batches really cost on this machine")
     parser.add_argument("--worker-cpus", default=None,
-                        help="comma list of CPU ids; worker i is pinned to the (i mod n)-th "
-                             "(Linux), e.g. 1 keeps CPU 0 for the router and clients")
+                        help="CPU ids or ranges (1,2,4-7; Linux): worker i is pinned to the "
+                             "i-th group of --threads-per-worker CPUs of the list (wrapping), "
+                             "e.g. 1 keeps CPU 0 for the router and clients")
     parser.add_argument("--drain-timeout-s", type=float, default=10.0,
                         help="on SIGTERM, how long queued requests may still finish")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: every visible GPU in turn when CUDA is present, else the "
+                             "CPU (default); overridden by --devices")
+    parser.add_argument("--devices", default=None,
+                        help="comma list of devices (cpu, cuda, cuda:N): worker i uses the "
+                             "(i mod n)-th, e.g. cuda:0,cuda:1")
     parser.add_argument("--worker-kind", default="torch", choices=["torch", "profile", "noop"],
                         help="torch: run the supernet; profile: sleep the profiled latency; "
                              "noop: return at once (benchmarks and tests without a model)")
@@ -75,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from superserve.runtime.devices import parse_devices
     from superserve.server.app import build_and_serve
     from superserve.server.config import ServeConfig
 
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                       calibrate=args.calibrate,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind,
+                      devices=parse_devices(args.devices) if args.devices else (),
                       backend=args.backend, ray_address=args.ray_address,
                       ray_cpus_per_worker=args.ray_cpus_per_worker,
                       worker_gpus=args.worker_gpus, ray_max_restarts=args.ray_max_restarts,
@@ -110,16 +118,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pin_workers(spec: str) -> None:
-    """Workers are spawned processes: they read the CPU list from the environment."""
+    """Workers are spawned processes: they read the CPU list from the environment and take
+    their group of it (runtime/devices.worker_cpus)."""
     import os
 
-    try:
-        ids = [int(c) for c in spec.split(",") if c.strip()]
-    except ValueError:
-        ids = []
+    from superserve.runtime.devices import parse_cpu_list
+
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigError("--worker-cpus needs Linux (sched_setaffinity)")
+    ids = parse_cpu_list(spec)
     n = os.cpu_count() or 1
-    if not ids or not hasattr(os, "sched_setaffinity"):
-        raise ConfigError(f"--worker-cpus must be a comma list of CPU ids on Linux, got {spec!r}")
     bad = [c for c in ids if not 0 <= c < n]
     if bad:
         raise ConfigError(f"--worker-cpus names CPUs {bad}; this machine has 0..{n - 1}")

@@ -4,6 +4,10 @@ Timing on a shared 2-core CPU is noisy in bursts (another process wakes up for a
 `measure_interleaved` times many subnets round-robin: a burst slows one round of every subnet
 instead of all the runs of one, and the medians keep their order. That order is what decides
 which subnets stay on the measured frontier.
+
+On a GPU a forward returns once its kernels are queued: `sync` (torch.cuda.synchronize of the
+device) runs inside the timed region after every call, so a time is queue-to-finish, what a
+worker that hands back host logits pays.
 """
 
 from __future__ import annotations
@@ -25,26 +29,32 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int,
-            clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+            clock: Callable[[], float] = time.perf_counter,
+            sync: Callable[[], Any] | None = None) -> tuple[float, float]:
     """(median, p99) seconds of `fn` after `warmup` untimed calls."""
-    return measure_interleaved([fn], repeats, warmup, clock)[0]
+    return measure_interleaved([fn], repeats, warmup, clock, sync)[0]
 
 
 def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
-                        clock: Callable[[], float] = time.perf_counter
+                        clock: Callable[[], float] = time.perf_counter,
+                        sync: Callable[[], Any] | None = None
                         ) -> list[tuple[float, float]]:
     """(median, p99) seconds of each fn, timed round-robin: `warmup` untimed rounds, then
-    `repeats` timed rounds, each calling every fn once."""
+    `repeats` timed rounds, each calling every fn once. `sync`: waits for the device after
+    every call (inside the timed region); None on the CPU."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    done = sync or (lambda: None)
     for _ in range(warmup):
         for fn in fns:
             fn()
+            done()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             t0 = clock()
             fn()
+            done()
             times[i].append(clock() - t0)
     out = []
     for ts in times:

@@ -71,7 +71,7 @@ def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     return run, info
 
 
-def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
+def _torch_runner(cfg: WorkerConfig, index: int = 0) -> tuple[Runner, dict[str, Any]]:
     import torch
 
     from superserve.models import load_supernet
@@ -82,9 +82,18 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    from superserve.runtime.devices import Stager, worker_device
+
+    # worker i: devices[i mod n], or the i-th visible GPU in turn (runtime/devices.py)
+    device = torch.device(worker_device(cfg.device, cfg.devices, index,
+                                        torch.cuda.device_count()))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # no stray context on cuda:0 from every worker
     table = ProfileTable.load(cfg.table_path)
+    if table.device != device.type:
+        log.warning("table %s was profiled on %s, this worker runs on %s: planning starts from "
+                    "the start-up probe and calibration (profile on this device for a true "
+                    "table: superserve profile --device)", cfg.table_path, table.device, device)
     supernet = load_supernet(cfg.model, map_location="cpu", weights=cfg.weights or None)
     specs = [supernet.space.spec_from_dict(dict(s.spec)) for s in table.subnets]
     if getattr(supernet, "uses_norm_stats", True):
@@ -97,12 +106,13 @@ def _torch_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
         if missing:
             supernet.calibrate(missing, _calibration_images(supernet, norm, len(missing)),
                                n=2000, seed=0)
-    supernet.eval().to(device)
+    supernet.eval().to(device)  # weights, buffers and SubnetNorm statistics (NormStore._apply)
+    stager = Stager(device)  # CUDA: pinned buffer + copy stream; CPU: a zero-copy view
     image_shape = tuple(supernet.input_spec.shape)  # (C, H, W): the family's input contract
 
     @torch.inference_mode()
     def run(subnet: int, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).to(device, non_blocking=True)
+        x = stager.to_device(images)
         out = supernet(x, specs[subnet])  # (B, K)
         return out.float().cpu().numpy()
 
@@ -179,6 +189,7 @@ def _separate_models_runner(supernet: Any, specs: list, device: Any) -> Runner:
     return run
 
 
-def make_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
-    """The runner for `cfg.kind` and the info its worker reports when ready."""
-    return _torch_runner(cfg) if cfg.kind == "torch" else _fake_runner(cfg)
+def make_runner(cfg: WorkerConfig, index: int = 0) -> tuple[Runner, dict[str, Any]]:
+    """The runner for `cfg.kind` and the info its worker reports when ready. `index`: the
+    worker's number, which picks its device (runtime/devices.worker_device)."""
+    return _torch_runner(cfg, index) if cfg.kind == "torch" else _fake_runner(cfg)

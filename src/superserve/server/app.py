@@ -195,15 +195,19 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     """`superserve serve`: build the parts from the config, serve until SIGTERM/SIGINT."""
     from superserve.runtime.backends import make_pool
     from superserve.runtime.worker import WorkerConfig
-    from superserve.server.components import FAMILIES, load_policy, resolve_table
+    from superserve.server.components import FAMILIES, load_policy, model_io, resolve_table
 
     table, table_path, norm_path = resolve_table(cfg.model, cfg.table,
                                                    check_family=cfg.worker_kind == "torch")
     if cfg.latency_scale != 1.0:  # the policy plans with the margin; workers run as they run
         table = table.scaled(cfg.latency_scale)
     policy = load_policy(cfg.policy, table, slo_s=cfg.default_slo_s, workers=cfg.workers)
+    # the input contract (shape, the JPEG/PNG input): the family's, read without torch for a
+    # built-in family
+    io = model_io(cfg.model, cfg.weights, cfg.max_images, needs_model=cfg.worker_kind == "torch")
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
+                        weights=cfg.weights,
                         device=cfg.device,
                         separate_models=cfg.policy.startswith("infaas") and cfg.worker_kind == "torch")
     pool = make_pool(cfg, wcfg)  # local processes or Ray actors (runtime/backends.py)
@@ -212,7 +216,7 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
              cfg.threads_per_worker)
     # the API names the model after its family; a checkpoint path serves under its table's family
     model_name = cfg.model if cfg.model in FAMILIES else table.family
-    running = await start_server(cfg, table, policy, pool, model_name=model_name)
+    running = await start_server(cfg, table, policy, pool, model_name=model_name, io=io)
     # everything built so far lives as long as the server: keep it out of the cyclic GC's scans,
     # so a full collection walks only per-request objects (short pauses on the serving path)
     gc.collect()

@@ -1,5 +1,6 @@
-"""Resolve what `superserve serve` serves: the ProfileTable, its SubnetNorm statistics file
-and the policy, from a model name (or checkpoint) and optional table path."""
+"""Resolve what `superserve serve` serves: the ProfileTable, its SubnetNorm statistics file,
+the policy and the model's input contract (ModelIO), from a model name (or checkpoint), its
+weights and an optional table path."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from superserve.scheduling.base import Policy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_policy", "norm_path_for", "resolve_table"]
+__all__ = ["load_policy", "model_io", "norm_path_for", "resolve_table"]
 
-FAMILIES = ("resnet", "vit")
+FAMILIES = ("resnet", "vit")  # the families that ship a table
 
 
 def norm_path_for(table_path: Path) -> Path:
@@ -42,8 +43,10 @@ def resolve_table(model: str, table: str | None, *,
     them, e.g. a synthetic one in tests and benchmarks."""
     if table is None:
         if model not in FAMILIES:
-            raise ConfigError(f"model {model!r} is a checkpoint, not a family "
-                              f"({', '.join(FAMILIES)}): pass --table for it")
+            what = "ships no table" if _is_family_name(model) else "is a checkpoint, not a family"
+            raise ConfigError(f"model {model!r} {what} ({', '.join(FAMILIES)} do): pass --table "
+                              f"T.json, e.g. from `superserve profile --model {model} ... "
+                              "--out T.json`")
         path = _default_table_path(model)
     else:
         path = Path(table)
@@ -51,9 +54,35 @@ def resolve_table(model: str, table: str | None, *,
         t = ProfileTable.load(path)
     except TableError as e:
         raise ConfigError(f"cannot serve {model!r}: {e}") from e
-    if check_family and model in FAMILIES and t.family != model:
+    if check_family and _is_family_name(model) and t.family != model:
         raise ConfigError(f"table {path} profiles family {t.family!r}, not model {model!r}")
     return t, path, norm_path_for(path)
+
+
+def _is_family_name(model: str) -> bool:
+    from superserve.models.registry import is_family
+
+    return not Path(model).is_file() and is_family(model)
+
+
+def model_io(model: str, weights: str = "", max_images: int = 256,
+             needs_model: bool = True) -> Any:
+    """The served model's ModelIO: its input shape, the BYTES image input and the class count
+    from the family's input contract (models.registry.model_input_spec; a built-in family
+    without torch). `needs_model=False` (profile/noop workers, which run no model): a model
+    that cannot be resolved serves FP32 tensors of the MNIST shape, as before."""
+    from superserve.errors import CheckpointError
+    from superserve.models.registry import model_input_spec
+    from superserve.server.codec import ModelIO
+
+    try:
+        spec = model_input_spec(model, weights)
+    except (ConfigError, CheckpointError, OSError):
+        if needs_model:
+            raise
+        log.info("model %r has no input contract here: FP32 tensors of the default shape", model)
+        return ModelIO(max_images=max_images)
+    return ModelIO.for_input(spec, max_images=max_images)
 
 
 def load_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:

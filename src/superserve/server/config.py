@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from superserve.errors import ConfigError
 
@@ -11,7 +12,8 @@ __all__ = ["ServeConfig"]
 
 @dataclass(frozen=True)
 class ServeConfig:
-    model: str = "resnet"  # family name ("resnet", "vit") or a checkpoint path
+    model: str = "resnet"  # family name ("resnet", "vit", "ofa_mbv3", ...) or a checkpoint path
+    weights: str = ""  # the family's weights (a published OFA file or a SuperServe checkpoint)
     table: str | None = None  # ProfileTable path; None: the shipped table of the family
     policy: str = "slackfit"  # make_policy spec: slackfit, maxacc, maxbatch, clipper:.., infaas
     workers: int = 1  # worker processes (each holds one supernet copy)
@@ -28,7 +30,8 @@ class ServeConfig:
     latency_scale: float = 1.0  # the policy plans with profiled latencies x this (>= 1: margin)
     calibrate: bool = True  # learn the real cost of batches online (scheduling/calibration.py)
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
-    device: str = "auto"  # worker device: auto (cuda when present), cpu, cuda
+    device: str = "auto"  # worker device: auto (every visible GPU in turn, else cpu), cpu, cuda
+    devices: tuple[str, ...] = ()  # explicit devices; worker i uses devices[i mod n]
     worker_kind: str = "torch"  # torch | profile (sleep the profiled latency) | noop
     backend: str = "local"  # local: worker processes here; ray: Ray actors (runtime/ray_pool.py)
     ray_address: str | None = None  # ray: None starts a local Ray on 127.0.0.1; "auto"; host:port
@@ -63,9 +66,17 @@ class ServeConfig:
             raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        from superserve.runtime.devices import check_device
+
+        if not isinstance(self.devices, tuple):
+            raise ConfigError(f"devices must be a tuple of device names, got {self.devices!r}")
+        for d in self.devices:
+            check_device(d)
         if self.worker_kind not in ("torch", "profile", "noop"):
             raise ConfigError(f"worker_kind must be torch, profile or noop, got "
                               f"{self.worker_kind!r}")
+        if self.weights and not Path(self.weights).is_file():
+            raise ConfigError(f"weights: no file at {self.weights!r}")
         if not self.host:
             raise ConfigError("host must not be empty")
         if self.backend not in ("local", "ray"):

@@ -214,7 +214,8 @@ def trim_to_spec(supernet: nn.Module, spec) -> TrimmedSubnet:
             return func(*args, **kwargs)
 
     r = getattr(spec, "r", None) or supernet.input_spec.height
-    x = torch.zeros(2, supernet.input_spec.channels, r, r)
+    p0 = next(supernet.parameters())  # walk the layers on the model's device, in its dtype
+    x = torch.zeros(2, supernet.input_spec.channels, r, r, device=p0.device, dtype=p0.dtype)
     with torch.enable_grad(), Record():
         supernet.forward_ctx(x, spec, NormContext(NormMode.BATCH))
     net = copy.deepcopy(supernet)

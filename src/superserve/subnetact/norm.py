@@ -7,7 +7,9 @@ gamma/beta stay shared. Storage is compact: one float16 tensor [2, C] per spec (
 variances, of every active BN layer in forward order), about 4 bytes per active channel.
 
 The statistics reach the BN layers through a per-call `NormContext`, never through module
-state, so calls with different specs can overlap safely.
+state, so calls with different specs can overlap safely. The store is a submodule of its
+supernet (an nn.Module without parameters), so `supernet.to(device)` / `.to(dtype)` moves the
+statistics too (`NormStore._apply`), and calibration runs on the device the model is on.
 """
 
 from __future__ import annotations
@@ -95,10 +97,16 @@ class ElasticBN(nn.Module):
         return F.batch_norm(x, None, None, w, b, True, 0.0, BN_EPS)  # BATCH, CALIBRATE
 
 
-class NormStore:
+class NormStore(nn.Module):
     """Calibrated statistics of many subnets: spec -> [2, C] (float16 by default) plus layer
     sizes. `dtype=torch.float32` keeps them exact (the OFA families: their conformance with the
-    reference is checked to 1e-4, and float16 statistics move ImageNet logits by ~1e-3)."""
+    reference is checked to 1e-4, and float16 statistics move ImageNet logits by ~1e-3).
+
+    An nn.Module with no parameters or buffers (the state dict is unchanged; statistics are
+    saved by `state()`), so that a supernet holding it as an attribute moves it: `_apply`
+    (every `.to()`, `.cuda()`, `.double()`, ...) moves the packed statistics to the model's
+    device and makes `get()` return them in the model's compute dtype. The packed storage keeps
+    `dtype`; `device` and `compute_dtype` say where and in what the forward runs."""
 
     # Unpacked float32 views are cached per spec: unpacking costs ~50 us per call (53 BN
     # layers), which would otherwise be paid on every batch. Bounded so that a search that
@@ -106,15 +114,37 @@ class NormStore:
     CACHE_LIMIT = 1024
 
     def __init__(self, dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
         if dtype not in (torch.float16, torch.float32):
             raise InvalidSpecError(f"NormStore dtype must be float16 or float32, got {dtype}")
         self.dtype = dtype
+        self.device = torch.device("cpu")  # where the statistics are (the model's device)
+        self.compute_dtype = torch.float32  # what get() returns (the model's dtype)
         self._stats: dict[SubnetSpec, torch.Tensor] = {}
         self._sizes: dict[SubnetSpec, list[int]] = {}
         self._views: dict[SubnetSpec, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._stats)
+
+    def extra_repr(self) -> str:
+        return f"{len(self._stats)} subnets, {self.dtype}, {self.device}"
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+               ) -> NormStore:
+        # where (and in what dtype) would `fn` put a floating-point tensor of the model's?
+        probe = fn(torch.zeros((), dtype=self.compute_dtype, device=self.device))
+        self.device, self.compute_dtype = probe.device, probe.dtype
+        self._stats = {s: t.to(self.device) for s, t in self._stats.items()}
+        self._views = {}  # rebuilt on the new device, in the new dtype, on demand
+        return super()._apply(fn, recurse)
+
+    def _follow(self, other: NormStore) -> NormStore:
+        """`other` moved to this store's device and compute dtype (a subset or a merge)."""
+        other.device, other.compute_dtype = self.device, self.compute_dtype
+        other._stats = {s: t.to(self.device) for s, t in other._stats.items()}
+        other._views = {}
+        return other
 
     def __contains__(self, spec: object) -> bool:
         return spec in self._stats
@@ -129,13 +159,15 @@ class NormStore:
             ) -> None:
         sizes = [int(m.numel()) for m in means]
         packed = torch.stack([torch.cat([m.float() for m in means]),
-                              torch.cat([v.float() for v in variances])]).to(self.dtype)
+                              torch.cat([v.float() for v in variances])]).to(self.device,
+                                                                            self.dtype)
         self._stats[spec] = packed.contiguous()
         self._sizes[spec] = sizes
         self._views.pop(spec, None)
 
     def get(self, spec: SubnetSpec) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """Per-layer (means, variances) as float32 views, in forward order (read-only)."""
+        """Per-layer (means, variances) in forward order (read-only views), on `device` in
+        `compute_dtype` (float32 unless the model was moved to another dtype)."""
         views = self._views.get(spec)
         if views is not None:
             return views
@@ -144,7 +176,7 @@ class NormStore:
             raise InvalidSpecError(
                 f"no SubnetNorm statistics for subnet {spec.to_dict()}: calibrate it first "
                 "(superserve.subnetact.calibrate)")
-        full = packed.float()
+        full = packed.to(self.compute_dtype)
         sizes = self._sizes[spec]
         views = (full[0].split(sizes), full[1].split(sizes))
         if len(self._views) >= self.CACHE_LIMIT:
@@ -153,8 +185,9 @@ class NormStore:
         return views
 
     def cache_nbytes(self) -> int:
-        """Bytes of the float32 views cached for the specs served so far."""
-        return sum(2 * sum(m.numel() for m in v[0]) * 4 for v in self._views.values())
+        """Bytes of the unpacked views cached for the specs served so far."""
+        return sum(2 * sum(m.numel() * m.element_size() for m in v[0])
+                   for v in self._views.values())
 
     def nbytes(self, spec: SubnetSpec | None = None) -> int:
         if spec is not None:
@@ -167,10 +200,10 @@ class NormStore:
             if s not in self._stats:
                 raise InvalidSpecError(f"no SubnetNorm statistics for subnet {s.to_dict()}")
             out._stats[s], out._sizes[s] = self._stats[s], self._sizes[s]
-        return out
+        return self._follow(out)
 
     def update(self, other: NormStore) -> None:
-        self._stats.update(other._stats)
+        self._stats.update({s: t.to(self.device, self.dtype) for s, t in other._stats.items()})
         self._sizes.update(other._sizes)
         self._views = {}
 
@@ -179,7 +212,7 @@ class NormStore:
         return {"dtype": str(self.dtype).removeprefix("torch."),
                 "specs": [s.to_dict() for s in self._stats],
                 "sizes": [self._sizes[s] for s in self._stats],
-                "stats": [self._stats[s] for s in self._stats]}
+                "stats": [self._stats[s].cpu() for s in self._stats]}  # loadable anywhere
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NormStore:
@@ -209,6 +242,11 @@ class NormStore:
         return cls.from_state(state)
 
 
+def _on(store: NormStore, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the store's device, in its compute dtype when x is floating point."""
+    return x.to(store.device, store.compute_dtype if x.is_floating_point() else None)
+
+
 def pooled_stats(records: list[list[tuple[torch.Tensor, torch.Tensor, int]]]
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Exact per-channel mean and (biased) variance over all calibration batches."""
@@ -226,13 +264,15 @@ def pooled_stats(records: list[list[tuple[torch.Tensor, torch.Tensor, int]]]
 def calibrate_specs(forward: Callable[[torch.Tensor, SubnetSpec, NormContext], torch.Tensor],
                     store: NormStore, specs: Iterable[SubnetSpec], images: torch.Tensor,
                     batch_size: int = 200) -> None:
-    """Run each spec over `images` in CALIBRATE mode and store its pooled statistics."""
+    """Run each spec over `images` in CALIBRATE mode and store its pooled statistics. Each
+    chunk of `images` is moved to the store's device and dtype (the model's: the store follows
+    it), so host images calibrate a model on a GPU."""
     with torch.inference_mode():
         for spec in specs:
             records = []
             for i in range(0, len(images), batch_size):
                 ctx = NormContext(NormMode.CALIBRATE)
-                forward(images[i:i + batch_size], spec, ctx)
+                forward(_on(store, images[i:i + batch_size]), spec, ctx)
                 records.append(ctx.records)
             if records and records[0]:
                 store.put(spec, *pooled_stats(records))
@@ -245,6 +285,6 @@ def store_shared_stats(forward: Callable[[torch.Tensor, SubnetSpec, NormContext]
     input of the right shape (one image), only to walk the layers in forward order."""
     ctx = NormContext(NormMode.SHARED)
     with torch.inference_mode():
-        forward(x[:1], spec, ctx)
+        forward(_on(store, x[:1]), spec, ctx)
     if ctx.records:
         store.put(spec, [r[0] for r in ctx.records], [r[1] for r in ctx.records])

@@ -83,7 +83,9 @@ class ElasticDepthwise(nn.Module):
     crop of the next larger kernel's filter and maps it through a learned (k*k, k*k) matrix
     named "{K}to{k}_matrix", step by step (7 -> 5 -> 3). The transformed full-width filters
     are derived data: computed once per kernel size and cached until a weight changes (in
-    eval, no grad), so serving slices a ready tensor; training recomputes them per call.
+    eval, no grad), so serving slices a ready tensor; training recomputes them per call. A
+    move (`.to(device)`, `.double()`) empties the cache: it swaps `param.data` in place, which
+    leaves the parameters' identity and version unchanged.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1) -> None:
@@ -100,6 +102,10 @@ class ElasticDepthwise(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, kernel_sizes={self.kernel_sizes}, stride={self.stride}"
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        self._cache = {}
+        return super()._apply(fn, recurse)
 
     def _versions(self) -> tuple[int, ...]:
         return tuple(p._version for p in self.parameters()) + tuple(
