@@ -58,6 +58,8 @@ class InputSpec:
     labels: tuple[str, ...] | None = None  # class names by output index, when known
     resolutions: tuple[int, ...] = ()  # elastic input resolutions (the spec picks one; the
     # model resizes the batch to it); empty: fixed height x width
+    num_classes: int = 0  # outputs per image (with `labels`: what the server's metadata and
+    # the classification extension say); 0: unknown
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.height < 1 or self.width < 1:
@@ -71,6 +73,10 @@ class InputSpec:
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             raise ConfigError(f"interpolation must be bilinear, bicubic or nearest, got "
                               f"{self.interpolation!r}")
+        if self.num_classes < 0 or self.labels is not None and self.num_classes and \
+                len(self.labels) != self.num_classes:
+            raise ConfigError(f"num_classes={self.num_classes} does not fit "
+                              f"{len(self.labels or ())} labels")
         if self.resize and self.resize < min(self.height, self.width):
             raise ConfigError(f"resize={self.resize} is smaller than the crop "
                               f"{self.height}x{self.width}")
@@ -88,14 +94,15 @@ class InputSpec:
         """Grey digits: 1 x size x size, MNIST mean/std, labels "0".."9" (no resize: a larger
         image is scaled to `size` and centre-cropped)."""
         return cls(1, size, size, (MNIST_MEAN,), (MNIST_STD,),
-                   labels=tuple(str(i) for i in range(num_classes)))
+                   labels=tuple(str(i) for i in range(num_classes)), num_classes=num_classes)
 
     @classmethod
-    def imagenet(cls, size: int = 224, resolutions: Sequence[int] = ()) -> InputSpec:
+    def imagenet(cls, size: int = 224, resolutions: Sequence[int] = (),
+                 num_classes: int = 1000) -> InputSpec:
         """An ImageNet model's input: RGB, shorter side to ceil(size / 0.875), centre crop
         size x size, ImageNet mean/std (OFA's and timm's evaluation transform)."""
         return cls(3, size, size, IMAGENET_MEAN, IMAGENET_STD, resize=math.ceil(size / 0.875),
-                   resolutions=tuple(resolutions))
+                   resolutions=tuple(resolutions), num_classes=num_classes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:

@@ -239,7 +239,7 @@ class OFAMobileNetV3(SupernetMixin, nn.Module):
     @property
     def input_spec(self) -> InputSpec:
         s = self.config.image_size
-        return InputSpec.imagenet(s, self.config.resolutions)
+        return InputSpec.imagenet(s, self.config.resolutions, self.config.num_classes)
 
     def forward_ctx(self, x: torch.Tensor, spec: OFAMBv3Spec, ctx: NormContext) -> torch.Tensor:
         """x: (B, 3, H, W) in [0, 1] -> logits (B, classes)."""

@@ -223,7 +223,7 @@ class OFAResNet50(SupernetMixin, nn.Module):
     @property
     def input_spec(self) -> InputSpec:
         s = self.config.image_size
-        return InputSpec.imagenet(s, self.config.resolutions)
+        return InputSpec.imagenet(s, self.config.resolutions, self.config.num_classes)
 
     def _plan(self, spec: OFAResNetSpec) -> list[tuple[int, int, int]]:
         """(block index, mid, out) of every block the spec runs, in order (LayerSelect)."""

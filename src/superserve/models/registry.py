@@ -83,7 +83,8 @@ def _mnist_input(cfg: Mapping[str, Any]) -> InputSpec:
 def _ofa_input(cfg: Mapping[str, Any]) -> InputSpec:
     # the defaults of OFAResNetConfig / OFAMBv3Config (tests/test_images.py pins them equal)
     return InputSpec.imagenet(int(cfg.get("image_size", 224)),
-                              tuple(cfg.get("resolutions", (128, 160, 192, 224))))
+                              tuple(cfg.get("resolutions", (128, 160, 192, 224))),
+                              int(cfg.get("num_classes", 1000)))
 
 
 def _mnist_calibration(net: Any) -> Any:

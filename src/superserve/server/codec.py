@@ -91,7 +91,7 @@ class ModelIO:
     """What the served model accepts: the image shape and the request bounds."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W
-    num_classes: int = 10
+    num_classes: int = 10  # 0: unknown (a family that does not say)
     max_images: int = 256  # N of one request
     max_slo_s: float = 3600.0  # a longer slo_ms / timeout / gRPC deadline is refused
     max_json_depth: int = 32  # nesting of the JSON header (a request needs ~8)
@@ -110,6 +110,7 @@ class ModelIO:
     @classmethod
     def for_input(cls, spec: Any, **kw: Any) -> ModelIO:
         """The IO of a model whose input contract is `spec` (an InputSpec)."""
+        kw.setdefault("num_classes", spec.num_classes or len(spec.labels or ()))
         return cls(image_shape=tuple(spec.shape), input_spec=spec, **kw)
 
     def input_shape(self) -> list[int]:
@@ -222,7 +223,7 @@ def _classification(name: str, v: Any, io: ModelIO) -> int:
     if v and name != "logits":
         raise InvalidInputError(f"classification is offered on output 'logits', not "
                                 f"{name!r}")
-    if v > io.num_classes:
+    if io.num_classes and v > io.num_classes:
         raise InvalidInputError(f"classification={v} on output {name!r}: the model has "
                                 f"{io.num_classes} classes")
     return v
