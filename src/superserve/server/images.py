@@ -72,7 +72,8 @@ def decode_image(data: bytes, spec: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
     except InvalidInputError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own bound, past ours if raised
-        raise InvalidInputError(f"{what} is too large to decode: {e}") from None
+        raise InvalidInputError(f"{what} is larger than the limit of {max_pixels} pixels: "
+                                f"{e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             MemoryError, IndexError, TypeError, struct.error) as e:
         # Pillow reports a corrupt or truncated file with any of these
