@@ -214,7 +214,8 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None,
     @app.get("/v2/openapi.json")
     async def openapi() -> JSONResponse:
         return JSONResponse(openapi_document(service.model, service.io.image_shape,
-                                             service.io.max_images))
+                                             service.io.max_images,
+                                             service.io.input_spec is not None))
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -56,8 +56,10 @@ def _json(desc: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def openapi_document(model: str = "resnet", image_shape: tuple[int, ...] = (1, 28, 28),
-                     max_images: int = 256) -> dict[str, Any]:
-    """The KServe v2 REST API of this server (what it really accepts and answers)."""
+                     max_images: int = 256, image_input: bool = False) -> dict[str, Any]:
+    """The KServe v2 REST API of this server (what it really accepts and answers).
+    `image_input`: the model also takes the BYTES input `image` (encoded JPEG/PNG, base64 in
+    JSON) and the classification extension on `logits`."""
     n_values = 1
     for d in image_shape:
         n_values *= d
@@ -73,9 +75,19 @@ def openapi_document(model: str = "resnet", image_shape: tuple[int, ...] = (1, 2
             "data": {"type": "array", "items": {"type": "number"},
                      "maxItems": max_images * n_values},
         }}
+    if image_input:  # FP32 `input` as above, or BYTES `image`: base64 strings in JSON
+        tensor_in["properties"]["name"]["enum"] = ["input", "image"]
+        tensor_in["properties"]["datatype"]["enum"] = ["FP32", "BYTES"]
+        tensor_in["properties"]["parameters"]["properties"]["content_type"] = {
+            "type": "string", "enum": ["base64"]}
+        tensor_in["properties"]["data"]["items"] = {
+            "oneOf": [{"type": "number"}, {"type": "string", "format": "byte"}]}
     out_req = {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "enum": ["logits", "predicted"]},
         "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}
+    if image_input:
+        out_req["parameters"]["properties"]["classification"] = {"type": "integer",
+                                                                 "minimum": 0}
     infer_req = {
         "type": "object", "required": ["inputs"],
         "properties": {
@@ -90,7 +102,8 @@ def openapi_document(model: str = "resnet", image_shape: tuple[int, ...] = (1, 2
     tensor_out = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
         "name": {"type": "string"}, "datatype": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}},
-        "data": {"type": "array", "items": {"type": "number"}}, "parameters": _PARAMS}}
+        "data": {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
+        "parameters": _PARAMS}}
     infer_resp = {"type": "object", "required": ["model_name", "outputs"], "properties": {
         "model_name": {"type": "string"}, "model_version": {"type": "string"},
         "id": {"type": "string"}, "parameters": _PARAMS,
