@@ -214,3 +214,15 @@ def test_timing_calls_sync_inside_the_timed_region():
                               clock=lambda: float(next(t)), sync=lambda: events.append("sync"))
     assert events == ["fn", "sync"] * 3
     assert res[0][0] == 1.0  # each timed call spans one clock tick: fn + sync inside it
+
+
+def test_profiler_validates_its_device():
+    from superserve.profiling.profiler import ProfileConfig, _device_description, profile_supernet
+
+    with pytest.raises(ConfigError, match="device"):
+        ProfileConfig(device="gpu")
+    assert ProfileConfig(device="cuda:1").device == "cuda:1"
+    assert _device_description(torch.device("cpu")) == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            profile_supernet(tiny("resnet"), ProfileConfig(device="cuda"))

@@ -43,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "written to --out (default ./<family>.<host>.json; never the shipped "
                         "table)")
     p.add_argument("--table", default=None, help="with --latency-only: the table to re-time")
-    p.add_argument("--device", default="cpu", help="with --latency-only: cpu or cuda")
+    p.add_argument("--device", default="cpu",
+                   help="where latencies are timed, the device the workers will serve on: cpu, "
+                        "cuda or cuda:N (the table records it; default cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from superserve.profiling import default_table_path
     from superserve.profiling.profiler import ProfileConfig, run_profile
     cfg = ProfileConfig(batch_sizes=tuple(args.batch_sizes), threads=args.threads, seed=args.seed,
-                        search=replace(ProfileConfig().search, seed=args.seed))
+                        search=replace(ProfileConfig().search, seed=args.seed), device=args.device)
     if args.generations is not None:
         cfg = replace(cfg, search=replace(cfg.search, generations=args.generations))
     for flag in ("max_subnets", "repeats", "calib_images"):

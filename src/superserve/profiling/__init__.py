@@ -52,7 +52,8 @@ def ensure_table(model: str, threads: int = 1, device: str = "cpu",
         if not path.is_file():
             continue
         table = ProfileTable.load(path)
-        bad = table.mismatches(checkpoint_sha256=sha, device=device, threads=threads)
+        bad = table.mismatches(checkpoint_sha256=sha, device=device.partition(":")[0],
+                               threads=threads)  # a table records the device type
         if not bad:
             return table, path
         log.info("not using %s: %s", path, "; ".join(bad))
@@ -60,12 +61,19 @@ def ensure_table(model: str, threads: int = 1, device: str = "cpu",
 
     from superserve.profiling.profiler import ProfileConfig, run_profile
 
-    cfg = replace(config, threads=threads) if config is not None else ProfileConfig(threads=threads)
-    if device != "cpu":  # timing a GPU needs synchronisation and device-resident statistics
-        from superserve.errors import ConfigError
+    cfg = replace(config if config is not None else ProfileConfig(), threads=threads,
+                  device=device)
+    if device != "cpu":
+        import torch
 
-        raise ConfigError(f"no ProfileTable for {model!r} on device={device!r} with "
-                          f"threads={threads}, and the profiler measures device='cpu' only")
+        from superserve.errors import ConfigError
+        from superserve.runtime.devices import worker_device
+
+        try:
+            worker_device("cpu", (device,), 0, torch.cuda.device_count())
+        except ConfigError as e:
+            raise ConfigError(f"no ProfileTable for {model!r} on device={device!r} with "
+                              f"threads={threads}, and it cannot be profiled here: {e}") from None
     log.info("no matching ProfileTable for %s (%s, %d threads): profiling into %s",
              model, device, threads, cached)
     cache.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,10 @@
 4. That frontier, thinned evenly in log latency to `max_subnets` (both ends always in), is
    calibrated for real (`calib_images` training images), scored on validation and test, and
    timed at every batch size (warm-up, repeats, median and p99, the worker's threads; subnets
-   interleaved so a burst of noise hits all of them).
+   interleaved so a burst of noise hits all of them) on `device`, the one the workers will
+   serve on: the model and its SubnetNorm statistics move there, a batch reaches it the way a
+   worker's does (runtime/devices.Stager) and, on a GPU, every timed call ends with a
+   synchronisation; the table records the device.
 5. `accuracy` is validation top-1 from the predicted score by a straight line fitted over
    every search candidate, so it rises along the frontier; the raw validation top-1
    (`val_top1`, 0.2-point steps), the measured score and test top-1 (`test_accuracy`) are
@@ -53,6 +56,7 @@ Progress = Callable[[str, int, int], None]
 class ProfileConfig:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     threads: int = 1  # torch threads while timing: the live worker's
+    device: str = "cpu"  # where latencies are timed (and calibration runs): cpu, cuda, cuda:N
     eval_threads: int = 2  # torch threads for calibration and accuracy passes (untimed)
     repeats: int = 15  # timed runs per (subnet, batch size)
     warmup: int = 3
@@ -78,6 +82,9 @@ class ProfileConfig:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
         if self.max_subnets < 2:
             raise ConfigError(f"max_subnets must be >= 2, got {self.max_subnets!r}")
+        from superserve.runtime.devices import check_device
+
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,13 +97,14 @@ def _layers(net, spec) -> int:
 def _scores(net, spec, x: torch.Tensor, y: torch.Tensor, chunk: int = 250) -> Scores:
     # chunks: one 1000-image batch runs ~3x slower on this CPU than four of 250 (cache misses)
     chunk = min(chunk, getattr(net, "eval_batch_size", chunk))  # ImageNet-size inputs: smaller
+    dev = next(net.parameters()).device
     with torch.inference_mode():
-        return scores_from_logits(torch.cat([net(x[i:i + chunk], spec)
+        return scores_from_logits(torch.cat([net(x[i:i + chunk].to(dev), spec).cpu()
                                              for i in range(0, len(x), chunk)]), y)
 
 
 def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
-                 step: Progress) -> LatencyModel:
+                 step: Progress, sync: Callable[[], Any] | None = None) -> LatencyModel:
     rng = random.Random(cfg.seed)
     space = net.space
     probe = list(dict.fromkeys([space.largest(), space.smallest()] +
@@ -106,7 +114,7 @@ def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
     torch.set_num_threads(cfg.threads)
     step("latency model", 0, len(probe))
     with torch.inference_mode():
-        meds = measure_interleaved([lambda s=s: net(x1, s) for s in probe], 15, 3)
+        meds = measure_interleaved([lambda s=s: net(x1, s) for s in probe], 15, 3, sync=sync)
     step("latency model", len(probe), len(probe))
     return LatencyModel.fit([(_layers(net, s), net.flops(s) / 1e6) for s in probe],
                             [m for m, _ in meds])
@@ -117,9 +125,15 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                      journal: Any = None) -> tuple[ProfileTable, Any]:
     """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models)."""
     from superserve.data import load_digits8, load_mnist
+    from superserve.runtime.devices import Stager, worker_device
 
     t_start = time.perf_counter()
     threads_before = torch.get_num_threads()
+    worker_device("cpu", (cfg.device,), 0, torch.cuda.device_count())  # ConfigError if absent
+    dev = torch.device(cfg.device)
+    home = next(net.parameters()).device
+    stager = Stager(dev)  # batches reach the device as a worker's do
+    sync = stager.synchronize if dev.type == "cuda" else None
     step: Progress = progress or (lambda *a: None)
     if data is None:  # `data`: the user's splits (models.imagefolder); else the training set's
         dataset = getattr(net, "train_config", {}).get("dataset", "mnist")
@@ -127,12 +141,13 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     xtr = torch.from_numpy(data.train[0])
     xva, yva = torch.from_numpy(data.val[0]), torch.from_numpy(data.val[1])
     xte, yte = torch.from_numpy(data.test[0]), torch.from_numpy(data.test[1])
-    x1 = xva[:1]
+    x1 = xva[:1].to(dev)
     phase_s: dict[str, float] = {}
     try:
+        net.to(dev)  # weights, buffers and SubnetNorm statistics (NormStore follows)
         # 1. latency predictor
         t0 = time.perf_counter()
-        lat_model = _fit_latency(net, cfg, xtr, x1, step)
+        lat_model = _fit_latency(net, cfg, xtr, x1, step, sync)
         phase_s["latency_model"] = time.perf_counter() - t0
 
         # 2. evolutionary search on (score, predicted latency)
@@ -207,8 +222,10 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         with torch.inference_mode():
             for j, b in enumerate(cfg.batch_sizes):
                 xb = xtr[torch.arange(b) % len(xtr)]  # a small folder: images repeat
-                res = measure_interleaved([lambda s=s, xb=xb: net(xb, s) for s in specs],
-                                          cfg.repeats, cfg.warmup)
+                # what a worker pays: the host batch to the device, forward, logits back
+                res = measure_interleaved(
+                    [lambda s=s, xb=xb: net(stager.to_device(xb), s).float().cpu()
+                     for s in specs], cfg.repeats, cfg.warmup, sync=sync)
                 for k, r in enumerate(res):
                     timed[k][b] = r
                 step("profile batch sizes", j + 1, len(cfg.batch_sizes))
@@ -244,6 +261,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         phase_s["load_times"] = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads_before)
+        net.to(home)
 
     subnets = []
     for i, k in enumerate(kept):
@@ -262,6 +280,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     provenance = dict(meta or {})
     provenance.update({
         "machine": machine_description(),
+        "device": _device_description(dev),
         "profile_seconds": round(elapsed, 1),
         "phase_seconds": {k: round(v, 1) for k, v in phase_s.items()},
         "candidates_evaluated": len(cands),
@@ -282,15 +301,24 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     log.info("profiled %s: %d candidates, front %d (top-1 front %d), served %d, %.0f s",
              net.family, len(cands), fronts["score"], fronts["top1"], len(kept), elapsed)
     table = ProfileTable.build(
-        net.family, subnets, cfg.batch_sizes, device="cpu", threads=cfg.threads,
+        net.family, subnets, cfg.batch_sizes, device=dev.type, threads=cfg.threads,
         torch_version=str(torch.__version__), config=cfg.to_dict(), provenance=provenance,
         load_ms=float(statistics.median(load_ms)) if load_ms else None)
     return table, served
 
 
+def _device_description(dev: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H200)': what the table's latencies were timed on."""
+    if dev.type != "cuda":
+        return str(dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def _load_times(net, specs, x1: torch.Tensor) -> list[float]:
-    """ms to torch.load each materialized subnet from disk into a ready module (one forward
-    included: what a model-loading baseline such as INFaaS pays on a switch)."""
+    """ms to torch.load each materialized subnet from disk into a ready module on x1's device
+    (one forward included: what a model-loading baseline such as INFaaS pays on a switch, as
+    runtime/runners._separate_models_runner does it)."""
     from superserve.subnetact.materialize import materialize
 
     out = []
@@ -301,9 +329,9 @@ def _load_times(net, specs, x1: torch.Tensor) -> list[float]:
             ts = []
             for _ in range(3):
                 t0 = time.perf_counter()
-                m = torch.load(path, weights_only=False).eval()
+                m = torch.load(path, weights_only=False).eval().to(x1.device)
                 with torch.inference_mode():
-                    m(x1)
+                    m(x1).cpu()
                 ts.append(time.perf_counter() - t0)
             out.append(statistics.median(ts) * 1e3)
     return out
