@@ -152,7 +152,7 @@ def test_killed_worker_past_deadline_fails_explicitly(table):
 
 def test_failed_batch_fails_each_of_its_requests(table):
     async def body():
-        clock, pool, router = make(table)
+        clock, pool, router = make(table, max_batch_attempts=1)  # no retry (test_lifecycle)
         pool.fail_next = "boom"
         fut = router.submit(IMG, slo_s=0.100)
         clock.advance(0.1)

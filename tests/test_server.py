@@ -4,6 +4,7 @@ router, and the profile-driven fake pool (no compute). tritonclient http and grp
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -301,6 +302,9 @@ def test_worker_failure_is_500_with_message_and_draining_is_503():
     s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1))
     try:
         url = f"{s.http}/v2/models/resnet/infer"
+        router = s.running.router  # no retry of a failed batch here (see test_lifecycle)
+        s.loop.call_soon_threadsafe(setattr, router, "config",
+                                    dataclasses.replace(router.config, max_batch_attempts=1))
         s.loop.call_soon_threadsafe(setattr, s.running.pool, "fail_next", "CUDA fell over")
         s.call(asyncio.sleep(0))  # runs after the callback above: FIFO on the loop
         r = post_json(url, infer_body(slo_ms=100))

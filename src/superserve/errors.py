@@ -16,6 +16,7 @@
     +-- ShuttingDownError               the server is draining (HTTP 503)
     +-- NoWorkerReadyError              no worker is up to serve the request (HTTP 503)
     +-- WorkerFailedError               a worker failed while serving (HTTP 500 with message)
+    +-- RequestCancelledError           its client stopped waiting (HTTP 499, gRPC CANCELLED)
 
 Errors are raised where they are detected and mapped to protocol statuses once, at the edge
 (server/). Messages name the offending field and value.
@@ -90,3 +91,8 @@ class NoWorkerReadyError(SuperServeError):
 
 class WorkerFailedError(SuperServeError):
     pass
+
+
+class RequestCancelledError(SuperServeError):
+    """The client went away (an HTTP disconnect, a gRPC call cancelled or past its deadline)
+    before its answer: the request ends as CANCELLED; nobody reads the status."""

@@ -15,6 +15,7 @@ class Outcome(enum.Enum):
     DROPPED_DEADLINE = "dropped_deadline"  # could not meet its deadline; no compute spent
     REJECTED = "rejected"  # refused by admission control (queue full, shutting down)
     FAILED = "failed"  # an internal error reached it (e.g. worker died past its deadline)
+    CANCELLED = "cancelled"  # its client stopped waiting (disconnect, gRPC cancel/deadline)
 
     @property
     def is_success(self) -> bool:

@@ -66,6 +66,12 @@ class WorkerPool(Protocol):
 
     def alive(self) -> int: ...
 
+    def kill(self, worker_id: int) -> None:
+        """Kill `worker_id` at once (SIGKILL, ray.kill): the router's batch watchdog uses it
+        on a hung worker. The pool then reports `worker_lost` and restarts it as after any
+        death. May raise if it is already gone."""
+        ...
+
     async def close(self) -> None: ...
 
     # Membership while serving (server/admin.py: `superserve workers add|remove|list`).

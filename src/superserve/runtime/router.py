@@ -26,6 +26,15 @@ Expiry: the EDF head is the only request that can expire next, so one timer, arm
 head's drop point (the latest time at which even the fastest subnet at batch 1 could still
 finish: `deadline - overhead - scale x fastest`), answers expired requests at once, whether or
 not a worker is free. The same drop rule (`cannot_meet`) is applied before every dispatch.
+
+Lifecycle: a request whose client stops waiting ends as CANCELLED at once (`cancel`); its
+images still queued are skipped when they reach the head (never put in a batch), one already
+in a running batch is computed and dropped. A batch watchdog (one timer, at the earliest
+in-flight batch's hang point) declares a worker hung when its batch has run
+max(hang_factor x planned, planned + hang_min_s): its images are re-queued or answered and
+the worker is killed (the pool restarts it). A batch whose worker crashed, hung or reported
+an error is retried, each image at most `max_batch_attempts` times in all, then answered
+with an error: a poison batch cannot take workers down forever.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from superserve.errors import (
     DeadlineExceededError,
     InvalidInputError,
     OverloadedError,
+    RequestCancelledError,
     ShuttingDownError,
     SuperServeError,
     WorkerFailedError,
@@ -78,6 +88,17 @@ class RouterConfig:
     # refuse (429) at once a request that the queue ahead of it makes hopeless even at the
     # fastest subnet's best throughput, instead of queueing it to be dropped later
     admission_check: bool = True
+    # Batch watchdog: a batch running longer than max(hang_factor x its planned time,
+    # planned + hang_min_s) has a hung worker, which is killed and replaced. Wide on purpose:
+    # a false alarm kills a healthy worker (seconds of restart and warm-up), a late one only
+    # delays requests that are past saving anyway. The plan is a calibrated high quantile, so
+    # honest batches stay within ~2x of it; 10x covers a GC pause or a stolen core on a
+    # shared machine; the 2 s floor covers OS scheduling stalls that dwarf sub-ms batches.
+    hang_factor: float = 10.0
+    hang_min_s: float = 2.0
+    # times an image may be in a batch that fails (worker crashed, hung or raised) before its
+    # request is answered with an error instead of retried (3: two retries)
+    max_batch_attempts: int = 3
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_queue, int) and self.max_queue >= 1):
@@ -91,6 +112,12 @@ class RouterConfig:
             raise ConfigError(f"retry_after_s must be > 0, got {self.retry_after_s!r}")
         if not self.probe_threshold >= 1:
             raise ConfigError(f"probe_threshold must be >= 1, got {self.probe_threshold!r}")
+        if not (self.hang_factor >= 1 and self.hang_min_s > 0):
+            raise ConfigError(f"hang_factor must be >= 1 and hang_min_s > 0, got "
+                              f"{self.hang_factor!r}, {self.hang_min_s!r}")
+        if not (isinstance(self.max_batch_attempts, int) and self.max_batch_attempts >= 1):
+            raise ConfigError(f"max_batch_attempts must be an int >= 1, got "
+                              f"{self.max_batch_attempts!r}")
 
 
 @dataclass
@@ -140,7 +167,7 @@ class RouterListener(Protocol):
 
 
 class _Request:
-    __slots__ = ("acc_sum", "future", "n", "remaining", "result")
+    __slots__ = ("acc_sum", "ended", "future", "n", "remaining", "result")
 
     def __init__(self, result: InferenceResult, future: asyncio.Future[InferenceResult],
                  n: int) -> None:
@@ -149,6 +176,7 @@ class _Request:
         self.n = n
         self.remaining = n
         self.acc_sum = 0.0
+        self.ended = False  # terminal (counted); its future may be cancelled instead of set
 
 
 @dataclass(slots=True)
@@ -156,6 +184,7 @@ class _Job:
     request: _Request
     index: int  # which image of the request
     image: np.ndarray  # [C, H, W]
+    attempts: int = 0  # batches it was in that failed
 
 
 @dataclass
@@ -166,6 +195,7 @@ class _InFlight:
     dispatched_s: float
     load_s: float = 0.0
     planned_s: float = 0.0  # what the plan reserved for it (scale x profiled + overhead)
+    hang_at_s: float = math.inf  # the watchdog declares its worker hung from then on
 
 
 @dataclass
@@ -174,6 +204,7 @@ class _Stats:
     terminal: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
     batches: int = 0
     requeued: int = 0
+    hung: int = 0  # workers the watchdog killed
 
 
 class Router:
@@ -194,11 +225,13 @@ class Router:
         self._inflight: dict[int, _InFlight] = {}  # worker id -> its batch
         self._worker_subnet: dict[int, int] = {}  # what each worker last ran (for baselines)
         self._ready: set[int] = set()
-        self._open: set[_Request] = set()  # admitted, not yet terminal
+        self._open: dict[asyncio.Future[InferenceResult], _Request] = {}  # admitted, open
         self._ids = itertools.count()
         self._batch_ids = itertools.count()
         self._timer: TimerHandle | None = None
         self._timer_at = float("inf")
+        self._watchdog: TimerHandle | None = None
+        self._watchdog_at = math.inf
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
@@ -334,7 +367,7 @@ class Router:
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
             except TimeoutError:
                 pass
-        left = list(self._open)
+        left = list(self._open.values())
         for req in left:
             self._finish(req, Outcome.REJECTED, ShuttingDownError(
                 f"server shut down before request {req.result.request_id} was served"))
@@ -393,7 +426,7 @@ class Router:
                     f"serving them and it takes at least {wait * 1e3:.1f} ms even on the "
                     f"fastest subnet, more than the {(result.deadline_s - now) * 1e3:.1f} ms "
                     "left of its SLO", self.config.retry_after_s))
-        self._open.add(req)
+        self._open[fut] = req
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
         self._dispatch()
@@ -415,27 +448,55 @@ class Router:
     def _finish(self, req: _Request, outcome: Outcome, error: SuperServeError | None) -> None:
         """The single place a request becomes terminal (and is counted)."""
         r = req.result
-        if req.future.done():
+        if req.ended:
             return
+        req.ended = True
+        if req.future.cancelled() and outcome is not Outcome.CANCELLED:
+            # its caller stopped waiting without `cancel`: that is how it ended
+            outcome, error = Outcome.CANCELLED, RequestCancelledError(
+                f"request {r.request_id} was cancelled by its caller")
         r.outcome = outcome
         r.error = error
         r.end_s = self.clock.now()
         if outcome is Outcome.COMPLETED:
             r.deadline_met = r.end_s <= r.deadline_s
-        self._open.discard(req)
+        self._open.pop(req.future, None)
         self.stats.terminal[outcome] += 1
-        req.future.set_result(r)
+        if not req.future.done():
+            req.future.set_result(r)
         if self.listener is not None:
             self.listener.on_terminal(r)
         if self._drained is not None and not self._open:
             self._drained.set()
 
+    def cancel(self, future: asyncio.Future[InferenceResult],
+               reason: str = "its client stopped waiting") -> bool:
+        """The request behind `future` (from `submit`) has nobody waiting for it any more (an
+        HTTP client that disconnected, a gRPC call cancelled or past its deadline): it ends
+        as CANCELLED now. Its images still queued are skipped when they reach the head, never
+        batched. False when it had already ended."""
+        req = self._open.get(future)
+        if req is None:
+            return False
+        self._finish(req, Outcome.CANCELLED, RequestCancelledError(
+            f"request {req.result.request_id} cancelled: {reason}"))
+        return True
+
+    def _gone(self, req: _Request) -> bool:
+        """Whether nobody waits for `req` (it ended, or its caller cancelled its future: then
+        it ends as CANCELLED here)."""
+        if not req.future.done():
+            return False
+        if not req.ended:
+            self._finish(req, Outcome.CANCELLED, None)
+        return True
+
     def _drop_expired_heads(self, now: float) -> None:
         q, table, overhead, scale = self._queue, self.table, self.overhead_s, self.latency_scale
         while q:
             job = q.peek()
-            if job.request.future.done():
-                q.pop()  # a sibling image already ended this request
+            if self._gone(job.request):
+                q.pop()  # a sibling image already ended this request, or it was cancelled
                 continue
             if not cannot_meet(q.head_deadline_s(), now, table, overhead,
                                min_latency_s=self.min_latency_s, latency_scale=scale):
@@ -460,7 +521,7 @@ class Router:
         cut = now + self.overhead_s + need
         while q and q.head_deadline_s() < cut:
             job = q.pop()
-            if job.request.future.done():
+            if self._gone(job.request):
                 continue
             r = job.request.result
             self._finish(job.request, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
@@ -524,7 +585,7 @@ class Router:
             jobs: list[_Job] = []
             while q and len(jobs) < plan.batch_size:
                 job = q.pop()
-                if not job.request.future.done():
+                if not self._gone(job.request):
                     jobs.append(job)
             if not jobs:
                 continue
@@ -533,7 +594,12 @@ class Router:
             images = np.stack([j.image for j in jobs])
             planned = ((self.table.latency_s(plan.subnet, len(jobs)) + plan.load_s)
                        * view.latency_scale + view.overhead_s)
-            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s, planned)
+            hang_at = now + max(planned * self.config.hang_factor,
+                                planned + self.config.hang_min_s)
+            self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s, planned,
+                                            hang_at)
+            if hang_at < self._watchdog_at:
+                self._arm_watchdog(hang_at)
             self._worker_subnet[wid] = plan.subnet
             self.stats.batches += 1
             if self.listener is not None:
@@ -562,7 +628,7 @@ class Router:
         acc = self.table.acc[fl.subnet]
         for k, job in enumerate(fl.jobs):
             req = job.request
-            if req.future.done():
+            if self._gone(req):
                 continue
             r = req.result
             if r.logits is None:
@@ -583,9 +649,8 @@ class Router:
         if fl is None:
             return
         log.error("worker %d failed batch %d: %s", worker_id, batch_id, message)
-        for job in fl.jobs:
-            self._finish(job.request, Outcome.FAILED, WorkerFailedError(
-                f"worker {worker_id} failed on subnet {fl.subnet}: {message}"))
+        self._retry_or_fail(fl, self.clock.now(),
+                            f"worker {worker_id} failed on subnet {fl.subnet}: {message}")
         self._worker_free(worker_id)
 
     def worker_lost(self, worker_id: int, reason: str) -> None:
@@ -596,24 +661,10 @@ class Router:
             self._idle.remove(worker_id)
         self._worker_subnet.pop(worker_id, None)
         fl = self._inflight.pop(worker_id, None)
-        now = self.clock.now()
         requeued = 0
         if fl is not None:
-            for job in fl.jobs:
-                req = job.request
-                if req.future.done():
-                    continue
-                if cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s,
-                               min_latency_s=self.min_latency_s,
-                               latency_scale=self.latency_scale):
-                    self._finish(req, Outcome.FAILED, WorkerFailedError(
-                        f"worker {worker_id} died ({reason}) while serving request "
-                        f"{req.result.request_id}, and too little of its deadline is left "
-                        "to retry it"))
-                else:
-                    self._queue.push(req.result.deadline_s, job)
-                    requeued += 1
-        self.stats.requeued += requeued
+            requeued = self._retry_or_fail(fl, self.clock.now(),
+                                           f"worker {worker_id} died ({reason})")
         log.warning("worker %d lost (%s); re-queued %d images", worker_id, reason, requeued)
         self._dispatch()
 
@@ -626,6 +677,69 @@ class Router:
         if worker_id in self._idle:
             self._idle.remove(worker_id)
         return worker_id in self._inflight
+
+    def _retry_or_fail(self, fl: _InFlight, now: float, what: str) -> int:
+        """The batch `fl` failed (`what` says how): re-queue each image that has attempts and
+        deadline left, answer the others with an error. Returns how many were re-queued."""
+        requeued = 0
+        for job in fl.jobs:
+            req = job.request
+            if self._gone(req):
+                continue
+            job.attempts += 1
+            rid = req.result.request_id
+            if job.attempts >= self.config.max_batch_attempts:
+                self._finish(req, Outcome.FAILED, WorkerFailedError(
+                    f"{what}; request {rid} was in {job.attempts} batches that failed and is "
+                    "not retried again"))
+            elif cannot_meet(req.result.deadline_s, now, self.table, self.overhead_s,
+                             min_latency_s=self.min_latency_s,
+                             latency_scale=self.latency_scale):
+                self._finish(req, Outcome.FAILED, WorkerFailedError(
+                    f"{what} while serving request {rid}, and too little of its deadline is "
+                    "left to retry it"))
+            else:
+                self._queue.push(req.result.deadline_s, job)
+                requeued += 1
+        self.stats.requeued += requeued
+        return requeued
+
+    # ------------------------------------------------------------------ batch watchdog
+    def _arm_watchdog(self, at: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_at = at
+        self._watchdog = self.clock.call_at(at, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        now = max(self.clock.now(), self._watchdog_at)  # a loop timer may fire a bit early
+        self._watchdog, self._watchdog_at = None, math.inf
+        for wid, fl in list(self._inflight.items()):
+            if fl.hang_at_s <= now:
+                self._hung(wid, fl, now)
+        nxt = min((fl.hang_at_s for fl in self._inflight.values()), default=math.inf)
+        if nxt < math.inf:
+            self._arm_watchdog(nxt)
+        self._dispatch()
+
+    def _hung(self, wid: int, fl: _InFlight, now: float) -> None:
+        """`wid` overran its batch far past the plan: take the batch back, kill the worker
+        (the pool reports it lost and restarts it) and never use it until it is ready again."""
+        del self._inflight[wid]
+        self._ready.discard(wid)
+        if wid in self._idle:
+            self._idle.remove(wid)
+        self._worker_subnet.pop(wid, None)
+        self.stats.hung += 1
+        ran = now - fl.dispatched_s
+        what = (f"worker {wid} hung: batch {fl.batch_id} ({len(fl.jobs)} images, subnet "
+                f"{fl.subnet}) ran {ran:.2f} s against {fl.planned_s * 1e3:.1f} ms planned")
+        requeued = self._retry_or_fail(fl, now, what)
+        log.error("%s; re-queued %d images, killing the worker", what, requeued)
+        try:
+            self.pool.kill(wid)
+        except Exception as e:  # noqa: BLE001 (already gone, or a pool that cannot kill)
+            log.error("could not kill hung worker %d: %s", wid, e)
 
     def _take_inflight(self, worker_id: int, batch_id: int) -> _InFlight | None:
         fl = self._inflight.get(worker_id)

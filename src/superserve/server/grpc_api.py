@@ -5,6 +5,13 @@ INVALID_ARGUMENT with a message (grpc's own deserialiser would answer INTERNAL),
 size limit is checked on the raw bytes. gRPC's transport limit is set to twice the payload
 limit: bodies between the two get INVALID_ARGUMENT from us, larger ones RESOURCE_EXHAUSTED
 from grpc itself.
+
+Lifecycle: a call cancelled by its client, or past its own deadline, has its handler task
+cancelled by grpc.aio; `InferenceService.infer` then ends the request as CANCELLED (what has
+not started for it never does). Connections are bounded by `CHANNEL_OPTIONS`: keepalive pings
+find dead peers, idle connections close, and every connection ages out (with a grace for
+the calls on it), so a client that trickles a message in, or holds a call open, cannot keep
+a connection (and, under `maximum_concurrent_rpcs`, a slot) forever.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from superserve.server.codec import (
     result_parameters,
     tensor_bytes,
 )
+from superserve.server.offload import run_blocking, should_offload
 from superserve.server.service import InferenceService, grpc_code_name
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,17 @@ log = logging.getLogger(__name__)
 __all__ = ["start_grpc"]
 
 SERVICE = "inference.GRPCInferenceService"
+
+# Server-side connection bounds. gRPC has no per-message read timeout: a call whose message
+# never completes is bounded only by its connection's age (+ grace). A call that did arrive
+# is bounded by its deadline, or by the SLO the router enforces.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),  # ping a connection after 60 s without traffic
+    ("grpc.keepalive_timeout_ms", 20_000),  # no ack within 20 s: the peer is gone, close
+    ("grpc.max_connection_idle_ms", 300_000),  # no call for 5 min: close (a client reconnects)
+    ("grpc.max_connection_age_ms", 1_800_000),  # GOAWAY after 30 min, clients reconnect ...
+    ("grpc.max_connection_age_grace_ms", 60_000),  # ... and calls on it get 60 s to finish
+]
 
 
 def _params_to_dict(params: Any) -> dict[str, Any]:
@@ -100,7 +119,8 @@ class _Handlers:
         # earliest instant this process sees; the transport's own time is not exposed)
         arrival_s = self.s.now()
         self.s.check_size(len(raw))
-        req = self._parse(self.pb.ModelInferRequest, raw)
+        req = (await run_blocking(self._parse, self.pb.ModelInferRequest, raw)  # a big copy
+               if should_offload(len(raw)) else self._parse(self.pb.ModelInferRequest, raw))
         self.s.check_model(req.model_name, req.model_version)
         names, classification = grpc_outputs(req, self.s.io)
         images = await self._images(req)
@@ -153,9 +173,10 @@ async def start_grpc(service: InferenceService, host: str, port: int,
     explicit status instead of a client-side timeout."""
     limit = 2 * service.max_body_bytes
     server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs,
-                             interceptors=interceptors, options=[("grpc.max_receive_message_length", limit),
+                             interceptors=interceptors,
+                             options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
-                                      ("grpc.so_reuseport", 0)])
+                                      ("grpc.so_reuseport", 0), *CHANNEL_OPTIONS])
     h = _Handlers(service)
     ser = lambda m: m.SerializeToString()
     methods = {"ServerLive": h.server_live, "ServerReady": h.server_ready,

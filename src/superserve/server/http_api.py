@@ -13,6 +13,7 @@ front end and the load generator share one core there.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -26,7 +27,9 @@ from fastapi.responses import JSONResponse, Response
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.codec import HEADER_LENGTH, decode_content, decode_http, encode_http
 from superserve.server.codec import request_images
+from superserve.server.limits import ON_DISCONNECT_KEY
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
+from superserve.server.offload import OFFLOAD_MIN_BYTES, run_blocking, run_cpu, should_offload
 from superserve.server.openapi import allowed_methods, openapi_document
 
 # ASGI scope key: when the read holding the request's first byte was handled (loop time),
@@ -105,6 +108,17 @@ class InferFastPath:
                      send: Send) -> None:
         service = self.service
         result = None
+        # a client that disconnects before its answer cancels this task (limits.py calls the
+        # hook from connection_lost): the router ends its request as CANCELLED, and what has
+        # not started for it (decoding, a place in a batch) never does
+        task, gone = asyncio.current_task(), []
+
+        def disconnected() -> None:
+            gone.append(True)
+            if task is not None:
+                task.cancel()
+
+        scope[ON_DISCONNECT_KEY] = disconnected
         try:
             arrival_s = scope.get(FIRST_BYTE_KEY)
             service.check_model(model, version)
@@ -112,15 +126,28 @@ class InferFastPath:
             body = await _receive_body(receive, headers.get(b"content-length"), service)
             ce = headers.get(b"content-encoding")
             if ce is not None:
-                body = decode_content(body, ce.decode("latin-1"), service.max_body_bytes)
+                limit = service.max_body_bytes
+                body = (await run_blocking(decode_content, body, ce.decode("latin-1"), limit)
+                        if should_offload(len(body)) else
+                        decode_content(body, ce.decode("latin-1"), limit))
             hl = headers.get(HEADER_LENGTH.encode())
-            decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
-                                  service.io)
+            decoded = await _decode(body, hl.decode("latin-1") if hl is not None else None,
+                                    service)
             images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
             result = await service.infer(images, decoded.slo_s, arrival_s)
-            content, out_headers = encode_http(decoded, result, service.model, service.io)
+            del scope[ON_DISCONNECT_KEY]  # the answer is on its way: no more cancelling
+            # JSON text of float32 logits is ~3x their bytes
+            content, out_headers = (
+                await run_blocking(encode_http, decoded, result, service.model, service.io)
+                if should_offload(3 * result.logits.nbytes) else
+                encode_http(decoded, result, service.model, service.io))
             status, extra = 200, [(k.lower().encode(), v.encode())
                                   for k, v in out_headers.items()]
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            service.written(result, delivered=False)  # a completed one: a miss, not lost
+            return  # nobody to answer
         except SuperServeError as e:
             status, content, err_headers = _error_parts(e)
             extra = [(k.encode(), v.encode()) for k, v in err_headers.items()]
@@ -137,6 +164,19 @@ class InferFastPath:
             sent = True
         finally:  # the request's clock stops at its last byte (a miss if it never went out)
             service.written(result, delivered=sent and status == 200)
+
+
+async def _decode(body: bytes, header_length: str | None, service: InferenceService) -> Any:
+    """`decode_http`, off the loop for a large body: a large JSON text in a decode process
+    (the parser holds the GIL throughout), a large binary-extension body on a thread (numpy
+    copies release it)."""
+    if not should_offload(len(body)):
+        return decode_http(body, header_length, service.io)
+    h = (header_length or "").strip()
+    json_bytes = len(body) if header_length is None else int(h) if h.isdigit() else 0
+    if json_bytes >= OFFLOAD_MIN_BYTES:
+        return await run_cpu(decode_http, body, header_length, service.io)
+    return await run_blocking(decode_http, body, header_length, service.io)
 
 
 async def _send(send: Send, status: int, body: bytes,
@@ -219,7 +259,7 @@ def build_app(service: InferenceService, metrics: ServerMetrics | None = None,
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        body = metrics.render() if metrics is not None else b""
+        body = await metrics.render_async() if metrics is not None else b""
         return Response(content=body, media_type=CONTENT_TYPE)
 
     from superserve.server.admin import register_admin

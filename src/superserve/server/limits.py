@@ -9,6 +9,12 @@ first byte arrives, cancelled when the request is complete. When it fires, a cli
 not had a response yet gets `408 Request Timeout` and the connection is closed; the
 application, if it was waiting for the body, sees a disconnect (a 400 it cannot deliver).
 One `call_later` per request: no cost on the hot path beyond scheduling a timer.
+
+Disconnects: uvicorn only marks a request's cycle disconnected when its connection is lost,
+so an application waiting for something else (the router) would compute an answer nobody
+reads. When a connection is lost before its response is complete, the protocol calls the
+hook the application left in the request's scope (`ON_DISCONNECT_KEY`); the infer route
+cancels its task with it, and the request ends as CANCELLED (server/http_api.py).
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["guarded_protocol"]
+__all__ = ["ON_DISCONNECT_KEY", "guarded_protocol"]
+
+# ASGI scope key: a callable the application sets while it would still answer the request;
+# called (on the loop) if the connection is lost before the response is complete
+ON_DISCONNECT_KEY = "superserve.on_disconnect"
 
 _408_BODY = json.dumps({"error": "request not received in time: the client sent its "
                                  "headers or body too slowly"}).encode()
@@ -35,6 +45,7 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
     class GuardedProtocol(base):  # type: ignore[misc,valid-type]
         _read_timer: Any = None
         timeouts = 0  # class-wide count (tests, logs)
+        disconnects = 0  # requests whose client left before the answer (class-wide)
 
         def _arm(self) -> None:
             if self._read_timer is None:
@@ -63,7 +74,14 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            cycle = getattr(self, "cycle", None)
+            hook = None
+            if cycle is not None and not getattr(cycle, "response_complete", True):
+                hook = cycle.scope.get(ON_DISCONNECT_KEY)
             super().connection_lost(exc)
+            if hook is not None:
+                type(self).disconnects += 1
+                hook()
 
         def _read_timed_out(self) -> None:
             self._read_timer = None

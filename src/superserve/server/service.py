@@ -3,6 +3,7 @@ mapping from errors to HTTP statuses and gRPC codes."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from superserve.errors import (
     NoWorkerReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    RequestCancelledError,
     ShuttingDownError,
     UnauthenticatedError,
     UnsupportedEncodingError,
@@ -114,7 +116,13 @@ class InferenceService:
             # nothing could serve it before its deadline: say so now (503), not as a 504 later
             raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
                                      "restarting after a failure); retry shortly")
-        result = await self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
+        fut = self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
+        try:
+            result = await fut
+        except asyncio.CancelledError:  # the caller's task was cancelled: nobody waits now
+            self.router.cancel(fut, "the client went away (disconnected, or a gRPC call "
+                                    "cancelled or past its deadline)")
+            raise
         result.raise_for_outcome()
         return result
 
@@ -134,12 +142,14 @@ class InferenceService:
 _HTTP = [(InvalidInputError, 400), (ModelNotFoundError, 404), (PayloadTooLargeError, 413),
          (OverloadedError, 429), (ShuttingDownError, 503), (DeadlineExceededError, 504),
          (WorkerFailedError, 500), (UnsupportedEncodingError, 415),
-         (UnauthenticatedError, 401), (NoWorkerReadyError, 503)]
+         (UnauthenticatedError, 401), (NoWorkerReadyError, 503),
+         (RequestCancelledError, 499)]  # nginx's "client closed request": nobody reads it
 _GRPC = [(InvalidInputError, "INVALID_ARGUMENT"), (ModelNotFoundError, "NOT_FOUND"),
          (PayloadTooLargeError, "INVALID_ARGUMENT"), (OverloadedError, "RESOURCE_EXHAUSTED"),
          (ShuttingDownError, "UNAVAILABLE"), (DeadlineExceededError, "DEADLINE_EXCEEDED"),
          (WorkerFailedError, "INTERNAL"), (UnsupportedEncodingError, "INVALID_ARGUMENT"),
-         (UnauthenticatedError, "UNAUTHENTICATED"), (NoWorkerReadyError, "UNAVAILABLE")]
+         (UnauthenticatedError, "UNAUTHENTICATED"), (NoWorkerReadyError, "UNAVAILABLE"),
+         (RequestCancelledError, "CANCELLED")]
 
 
 def http_status(exc: BaseException) -> int:
