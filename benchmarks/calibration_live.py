@@ -160,6 +160,30 @@ class Server:
         self._log.close()
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(pid: int) -> tuple[float, float]:
+    """(the server process's CPU seconds, its whole tree's: server + worker processes)."""
+    own = _proc_cpu_s(pid)
+    tree = own
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                tree += _proc_cpu_s(int(entry))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return own, tree
+
+
 def server_attainment(before: dict[str, float], after: dict[str, float]) -> float | None:
     """Met / all requests the server counted over the timed run (counter deltas)."""
     def total(m: dict[str, float]) -> float:
@@ -286,13 +310,19 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
             warm = f"poisson:rate=50,duration={args.warmup_s:g},seed={args.seed + 1}"
             run_client(client_cmd(args, srv, warm, work / f"{tag}.warm.json",
                                   work / f"{tag}.warm"), args.warmup_s + 60, None, hog)
+        cpu0: list[tuple[float, float]] = []
+
+        def mark() -> None:
+            before.update(srv.metrics())
+            cpu0.append(server_cpu_s(srv.proc.pid))
+
         if args.protocol != "json":
-            before = srv.metrics()
+            mark()
         out_json, out_dir = work / f"{tag}.client.json", work / f"{tag}.loadgen"
         out = run_client(client_cmd(args, srv, spec, out_json, out_dir),
                          args.duration_s + args.warmup_s + 90, args.hog_at, hog,
-                         on_start=(lambda: before.update(srv.metrics()))
-                         if args.protocol == "json" else None)
+                         on_start=mark if args.protocol == "json" else None)
+        cpu1 = server_cpu_s(srv.proc.pid)
         after = srv.metrics()
     finally:
         for h in hog:
@@ -309,6 +339,11 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
                                   "realized_accuracy", "latency_ms_p50", "latency_ms_p99",
                                   "max_send_lag_ms")},
            "server_slo_attainment": server_attainment(before, after),
+           # CPU per request over the timed run (the /metrics scrapes are inside it)
+           "router_cpu_us_per_request": (cpu1[0] - cpu0[0][0]) * 1e6 / max(rep["requests"], 1)
+           if cpu0 else None,
+           "server_cpu_us_per_request": (cpu1[1] - cpu0[0][1]) * 1e6 / max(rep["requests"], 1)
+           if cpu0 else None,
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
@@ -334,6 +369,9 @@ def print_row(r: dict[str, Any]) -> None:
           f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
           f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "
           f"{json.dumps(r['outcomes'], separators=(',', ':'))}", flush=True)
+    if r.get("server_cpu_us_per_request") is not None:
+        print(f"{'':24s}CPU per request: router process {r['router_cpu_us_per_request']:.0f} us, "
+              f"server tree (router + workers) {r['server_cpu_us_per_request']:.0f} us")
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")

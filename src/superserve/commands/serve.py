@@ -9,7 +9,12 @@ from superserve.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="resnet",
-                        help="resnet | vit | path to a checkpoint (default: resnet)")
+                        help="a family (resnet, vit, ofa_resnet50, ofa_mbv3, pkg.module:factory; "
+                             "superserve models) or a checkpoint path (default: resnet)")
+    parser.add_argument("--weights", default=None,
+                        help="the family's weights: a published OFA checkpoint ({'state_dict': "
+                             "...} or bare) or a SuperServe checkpoint (e.g. --model ofa_mbv3 "
+                             "--weights W.pth --table T.json)")
     parser.add_argument("--table", default=None,
                         help="ProfileTable JSON (default: the shipped table of the family)")
     parser.add_argument("--policy", default="slackfit",
@@ -73,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     parser.add_argument("--insecure", action="store_true",
                         help="allow binding a non-loopback --host without --auth-token-file")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop of the router and front ends: uvloop (libuv; less "
+                             "CPU per request) or the stdlib's; auto: uvloop when installed")
     parser.add_argument("--request-read-timeout-s", type=float, default=30.0,
                         help="a request's headers and body must arrive within it, else 408 "
                              "and the connection is closed (slow clients; default 30)")
@@ -89,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
     if args.worker_cpus is not None:
         _pin_workers(args.worker_cpus)
-    cfg = ServeConfig(model=args.model, table=args.table, policy=args.policy,
+    cfg = ServeConfig(model=args.model, weights=args.weights or "", table=args.table,
+                      policy=args.policy,
                       workers=args.workers, threads_per_worker=args.threads_per_worker,
                       host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                       default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
@@ -114,7 +123,21 @@ def run(args: argparse.Namespace) -> int:
               f"(policy {cfg.policy}, "
               f"{cfg.workers} worker(s)); Ctrl-C or SIGTERM to stop", flush=True)
 
-    return asyncio.run(build_and_serve(cfg, on_ready=ready))
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        return runner.run(build_and_serve(cfg, on_ready=ready))
+
+
+def _loop_factory(kind: str):  # noqa: ANN202  (a loop factory, or None: the stdlib's)
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise ConfigError("--loop uvloop: uvloop is not installed "
+                              "(pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _pin_workers(spec: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,13 +27,18 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's clock (monotonic seconds)."""
+    """Monotonic seconds (`time.monotonic`, CLOCK_MONOTONIC) with timers on the running loop.
+
+    Not `loop.time()`: the stdlib loop's is the same clock, but uvloop's is libuv's cached
+    millisecond clock, refreshed once per loop iteration, so a stamp taken late in a busy
+    iteration would be several ms stale. Both loops' timers run on CLOCK_MONOTONIC, so
+    `call_at` with these times fires when it should (uvloop: to the millisecond)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
 
     def now(self) -> float:
-        return self._loop.time()
+        return time.monotonic()
 
     def call_at(self, when_s: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_at(when_s, callback)

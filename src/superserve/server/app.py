@@ -71,18 +71,20 @@ class RunningServer:
 
 
 def _stamped_protocol() -> type:
-    """uvicorn's httptools protocol that stamps every request's scope with the loop time at
+    """uvicorn's httptools protocol that stamps every request's scope with the time at
     which the read holding its first byte was handled (`FIRST_BYTE_KEY`): the request's clock
     starts there, before parsing, body reading and decoding, and before it waits for a busy
     loop to reach the application. (Time the bytes spent in the kernel's socket buffer before
     the loop read them is not visible to a user-space server.)"""
+    from time import monotonic
+
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class StampedHttpToolsProtocol(HttpToolsProtocol):
         _rx_s = 0.0
 
         def data_received(self, data: bytes) -> None:
-            self._rx_s = self.loop.time()
+            self._rx_s = monotonic()  # the router's clock (runtime/clock.LoopClock)
             super().data_received(data)
 
         def on_message_begin(self) -> None:
@@ -208,7 +210,7 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
                         weights=cfg.weights,
-                        device=cfg.device,
+                        device=cfg.device, devices=cfg.devices,
                         separate_models=cfg.policy.startswith("infaas") and cfg.worker_kind == "torch")
     pool = make_pool(cfg, wcfg)  # local processes or Ray actors (runtime/backends.py)
     log.info("model %s, table %s (%d subnets, %s), policy %s, %d worker(s) x %d thread(s)",

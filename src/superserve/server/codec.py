@@ -312,7 +312,8 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
                                         f"of FP32 needs {want} bytes")
             arr = np.frombuffer(rest, dtype="<f4")
         else:
-            arr = json_values(t["data"], shape)
+            arr = json_values(t["data"], shape,
+                              may_hold_bools=b"true" in head or b"false" in head)
         images = check_images(arr, shape, io)
     default_binary = flag("binary_data_output", params["binary_data_output"]) \
         if "binary_data_output" in params else False
