@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from asyncio import AbstractEventLoop
+from collections.abc import Callable
 
 from superserve.errors import ConfigError
 
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         return runner.run(build_and_serve(cfg, on_ready=ready))
 
 
-def _loop_factory(kind: str):  # noqa: ANN202  (a loop factory, or None: the stdlib's)
+def _loop_factory(kind: str) -> Callable[[], AbstractEventLoop] | None:
+    """uvloop's loop factory, or None (the stdlib's loop)."""
     if kind == "asyncio":
         return None
     try:
