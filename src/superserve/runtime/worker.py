@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from superserve.errors import ConfigError
-from superserve.runtime.devices import check_device, parse_cpu_list, worker_cpus
 from superserve.runtime import shm
+from superserve.runtime.devices import check_device, parse_cpu_list, worker_cpus
 from superserve.runtime.runners import make_runner
 
 log = logging.getLogger(__name__)
