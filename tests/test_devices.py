@@ -226,3 +226,29 @@ def test_profiler_validates_its_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             profile_supernet(tiny("resnet"), ProfileConfig(device="cuda"))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
+@pytest.mark.parametrize("threads,worker_id", [(2, 0), (1, 1)])
+def test_a_worker_process_pins_itself_to_its_group(monkeypatch, threads, worker_id):
+    import multiprocessing as mp
+
+    from superserve.runtime.worker import worker_main
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    monkeypatch.setenv("SUPERSERVE_WORKER_CPUS", ",".join(map(str, cpus)))
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=worker_main, args=(theirs, WorkerConfig(kind="noop", threads=threads),
+                                              worker_id))
+    p.start()
+    try:
+        assert ours.poll(60), "the worker did not report ready"
+        kind, info = ours.recv()
+        assert kind == "ready"
+        assert os.sched_getaffinity(info["pid"]) == worker_cpus(cpus, threads, worker_id)
+        ours.send(("stop",))
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
