@@ -135,7 +135,7 @@ class InferFastPath:
                                     service)
             images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
             result = await service.infer(images, decoded.slo_s, arrival_s)
-            del scope[ON_DISCONNECT_KEY]  # the answer is on its way: no more cancelling
+            scope.pop(ON_DISCONNECT_KEY, None)  # the answer is on its way: no cancelling
             # JSON text of float32 logits is ~3x their bytes
             content, out_headers = (
                 await run_blocking(encode_http, decoded, result, service.model, service.io)
@@ -156,6 +156,7 @@ class InferFastPath:
             status, content = 500, json.dumps(
                 {"error": f"internal error: {type(e).__name__}"}).encode()
             extra = [(b"content-type", b"application/json")]
+        scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect only fails the write
         extra.append((b"content-length", str(len(content)).encode()))
         sent = False
         try:

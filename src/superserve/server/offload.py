@@ -48,6 +48,7 @@ if MODE not in ("process", "thread", "off"):
     log.warning("SUPERSERVE_OFFLOAD=%r is not process, thread or off; using process", MODE)
     MODE = "process"
 
+_PROCESSES = max(1, min(4, (os.cpu_count() or 2) // 2))  # decode processes
 _lock = threading.Lock()
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _procs: concurrent.futures.ProcessPoolExecutor | None = None
@@ -82,11 +83,20 @@ def _processes() -> concurrent.futures.ProcessPoolExecutor:
     global _procs
     with _lock:
         if _procs is None:
-            workers = max(1, min(4, (os.cpu_count() or 2) // 2))
             _procs = concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=mp.get_context("spawn"),
+                max_workers=_PROCESSES, mp_context=mp.get_context("spawn"),
                 initializer=_child_init, initargs=(os.getpid(),))
         return _procs
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def _start_processes() -> concurrent.futures.ProcessPoolExecutor:
+    pool = _processes()
+    list(pool.map(_pid, range(_PROCESSES)))  # spawn them all now, off the loop
+    return pool
 
 
 def should_offload(nbytes: int) -> bool:
@@ -110,7 +120,9 @@ async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
     if MODE != "process":
         return await run_blocking(fn, *args)
     loop = asyncio.get_running_loop()
-    pool = _processes()
+    pool = _procs
+    if pool is None:  # the first use spawns the processes: on a thread, not on the loop
+        pool = await run_blocking(_start_processes)
     try:
         return await loop.run_in_executor(pool, fn, *args)
     except concurrent.futures.process.BrokenProcessPool as e:
