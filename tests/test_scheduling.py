@@ -75,7 +75,7 @@ def test_slackfit_cap_bounds_the_planned_batch_latency():
     assert decide(sf, 16, 12.5) == (1, 4)
     assert decide(sf, 16, 3.2) == (0, 4)  # below the cap nothing changes
     assert decide(SlackFit(table3(), buckets=11), 16, 12.5) == (2, 4)  # the paper's: no cap
-    with pytest.raises(ConfigError, match="cap must be in"):
+    with pytest.raises(ConfigError, match="cap must be auto or in"):
         make_policy("slackfit:cap=1.5", table3(), slo_s=0.05)
     with pytest.raises(ConfigError, match="needs the SLO"):
         make_policy("slackfit:cap=0.5", table3())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable, SubnetProfile
 from superserve.scheduling import QueueView, SlackFit, cannot_meet, make_policy
+from superserve.scheduling.base import Plan
 from superserve.scheduling.policies import DEFAULT_BUCKETS, Lookup
 
 MS = 1e-3
@@ -118,14 +120,60 @@ def test_decision_reads_only_the_view_not_the_queue():
 
 
 def test_plain_slackfit_means_the_measured_defaults():
-    """`slackfit` = the paper's rule + a blocking guard at half the SLO + early drop;
-    `slackfit:cap=1,early_drop=0` is the paper's rule exactly."""
+    """`slackfit` = the paper's rule + the adaptive burst guard + early drop;
+    `slackfit:cap=1,early_drop=0` is the paper's rule exactly; cap=F a fixed guard."""
     from conftest import synthetic_table
     from superserve.scheduling.registry import make_policy
 
     t = synthetic_table()
-    p = make_policy("slackfit", t, slo_s=0.040)
-    assert p.cap_s == pytest.approx(0.020) and p.early_drop is True
+    p = make_policy("slackfit", t, slo_s=0.040, workers=2)
+    assert p.cap_s is None and p.burst_window_s == pytest.approx(0.040)
+    assert p.early_drop is True and p.workers == 2
     paper = make_policy("slackfit:cap=1,early_drop=0", t, slo_s=0.040)
-    assert paper.cap_s is None and paper.early_drop is False
-    assert make_policy("slackfit", t).cap_s is None  # no SLO known: no guard
+    assert paper.cap_s is None and paper.burst_window_s is None and paper.early_drop is False
+    fixed = make_policy("slackfit:cap=0.5", t, slo_s=0.040)
+    assert fixed.cap_s == pytest.approx(0.020) and fixed.burst_window_s is None
+    none = make_policy("slackfit", t)  # no SLO known: no guard
+    assert none.cap_s is None and none.burst_window_s is None
+
+
+def test_burst_guard_follows_the_measured_burst():
+    """The adaptive guard is SLO - clear(burst) on the fastest subnet's largest batches,
+    floored at one such batch, scaled by the calibration, shared among the workers; and it
+    shapes the plan: with no burst SlackFit may use the whole slack, with a big one it plans
+    like the fastest subnet at the largest batch."""
+    t = table(T3)  # id0: 1/2/3 ms at b1/b2/b4; SLO 13 ms
+    sf = SlackFit(t, buckets=11, burst_guard_slo_s=13 * MS)
+    assert sf.guard_s(0) == pytest.approx(13 * MS)
+    assert sf.guard_s(1) == pytest.approx(12 * MS)  # one image: id0 at b1
+    assert sf.guard_s(3) == pytest.approx(10 * MS)  # covered by b4: 3 ms
+    assert sf.guard_s(8) == pytest.approx(7 * MS)  # two full batches of 4
+    assert sf.guard_s(4, latency_scale=1.5, overhead_s=0.5 * MS) == pytest.approx(8 * MS)
+    assert sf.guard_s(8, latency_scale=2.0, overhead_s=0.5 * MS) == pytest.approx(6.5 * MS)
+    assert sf.guard_s(1000) == pytest.approx(3 * MS)  # floor: one b4 batch of id0
+    two = SlackFit(t, buckets=11, burst_guard_slo_s=13 * MS, workers=2)
+    assert two.guard_s(8) == pytest.approx(10 * MS)  # 4 images each
+    view = QueueView(length=16, head_deadline_s=12.5 * MS)
+    assert sf.decide(view, 0.0) == SlackFit(t, buckets=11).decide(view, 0.0)  # no burst yet
+    bursty = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000)
+    assert sf.decide(bursty, 0.0) == Plan(0, 4)
+
+
+def test_burst_tracker_counts_the_window_and_decays():
+    from superserve.scheduling.bursts import BurstTracker, burst_levels
+
+    b = BurstTracker(window_s=0.05, half_life_s=1.0)
+    for k in range(10):
+        b.observe(k * 0.001)  # 10 images within 10 ms
+    assert b.peak(0.009) == pytest.approx(10)
+    b.observe(0.2, 3)  # the window has moved on: 3 now, the peak remembered
+    assert b.peak(0.2) == pytest.approx(10 * 0.5 ** 0.191, rel=1e-6)
+    assert b.peak(1.2) == pytest.approx(b.peak(0.2) / 2)  # one half-life later
+    # the vectorised form (the simulator's) equals the tracker, arrival by arrival
+    rng = np.random.default_rng(1)
+    ts = np.sort(rng.exponential(0.002, 3000).cumsum())
+    tr, seen = BurstTracker(0.05, 2.0), []
+    for t_s in ts:
+        tr.observe(t_s)
+        seen.append(tr.peak(t_s))
+    np.testing.assert_allclose(burst_levels(ts, 0.05, 2.0), seen, rtol=1e-9)

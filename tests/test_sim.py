@@ -15,6 +15,7 @@ from superserve.cli import main
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable, SubnetProfile
 from superserve.scheduling import EDFQueue, QueueView, RateEstimator, cannot_meet, make_policy
+from superserve.scheduling.bursts import BurstTracker
 from superserve.scheduling.rate import ewma_levels
 from superserve.sim.simulator import SimConfig, simulate
 from superserve.sim.synthetic import synthetic_table
@@ -33,11 +34,14 @@ def table3(load_ms=None):
 
 def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0):
     """Slow and plain: one EDF queue of request ids, a real QueueView per decision, a
-    RateEstimator fed every arrival. Returns per-request (finish time or nan, accuracy)."""
+    RateEstimator and a BurstTracker (for SlackFit's guard) fed every arrival. Returns
+    per-request (finish time or nan, accuracy)."""
     n = len(arrivals)
     finish, acc = np.full(n, np.nan), np.zeros(n)
     q: EDFQueue[int] = EDFQueue()
     rate = RateEstimator(tau_s)
+    window = getattr(policy, "burst_window_s", None)
+    bursts = BurstTracker(window) if window else None
     free = list(range(workers - 1, -1, -1))
     loaded: list[int | None] = [None] * workers
     busy: list[tuple[float, int, int, list[int], int]] = []
@@ -46,6 +50,8 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
         while nxt_arrival < n and arrivals[nxt_arrival] <= now:
             q.push(arrivals[nxt_arrival] + slo_s, nxt_arrival)
             rate.observe(arrivals[nxt_arrival])
+            if bursts is not None:
+                bursts.observe(arrivals[nxt_arrival])
             nxt_arrival += 1
         while free and q:
             while q and cannot_meet(q.head_deadline_s(), now, table, overhead_s,
@@ -55,7 +61,9 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
                 break
             w = free[-1]
             plan = policy.decide(QueueView(len(q), q.head_deadline_s(), w, loaded[w],
-                                           rate.rate(now), overhead_s), now)
+                                           rate.rate(now), overhead_s,
+                                           burst_images=bursts.peak(now) if bursts else 0.0),
+                                 now)
             free.pop()
             batch = q.pop_n(plan.batch_size)
             done = now + (table.latency_s(plan.subnet, len(batch)) + overhead_s + plan.load_s)
@@ -75,7 +83,8 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
 
 
 @pytest.mark.parametrize("policy", ["slackfit:cap=1,early_drop=0", "maxacc", "maxbatch", "clipper:1", "infaas",
-                                    "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4,early_drop=0"])
+                                    "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4,early_drop=0",
+                                    "slackfit:cap=0.45,early_drop=0"])
 @pytest.mark.parametrize("workers", [1, 3])
 def test_fast_simulator_equals_the_plain_reference(policy, workers):
     table = table3(load_ms=2.0)

@@ -61,6 +61,7 @@ from superserve.errors import (
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slack_s
+from superserve.scheduling.bursts import BurstTracker
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
 from superserve.scheduling.edf import EDFQueue
 from superserve.scheduling.rate import RateEstimator
@@ -235,6 +236,9 @@ class Router:
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
+        # images per window (one SLO) at the peak of recent bursts, for SlackFit's guard
+        window = getattr(policy, "burst_window_s", None)
+        self._bursts = BurstTracker(window) if window else None
         t = self.table
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
@@ -392,6 +396,8 @@ class Router:
         self.stats.submitted += 1
         n = len(images)
         self._rate.observe(now, n)  # images are what the policy batches
+        if self._bursts is not None:
+            self._bursts.observe(now, n)
         if self._draining:
             return self._refuse(req, Outcome.REJECTED, ShuttingDownError(
                 "server is shutting down and admits no new requests"))
@@ -578,7 +584,8 @@ class Router:
             view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
                              arrival_rate_qps=rate, overhead_s=self.overhead_s,
-                             latency_scale=self.latency_scale)
+                             latency_scale=self.latency_scale,
+                             burst_images=self._bursts.peak(now) if self._bursts else 0.0)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries

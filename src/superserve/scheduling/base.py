@@ -44,6 +44,9 @@ class QueueView:
     # real cost of a batch ~ latency_scale x its profiled latency + overhead_s (the router's
     # online calibration, scheduling/calibration.py; 1 when planning with the table as is)
     latency_scale: float = 1.0
+    # the most images seen arriving within one window (the policy's `burst_window_s`)
+    # recently, decayed (scheduling/bursts.py); 0 when the caller does not track bursts
+    burst_images: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

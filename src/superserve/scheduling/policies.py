@@ -18,6 +18,7 @@ Shared conventions (docs/scheduling.md lists every edge case):
 from __future__ import annotations
 
 import bisect
+import math
 
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
@@ -97,15 +98,24 @@ class SlackFit:
     name = "slackfit"
 
     def __init__(self, table: ProfileTable, buckets: int = DEFAULT_BUCKETS,
-                 cap_s: float | None = None, early_drop: bool = False) -> None:
+                 cap_s: float | None = None, early_drop: bool = False,
+                 burst_guard_slo_s: float | None = None, workers: int = 1) -> None:
         if buckets < 1:
             raise ConfigError(f"slackfit buckets must be >= 1, got {buckets}")
         if cap_s is not None and not cap_s > 0:
             raise ConfigError(f"slackfit cap_s must be > 0, got {cap_s}")
+        if burst_guard_slo_s is not None and not burst_guard_slo_s > 0:
+            raise ConfigError(f"slackfit burst_guard_slo_s must be > 0, got {burst_guard_slo_s}")
+        if workers < 1:
+            raise ConfigError(f"slackfit workers must be >= 1, got {workers}")
         self.table, self.buckets = table, buckets
         # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
         # arrives just after a batch starts still finds a worker within cap_s
         self.cap_s = cap_s
+        # the adaptive guard (not in the paper; the default): the cap follows the bursts
+        # the caller measures, see `guard_s`. The caller tracks images per this window.
+        self.burst_window_s = burst_guard_slo_s
+        self.workers = workers
         self.lookup = Lookup(table)
         self.min_latency_s = table.fastest_s
         self.early_drop = early_drop
@@ -144,8 +154,35 @@ class SlackFit:
             return self.min_latency_s
         return max(self.min_latency_s, self._fastest_col[j])
 
+    def guard_s(self, burst_images: float, latency_scale: float = 1.0,
+                overhead_s: float = 0.0) -> float:
+        """The adaptive blocking guard (real seconds): the longest batch that still leaves
+        time, within one SLO, to clear a burst of `burst_images` arriving just after it
+        starts on the fastest choices (the workers sharing it, largest batches first):
+        SLO - clear(burst), clear = latency_scale x profiled time + overhead per batch.
+        Never below the fastest subnet's largest batch, so throughput is never capped
+        below the table's best. Smooth traffic (a few images per window) leaves it near
+        the SLO; a trace whose bursts pile hundreds of images into one window pulls it down
+        to that floor, where SlackFit plans like the fastest fixed subnet."""
+        assert self.burst_window_s is not None
+        sizes, col = self.table.batch_sizes, self._fastest_col
+        per_worker = -(-math.ceil(burst_images) // self.workers)
+        full, rest = divmod(per_worker, sizes[-1])
+        clear_table = full * col[-1]
+        batches = full
+        if rest:
+            clear_table += col[self.lookup.cover(rest)]
+            batches += 1
+        clear = clear_table * latency_scale + batches * overhead_s
+        floor = col[-1] * latency_scale + overhead_s
+        return max(floor, self.burst_window_s - clear)
+
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
-        slack = table_slack_s(view, now_s, self.cap_s)
+        cap = self.cap_s
+        if self.burst_window_s is not None:
+            guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s)
+            cap = guard if cap is None else min(cap, guard)
+        slack = table_slack_s(view, now_s, cap)
         k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
         k = self._below[min(k, self.buckets - 1)] if k >= 0 else -1
         choice = self.bucket_choices[k] if k >= 0 else None

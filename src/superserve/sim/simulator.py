@@ -37,6 +37,7 @@ import numpy as np
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
+from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
 from superserve.scheduling.rate import ewma_levels
 
@@ -124,14 +125,15 @@ class _View:
     """A mutable stand-in for scheduling.base.QueueView with the same fields, reused for
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
-    __slots__ = ("arrival_rate_qps", "head_deadline_s", "latency_scale", "length", "overhead_s",
-                 "worker_id", "worker_subnet")
+    __slots__ = ("arrival_rate_qps", "burst_images", "head_deadline_s", "latency_scale",
+                 "length", "overhead_s", "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
         self.worker_subnet: int | None = None
         self.arrival_rate_qps, self.overhead_s = 0.0, overhead_s
         self.latency_scale = 1.0
+        self.burst_images = 0.0
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
@@ -150,6 +152,10 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     arrl: list[float] = arr.tolist()
     levels: list[float] = ewma_levels(arr, cfg.rate_tau_s).tolist()
     tau = cfg.rate_tau_s
+    # SlackFit's adaptive guard: the router's BurstTracker, for every arrival at once
+    burst_window = getattr(policy, "burst_window_s", None)
+    bursts: list[float] = burst_levels(arr, burst_window).tolist() if burst_window else []
+    burst_tau = DEFAULT_BURST_HALF_LIFE_S / math.log(2)
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
     busy_ovh = overhead if cfg.busy_overhead_s is None else cfg.busy_overhead_s
     fastest = getattr(policy, "min_latency_s", table.fastest_s)
@@ -233,6 +239,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             view.worker_id = w
             view.worker_subnet = worker_subnet[w]
             view.arrival_rate_qps = rate
+            if bursts and tail:
+                view.burst_images = bursts[tail - 1] * exp((arrl[tail - 1] - now) / burst_tau)
             plan = decide(view, now)  # type: ignore[arg-type]  # duck-typed QueueView
             if plan is None:
                 break
