@@ -273,14 +273,18 @@ def test_ray_admin_adds_and_removes_worker_under_load(cluster, tmp_path):
     HTTP and joins, worker 0 is drained and removed (its batch completes, nothing re-queued,
     not counted as a loss), and every request sent meanwhile ends in exactly one terminal
     state (tests/test_admin_workers.py holds the shared load and checks)."""
-    from conftest import ServerThread
-    from test_admin_workers import add_and_remove_under_load, check_nothing_lost, tee_terminals
+    from test_admin_workers import (
+        PatientServer,
+        add_and_remove_under_load,
+        check_nothing_lost,
+        tee_terminals,
+    )
 
     table = synthetic_table()
     path = tmp_path / "table.json"
     table.save(path)
     cfg = WorkerConfig(kind="profile", table_path=str(path), latency_scale=5.0)
-    srv = ServerThread(table, lambda t, c: RayActorPool(cfg, 1, RayPoolConfig(
+    srv = PatientServer(table, lambda t, c: RayActorPool(cfg, 1, RayPoolConfig(
         cpus_per_worker=0.25)))
     try:
         tee = tee_terminals(srv)

@@ -12,7 +12,7 @@
 The same bearer token as the rest of the API guards them (`--auth-token-file`; they are
 never among the open health paths). `superserve workers add|remove|list` calls them.
 Errors are KServe's `{"error": ...}`: 400 a bad count or timeout, 404 an unknown worker,
-409 removing the last worker (nothing would serve), 501 a pool that cannot change size.
+409 removing the last ready worker (none would serve), 501 a pool that cannot change size.
 
 Both pools implement the membership calls (runtime/protocol.py `add_worker`, `remove_worker`,
 `members`); the router's `retire_worker` is the drain. `/metrics` gets
@@ -92,9 +92,13 @@ class WorkerAdmin:
         members = self._members()
         if worker_id not in members:
             raise AdminError(404, f"no worker {worker_id} (workers: {sorted(members)})")
-        if not (set(members) - self.draining - {worker_id}):
-            raise AdminError(409, f"worker {worker_id} is the last one kept: removing it "
-                                  "would leave nothing to serve; add one first")
+        others = [m for wid, m in members.items()
+                  if wid != worker_id and wid not in self.draining]
+        if not others or (members[worker_id]["state"] == "ready"
+                          and not any(m["state"] == "ready" for m in others)):
+            raise AdminError(409, f"worker {worker_id} is the last one ready: removing it "
+                                  "would leave none to serve; add one first (and wait until "
+                                  "it is ready)")
         self.draining.add(worker_id)
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
