@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The live figures of issues 11 and 12, as run for the closing note (a quiet 2-core machine:
+# nothing else may run meanwhile). Every server runs with DEFAULT flags unless a flag is
+# named here. Results: results/figs/*.json and the printed tables (tee'd to results/figs/*.txt).
+#   bash benchmarks/figures_11_12.sh [11|12|all] [BEFORE_SRC]
+# BEFORE_SRC: a checkout's src/ to measure the "before" of issue 12 (PYTHONPATH), e.g.
+#   git worktree add /tmp/before ba55600 && bash benchmarks/figures_11_12.sh 12 /tmp/before/src
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=results/figs
+mkdir -p "$OUT"
+WHICH=${1:-all}
+BEFORE=${2:-}
+live() {  # name, then calibration_live.py arguments
+  local name=$1; shift
+  echo "== $name: $*" | tee "$OUT/$name.txt"
+  timeout 900 "$PY" benchmarks/calibration_live.py --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+}
+if [[ $WHICH == 11 || $WHICH == all ]]; then
+  live json_split --policies slackfit clipper:0 --rates 500 1000 1500 2000
+  live binary_split --protocol binary --policies slackfit clipper:0 --rates 1000 2000
+  live grpc_split --protocol grpc --policies slackfit clipper:0 --rates 500 1000
+  live json_onecore --placement one-core --policies slackfit clipper:0 --rates 250 500 1000
+  live azure_code --trace-kind azure-code --policies slackfit clipper:0 --rates 1000
+  live hog_calibrated --policies slackfit --rates 1000 --duration-s 30 --hog-at 10
+  live hog_no_calibrate --policies slackfit --rates 1000 --duration-s 30 --hog-at 10 --server-args=--no-calibrate
+fi
+if [[ $WHICH == 12 || $WHICH == all ]]; then
+  # server (router + a no-compute worker) on CPU 1, the client on CPU 0
+  for proto in json binary grpc; do
+    rates="2000 3000 4000"; [[ $proto == grpc ]] && rates="500 1000 1500"
+    live "noop_${proto}_after" --placement one-core --protocol $proto --policies slackfit \
+      --rates $rates --duration-s 10 --server-args="--worker-kind noop"
+    if [[ -n $BEFORE ]]; then
+      PYTHONPATH=$BEFORE live "noop_${proto}_before" --placement one-core --protocol $proto \
+        --policies slackfit --rates $rates --duration-s 10 --server-args="--worker-kind noop"
+    fi
+  done
+  "$PY" benchmarks/transfer.py | tee "$OUT/transfer.txt"
+fi
