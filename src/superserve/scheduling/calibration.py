@@ -68,7 +68,7 @@ class CalibrationConfig:
     # the fixed part stays near its prior and the scale takes the error
     prior_weight: float = 1.0
     prior_overhead_weight: float = 1.0
-    min_scale: float = 0.05
+    min_scale: float = 0.002  # a GPU may run a CPU-profiled table hundreds of times faster
     max_scale: float = 50.0
     max_overhead_s: float = 0.050
     # one batch moves the fit at most this far: an observation above clip x the current
