@@ -72,14 +72,19 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
         net.norm_store = NormStore.load(src_norm)
     dev = torch.device(device)
     net.eval().to(dev)
-    cfg_img = getattr(getattr(net, "config", None), "image_size", None) or 28
+    spec_in = net.input_spec  # the family's input contract: (C, H, W), elastic resolutions
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
     for j, b in enumerate(table.batch_sizes):
-        x = torch.from_numpy(np.random.default_rng(b).random((b, 1, cfg_img, cfg_img),
-                                                             dtype=np.float32)).to(dev)
+        inputs: dict[int, Any] = {}  # per resolution (a spec of an elastic family picks one)
+        for spec in specs:
+            r = getattr(spec, "r", None) or spec_in.height
+            if r not in inputs:
+                inputs[r] = torch.from_numpy(np.random.default_rng(b).random(
+                    (b, spec_in.channels, r, r), dtype=np.float32)).to(dev)
 
-        def call(spec: Any = None, x: Any = x) -> None:
+        def call(spec: Any = None, inputs: dict[int, Any] = inputs) -> None:
+            x = inputs[getattr(spec, "r", None) or spec_in.height]
             with torch.inference_mode():
                 net(x, spec)
             sync()
