@@ -36,6 +36,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -319,9 +320,12 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
         if args.protocol != "json":
             mark()
         out_json, out_dir = work / f"{tag}.client.json", work / f"{tag}.loadgen"
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = run_client(client_cmd(args, srv, spec, out_json, out_dir),
                          args.duration_s + args.warmup_s + 90, args.hog_at, hog,
                          on_start=mark if args.protocol == "json" else None)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the client, waited for
+        client_cpu_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         cpu1 = server_cpu_s(srv.proc.pid)
         after = srv.metrics()
     finally:
@@ -344,6 +348,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
            if cpu0 else None,
            "server_cpu_us_per_request": (cpu1[1] - cpu0[0][1]) * 1e6 / max(rep["requests"], 1)
            if cpu0 else None,
+           # the whole client process (warm-up and start-up included) per timed request
+           "client_cpu_us_per_request": client_cpu_s * 1e6 / max(rep["requests"], 1),
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
@@ -371,7 +377,9 @@ def print_row(r: dict[str, Any]) -> None:
           f"{json.dumps(r['outcomes'], separators=(',', ':'))}", flush=True)
     if r.get("server_cpu_us_per_request") is not None:
         print(f"{'':24s}CPU per request: router process {r['router_cpu_us_per_request']:.0f} us, "
-              f"server tree (router + workers) {r['server_cpu_us_per_request']:.0f} us")
+              f"server tree (router + workers) {r['server_cpu_us_per_request']:.0f} us, client "
+              f"process {r.get('client_cpu_us_per_request', float('nan')):.0f} us (start-up "
+              "and warm-up included)")
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")
