@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,9 +58,9 @@ class LoopLagMonitor:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.stop()
         self._loop = loop
-        self._due = loop.time() + self.interval_s
+        self._due = time.monotonic() + self.interval_s
         self._window_end = self._due + self.window_s
-        self._handle = loop.call_at(self._due, self._tick)
+        self._handle = loop.call_later(self.interval_s, self._tick)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -73,8 +74,10 @@ class LoopLagMonitor:
     def _tick(self) -> None:
         loop = self._loop
         assert loop is not None
-        now = loop.time()
-        lag = max(now - self._due, 0.0)  # asyncio may run a timer a bit early
+        # time.monotonic, not loop.time(): uvloop's is a cached ms clock, stale by as much
+        # as the iteration that ran before this timer (the very lag measured here)
+        now = time.monotonic()
+        lag = max(now - self._due, 0.0)  # a loop may run a timer a bit early
         self.histogram.observe(lag)
         self.samples += 1
         if now >= self._window_end:
@@ -82,7 +85,7 @@ class LoopLagMonitor:
             self._window_end = now + self.window_s
         self._max_now = max(self._max_now, lag)
         self._due = now + self.interval_s
-        self._handle = loop.call_at(self._due, self._tick)
+        self._handle = loop.call_later(self.interval_s, self._tick)
 
 
 class ServerMetrics:
