@@ -30,7 +30,6 @@ decoding (bounded output). See docs/serving.md, "Hardening".
 
 from __future__ import annotations
 
-import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -41,9 +40,13 @@ import numpy as np
 
 from superserve.errors import InvalidInputError
 from superserve.server.images import (
+    CONTENT_FIELDS,
     DEFAULT_MAX_PIXELS,
+    IMAGE_INPUT,
     decode_images_async,
     deserialize_bytes,
+    encoded_from_grpc,
+    encoded_from_json,
     serialize_bytes,
     top_k,
 )
@@ -81,7 +84,6 @@ __all__ = [
 ]
 
 INPUT_NAME = "input"
-IMAGE_INPUT = "image"
 OUTPUTS = ("logits", "predicted")
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -172,34 +174,6 @@ def _check_tensor_header(t: Any, io: ModelIO) -> tuple[str, list[int]]:
     kind = _input_kind(t.get("name"), t.get("datatype"), io)
     shape = t.get("shape")
     return kind, check_bytes_shape(shape, io) if kind == "BYTES" else check_shape(shape, io)
-
-
-def _json_encoded(data: Any, n: int, tparams: Mapping) -> list[bytes]:
-    """JSON `data` of the BYTES input: n base64 strings (flat, or [[s], ...])."""
-    ct = tparams.get("content_type")
-    if ct != "base64":
-        raise InvalidInputError(
-            f"BYTES input {IMAGE_INPUT!r} in JSON must hold base64 strings and say so: "
-            f'"parameters": {{"content_type": "base64"}} (got content_type {short(ct)}); '
-            "or send the raw bytes with the binary extension")
-    if not isinstance(data, list):
-        raise InvalidInputError(f"input `data` must be a list of base64 strings, got "
-                                f"{short(data)}")
-    if data and all(type(x) is list and len(x) == 1 for x in data):  # shape [N, 1], nested
-        data = [x[0] for x in data]
-    if len(data) != n:
-        raise InvalidInputError(f"input has {len(data)} elements but shape [{n}] needs {n}")
-    out = []
-    for i, s in enumerate(data):
-        if not isinstance(s, str):
-            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is "
-                                    f"{short(s, 40)}, not a base64 string")
-        try:
-            out.append(binascii.a2b_base64(s.encode("ascii"), strict_mode=True))
-        except (binascii.Error, UnicodeEncodeError) as e:
-            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is not valid "
-                                    f"base64: {e}") from None
-    return out
 
 
 def _parameters(obj: Mapping, what: str) -> Mapping:
@@ -303,7 +277,7 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
         raise InvalidInputError("input has neither `data` nor binary_data_size")
     if kind == "BYTES":
         encoded = deserialize_bytes(rest, shape[0], f"input {IMAGE_INPUT!r}") if binary_in \
-            else _json_encoded(t["data"], shape[0], tparams)
+            else encoded_from_json(t["data"], shape[0], tparams)
     else:
         if binary_in:
             want = math.prod(shape) * 4
@@ -328,8 +302,7 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
                    classification)
 
 
-_CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
-                   "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
+_CONTENT_FIELDS = CONTENT_FIELDS
 
 
 def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
@@ -342,7 +315,7 @@ def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
                                 f"got {len(req.inputs)}")
     t = req.inputs[0]
     if _input_kind(t.name, t.datatype, io) == "BYTES":
-        return _grpc_encoded(req, t, io)
+        return encoded_from_grpc(req, t, io)
     shape = check_shape(list(t.shape), io)
     want = math.prod(shape)
     others = [f for f in _CONTENT_FIELDS if f != "fp32_contents" and len(getattr(t.contents, f))]
@@ -367,27 +340,6 @@ def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
             raise InvalidInputError(f"input has {n_fp32} values but shape {shape} needs {want}")
         arr = np.asarray(t.contents.fp32_contents, dtype=np.float32)
     return check_images(arr, shape, io)
-
-
-def _grpc_encoded(req: Any, t: Any, io: ModelIO) -> list[bytes]:
-    n = check_bytes_shape(list(t.shape), io)[0]
-    others = [f for f in _CONTENT_FIELDS if f != "bytes_contents" and len(getattr(t.contents, f))]
-    if others:
-        raise InvalidInputError(f"input contents.{others[0]} given for a BYTES input; use "
-                                "bytes_contents or raw_input_contents")
-    items = list(t.contents.bytes_contents)
-    if req.raw_input_contents:
-        if len(req.raw_input_contents) != 1:
-            raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
-                                    "input")
-        if items:
-            raise InvalidInputError("input has both contents.bytes_contents and "
-                                    "raw_input_contents; send one")
-        return deserialize_bytes(req.raw_input_contents[0], n, f"input {IMAGE_INPUT!r}")
-    if len(items) != n:
-        raise InvalidInputError(f"input has {len(items)} bytes_contents but shape [{n}] needs "
-                                f"{n}")
-    return items
 
 
 def grpc_outputs(req: Any, io: ModelIO) -> tuple[list[str], dict[str, int]]:

@@ -19,17 +19,23 @@ client error. Every error names the element: InvalidInputError (HTTP 400, INVALI
 
 from __future__ import annotations
 
+import binascii
 import io
 import struct
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from superserve.errors import InvalidInputError
+from superserve.server.validation import check_bytes_shape, short
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "decode_image", "decode_images",
-           "decode_images_async", "deserialize_bytes", "serialize_bytes", "top_k"]
+if TYPE_CHECKING:
+    from superserve.server.codec import ModelIO
+
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "IMAGE_INPUT", "decode_image", "decode_images",
+           "decode_images_async", "deserialize_bytes", "encoded_from_grpc", "encoded_from_json",
+           "serialize_bytes", "top_k"]
 
 DEFAULT_MAX_PIXELS = 36_000_000  # 6000 x 6000; a 12 MP phone photo is 4000 x 3000
 FORMATS = ("JPEG", "PNG")
@@ -113,6 +119,63 @@ def top_k(logits: np.ndarray, k: int, labels: Sequence[str] | None = None) -> np
                 s += f":{labels[j]}"
             out[r, c] = s.encode()
     return out
+
+
+# ----------------------------------------------------------------------------- the BYTES input
+IMAGE_INPUT = "image"
+CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
+                  "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
+
+
+def encoded_from_json(data: Any, n: int, tparams: Mapping) -> list[bytes]:
+    """JSON `data` of the BYTES input: n base64 strings (flat, or [[s], ...])."""
+    ct = tparams.get("content_type")
+    if ct != "base64":
+        raise InvalidInputError(
+            f"BYTES input {IMAGE_INPUT!r} in JSON must hold base64 strings and say so: "
+            f'"parameters": {{"content_type": "base64"}} (got content_type {short(ct)}); '
+            "or send the raw bytes with the binary extension")
+    if not isinstance(data, list):
+        raise InvalidInputError(f"input `data` must be a list of base64 strings, got "
+                                f"{short(data)}")
+    if data and all(type(x) is list and len(x) == 1 for x in data):  # shape [N, 1], nested
+        data = [x[0] for x in data]
+    if len(data) != n:
+        raise InvalidInputError(f"input has {len(data)} elements but shape [{n}] needs {n}")
+    out = []
+    for i, s in enumerate(data):
+        if not isinstance(s, str):
+            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is "
+                                    f"{short(s, 40)}, not a base64 string")
+        try:
+            out.append(binascii.a2b_base64(s.encode("ascii"), strict_mode=True))
+        except (binascii.Error, UnicodeEncodeError) as e:
+            raise InvalidInputError(f"element {i} of input {IMAGE_INPUT!r} is not valid "
+                                    f"base64: {e}") from None
+    return out
+
+
+def encoded_from_grpc(req: Any, t: Any, io: ModelIO) -> list[bytes]:
+    """The BYTES input of a gRPC request (duck-typed protobuf): `bytes_contents`, or the
+    length-prefixed form in `raw_input_contents` (tritonclient's), never both."""
+    n = check_bytes_shape(list(t.shape), io)[0]
+    others = [f for f in CONTENT_FIELDS if f != "bytes_contents" and len(getattr(t.contents, f))]
+    if others:
+        raise InvalidInputError(f"input contents.{others[0]} given for a BYTES input; use "
+                                "bytes_contents or raw_input_contents")
+    items = list(t.contents.bytes_contents)
+    if req.raw_input_contents:
+        if len(req.raw_input_contents) != 1:
+            raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
+                                    "input")
+        if items:
+            raise InvalidInputError("input has both contents.bytes_contents and "
+                                    "raw_input_contents; send one")
+        return deserialize_bytes(req.raw_input_contents[0], n, f"input {IMAGE_INPUT!r}")
+    if len(items) != n:
+        raise InvalidInputError(f"input has {len(items)} bytes_contents but shape [{n}] needs "
+                                f"{n}")
+    return items
 
 
 def serialize_bytes(a: np.ndarray) -> bytes:
