@@ -2,7 +2,8 @@
 and the classification extension's top-k output.
 
 A request's BYTES input `image` holds N encoded images (base64 in JSON, raw in the binary
-extension, `bytes_contents` or raw on gRPC: codec.py unpacks them). `decode_images` checks and
+extension, `bytes_contents` or raw on gRPC: `encoded_from_json` / `encoded_from_grpc` /
+`deserialize_bytes` unpack them for codec.py). `decode_images` checks and
 decodes all N and preprocesses them as the family's InputSpec says (superserve.models.
 preprocess: resize, centre crop, [0, 1]; the model normalises), giving the (N, C, H, W) float32
 array an FP32 client would have sent, so both kinds of request share the queue and the batches.
