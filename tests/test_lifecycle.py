@@ -130,11 +130,26 @@ def test_awaiting_task_cancelled_counts_cancelled_through_the_service(table):
 def test_future_cancelled_without_cancel_still_ends_counted(table):
     async def body():
         clock, _pool, router = make(table)
+        ended = []
+
+        class Listener:
+            def on_terminal(self, r):
+                ended.append(r)
+
+            def on_batch(self, *a): ...
+
+            def on_written(self, *a): ...
+
+            def on_batch_timing(self, *a): ...
+
+        router.listener = Listener()
         router.submit(IMG, slo_s=1.0)
         orphan = router.submit(IMG, slo_s=1.0)
         orphan.cancel()  # a direct caller that gave up without telling the router
         clock.advance(1.0)
         assert router.stats.terminal[Outcome.CANCELLED] == 1
+        (r,) = [r for r in ended if r.outcome is Outcome.CANCELLED]
+        assert isinstance(r.error, RequestCancelledError) and "by its caller" in str(r.error)
         assert_all_terminal(router, 2)
     run(body)
 

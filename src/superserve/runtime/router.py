@@ -457,7 +457,7 @@ class Router:
         if req.ended:
             return
         req.ended = True
-        if req.future.cancelled() and outcome is not Outcome.CANCELLED:
+        if req.future.cancelled() and (outcome is not Outcome.CANCELLED or error is None):
             # its caller stopped waiting without `cancel`: that is how it ended
             outcome, error = Outcome.CANCELLED, RequestCancelledError(
                 f"request {r.request_id} was cancelled by its caller")
