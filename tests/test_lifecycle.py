@@ -340,3 +340,25 @@ def test_no_ready_worker_is_503_and_unavailable_at_once():
         assert s.running.router.stats.submitted == 0  # refused before admission
     finally:
         s.close()
+
+
+def test_grpc_call_cancelled_by_its_client_ends_cancelled(hung_srv):
+    import grpc
+
+    from superserve.server import proto
+
+    pb = proto.pb2()
+    req = pb.ModelInferRequest(model_name="resnet")
+    req.parameters["slo_ms"].double_param = 20_000.0
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    req.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+    router = hung_srv.running.router
+    ch = grpc.insecure_channel(hung_srv.grpc)
+    try:
+        call = proto.pb2_grpc().GRPCInferenceServiceStub(ch).ModelInfer.future(req, timeout=30)
+        wait_until(lambda: router.open_requests == 1)
+        assert call.cancel()
+        wait_until(lambda: router.stats.terminal[Outcome.CANCELLED] == 1)
+        assert router.open_requests == 0
+    finally:
+        ch.close()
