@@ -19,7 +19,7 @@ metric at the end.
     python benchmarks/calibration_live.py --rates 1000 --hog-at 10 --duration-s 30 \\
         --server-args "--no-calibration"                 # (whatever flag turns it off)
     python benchmarks/calibration_live.py --placement one-core --rates 100 250 500
-    python benchmarks/calibration_live.py --protocol binary|grpc   # superserve loadgen
+    python benchmarks/calibration_live.py --protocol binary|grpc|grpc-stream  # superserve loadgen
     python benchmarks/calibration_live.py --trace-kind azure-code --rates 1000
 
 --protocol json uses benchmarks/open_loop_client.py (aiohttp, KServe v2 JSON); binary (REST
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-s", type=float, default=3.0)
     p.add_argument("--slo-ms", type=float, default=50.0)
     p.add_argument("--placement", choices=["split", "one-core"], default="split")
-    p.add_argument("--protocol", choices=["json", "binary", "grpc"], default="json")
+    p.add_argument("--protocol", choices=["json", "binary", "grpc", "grpc-stream"],
+                   default="json")
     p.add_argument("--trace-kind", choices=["bursty", "azure-code"], default="bursty")
     p.add_argument("--hog-at", type=float, default=None,
                    help="start a CPU hog on the worker's core this many seconds into the run")
@@ -221,7 +222,7 @@ def client_cmd(args: argparse.Namespace, srv: Server, spec: str, out_json: Path,
                 str(round(50 * args.warmup_s)), "--seed", str(args.seed), "--out", str(out_json)]
     url = srv.url if args.protocol == "binary" else f"127.0.0.1:{srv.grpc}"
     return ["taskset", "-c", "0", sys.executable, "-m", "superserve.cli", "loadgen", "--url", url,
-            "--protocol", "http" if args.protocol == "binary" else "grpc", "--trace", spec,
+            "--protocol", "http" if args.protocol == "binary" else args.protocol, "--trace", spec,
             "--slo-ms", str(args.slo_ms), "--seed", str(args.seed), "--timeout-s", "5",
             "--out", str(out_dir), "--json"]
 

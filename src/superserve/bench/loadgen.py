@@ -19,8 +19,10 @@ by the client is within the SLO.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gc
+import itertools
 import json
 import logging
 import math
@@ -41,19 +43,22 @@ __all__ = ["LoadgenConfig", "RequestRecord", "plot_timeseries", "run_loadgen", "
 OUTCOMES = ("completed", "dropped_deadline", "rejected", "failed")
 
 
+PROTOCOLS = ("http", "grpc", "grpc-stream")
+
+
 @dataclass(frozen=True)
 class LoadgenConfig:
     url: str  # http://127.0.0.1:8000 (HTTP) or 127.0.0.1:8001 (gRPC)
     slo_ms: float = 50.0  # sent as the request's `slo_ms` parameter
-    protocol: str = "http"  # "http" | "grpc"
+    protocol: str = "http"  # "http" | "grpc" | "grpc-stream" (one ModelStreamInfer call)
     model: str = "resnet"
     timeout_s: float = 10.0  # client-side bound per request; past it the request is `failed`
     max_duration_s: float = 900.0  # hard bound on a whole run (sending + draining)
     seed: int = 0  # picks which test images are sent
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("http", "grpc"):
-            raise ConfigError(f"protocol must be 'http' or 'grpc', got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if not self.slo_ms > 0:
             raise ConfigError(f"slo_ms must be > 0, got {self.slo_ms!r}")
         if not self.timeout_s > 0:
@@ -357,8 +362,88 @@ def _predicted_from_grpc(resp: Any) -> int:
     return -1
 
 
+_GRPC_OUTCOMES = {"DEADLINE_EXCEEDED": "dropped_deadline", "RESOURCE_EXHAUSTED": "rejected",
+                  "UNAVAILABLE": "rejected"}
+
+
+class _GrpcStreamClient(_GrpcClient):
+    """Every request on one ModelStreamInfer call (opened before the timed run), answers
+    matched by request id: grpc's per-call cost is paid once, not per request."""
+
+    def __init__(self, cfg: LoadgenConfig) -> None:
+        super().__init__(cfg)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._ids = itertools.count()
+        self._lock = asyncio.Lock()  # one write at a time on a call
+
+    async def prepare(self, concurrency: int) -> None:
+        self._call = self._stub.ModelStreamInfer()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self._call:
+                fut = self._waiting.pop(msg.infer_response.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except self._grpc.aio.AioRpcError as e:
+            err: Exception = e
+        else:
+            err = ConnectionError("the stream ended with requests unanswered")
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._waiting.clear()
+
+    async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:
+        if self._call is None:
+            await self.prepare(1)
+        rid = f"s{next(self._ids)}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        try:
+            async with self._lock:
+                req = self.request(key, image)
+                req.id = rid  # the cached message, re-labelled; written before the next one
+                await self._call.write(req)
+            msg = await asyncio.wait_for(fut, self._cfg.timeout_s)
+        except TimeoutError:
+            self._waiting.pop(rid, None)
+            rec.status, rec.outcome, rec.message = "DEADLINE_EXCEEDED", "failed", "client timeout"
+            return
+        except (self._grpc.aio.AioRpcError, ConnectionError) as e:
+            self._waiting.pop(rid, None)
+            rec.status, rec.outcome, rec.message = "STREAM", "failed", str(e)[:200]
+            return
+        resp = msg.infer_response
+        params = {k: _param_value(v) for k, v in resp.parameters.items()}
+        if msg.error_message:
+            rec.status = str(params.get("grpc_status", "UNKNOWN"))
+            rec.message = msg.error_message[:200]
+            rec.outcome = _GRPC_OUTCOMES.get(rec.status, "failed")
+            return
+        rec.status = "OK"
+        _fill_from_parameters(rec, params)
+        rec.predicted = _predicted_from_grpc(resp)
+        rec.outcome = "completed"
+
+    async def close(self) -> None:
+        if self._call is not None:
+            with contextlib.suppress(Exception):
+                await self._call.done_writing()
+            self._call.cancel()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+        await super().close()
+
+
 def _make_client(cfg: LoadgenConfig) -> _Client:
-    return _RawHttpClient(cfg) if cfg.protocol == "http" else _GrpcClient(cfg)
+    if cfg.protocol == "http":
+        return _RawHttpClient(cfg)
+    return _GrpcStreamClient(cfg) if cfg.protocol == "grpc-stream" else _GrpcClient(cfg)
 
 
 # --------------------------------------------------------------------------- the open loop

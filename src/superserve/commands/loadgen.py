@@ -1,4 +1,4 @@
-"""`superserve loadgen --url URL --trace SPEC --slo-ms X [--protocol http|grpc] [--out DIR] [--json]`.
+"""`superserve loadgen --url URL --trace SPEC --slo-ms X [--protocol http|grpc|grpc-stream] [--out DIR] [--json]`.
 
 Open loop: requests leave at the trace's times whatever the responses do; each carries one
 held-out MNIST-5k test image, so realized accuracy is measured as well.
@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="http://127.0.0.1:8000 (HTTP) or 127.0.0.1:8001 (gRPC); loopback only")
     p.add_argument("--trace", required=True, help="trace spec or file")
     p.add_argument("--slo-ms", type=float, default=50.0)
-    p.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    p.add_argument("--protocol", choices=["http", "grpc", "grpc-stream"], default="http",
+                   help="http (KServe v2 REST, binary tensors), grpc (a unary call per "
+                        "request) or grpc-stream (every request on one ModelStreamInfer call)")
     p.add_argument("--model", default="resnet")
     p.add_argument("--timeout-s", type=float, default=10.0, help="client bound per request")
     p.add_argument("--out", type=Path, default=None, help="write requests.csv and timeseries.png")

@@ -17,6 +17,7 @@ a connection (and, under `maximum_concurrent_rpcs`, a slot) forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -117,7 +118,17 @@ class _Handlers:
     async def model_infer(self, raw: bytes, context: Any = None) -> Any:
         # grpc.aio hands over a whole message: the clock starts when the handler runs (the
         # earliest instant this process sees; the transport's own time is not exposed)
-        arrival_s = self.s.now()
+        resp, result = await self._infer(raw, context, self.s.now())
+        done = getattr(context, "add_done_callback", None)
+        if done is not None:  # the clock stops when grpc has written the reply and status
+            done(lambda ctx: self.s.written(result, delivered=not ctx.cancelled()))
+        else:
+            self.s.written(result)
+        return resp
+
+    async def _infer(self, raw: bytes, context: Any, arrival_s: float) -> tuple[Any, Any]:
+        """One ModelInferRequest's answer and its router result (unary and stream calls);
+        the caller reports when the answer went out (`service.written`)."""
         self.s.check_size(len(raw))
         req = (await run_blocking(self._parse, self.pb.ModelInferRequest, raw)  # a big copy
                if should_offload(len(raw)) else self._parse(self.pb.ModelInferRequest, raw))
@@ -137,12 +148,56 @@ class _Handlers:
             resp.raw_output_contents.append(tensor_bytes(dt, a))
         for k, v in result_parameters(result).items():
             _set_param(resp.parameters, k, v)
-        done = getattr(context, "add_done_callback", None)
-        if done is not None:  # the clock stops when grpc has written the reply and status
-            done(lambda ctx: self.s.written(result, delivered=not ctx.cancelled()))
-        else:
-            self.s.written(result)
-        return resp
+        return resp, result
+
+    async def model_stream_infer(self, requests: Any, context: Any) -> None:
+        """ModelStreamInfer (Triton's streaming extension): every request on the stream is
+        served concurrently and answered as it completes (not in order: the answer carries
+        the request's id), errors as `error_message` answers, never by ending the stream.
+        One call carries any number of requests, so grpc's per-call cost (~300 us of CPU,
+        the most of a unary request) is paid once. Each request's SLO is its `slo_ms`
+        parameter or the server's default (the stream's own deadline is not a request's).
+        The stream ends once every request on it has been answered; a stream cancelled by
+        its client cancels the requests still open on it (CANCELLED)."""
+        lock = asyncio.Lock()  # one write at a time on a call
+        open_tasks: set[asyncio.Task[None]] = set()
+
+        async def one(raw: bytes, arrival_s: float) -> None:
+            result, msg = None, None
+            try:
+                resp, result = await self._infer(raw, None, arrival_s)
+                msg = self.pb.ModelStreamInferResponse(infer_response=resp)
+            except SuperServeError as e:
+                msg = self._stream_error(raw, grpc_code_name(e), str(e))
+            except Exception as e:  # a bug: an INTERNAL answer with a name, and logged
+                log.exception("gRPC stream request failed unexpectedly")
+                msg = self._stream_error(raw, "INTERNAL", f"internal error: {type(e).__name__}")
+            delivered = False
+            try:
+                async with lock:
+                    await context.write(msg)
+                delivered = True
+            finally:
+                if result is not None:
+                    self.s.written(result, delivered=delivered)
+
+        try:
+            async for raw in requests:
+                task = asyncio.ensure_future(one(raw, self.s.now()))
+                open_tasks.add(task)
+                task.add_done_callback(open_tasks.discard)
+            while open_tasks:  # the client is done sending: answer what is still open
+                await asyncio.wait(set(open_tasks))
+        finally:
+            for task in open_tasks:  # the stream was cancelled under us
+                task.cancel()
+
+    def _stream_error(self, raw: bytes, code: str, message: str) -> Any:
+        resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1")
+        with contextlib.suppress(Exception):  # unparseable: the message says so; no id
+            resp.id = self.pb.ModelInferRequest.FromString(raw).id
+        _set_param(resp.parameters, "grpc_status", code)
+        return self.pb.ModelStreamInferResponse(error_message=message, infer_response=resp)
 
 
 def _wrap(fn: Callable[..., Awaitable[Any]],
@@ -186,6 +241,8 @@ async def start_grpc(service: InferenceService, host: str, port: int,
                                                      request_deserializer=None,
                                                      response_serializer=ser)
            for name, fn in methods.items()}
+    rpc["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        h.model_stream_infer, request_deserializer=None, response_serializer=ser)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpc),))
     bound = server.add_secure_port(f"{host}:{port}", credentials) if credentials is not None \
         else server.add_insecure_port(f"{host}:{port}")
