@@ -29,11 +29,11 @@ if [[ $WHICH == 11 || $WHICH == all ]]; then
 fi
 if [[ $WHICH == 12 || $WHICH == all ]]; then
   # server (router + a no-compute worker) on CPU 1, the client on CPU 0
-  for proto in json binary grpc; do
-    rates="2000 3000 4000"; [[ $proto == grpc ]] && rates="500 1000 1500"
+  for proto in json binary grpc grpc-stream; do
+    rates="2000 3000 4000"; [[ $proto == grpc* ]] && rates="500 1000 1500 2000"
     live "noop_${proto}_after" --placement one-core --protocol $proto --policies slackfit \
       --rates $rates --duration-s 10 --server-args="--worker-kind noop"
-    if [[ -n $BEFORE ]]; then
+    if [[ -n $BEFORE && $proto != grpc-stream ]]; then
       PYTHONPATH=$BEFORE live "noop_${proto}_before" --placement one-core --protocol $proto \
         --policies slackfit --rates $rates --duration-s 10 --server-args="--worker-kind noop"
     fi
