@@ -116,3 +116,25 @@ def test_ratio_tail_forgets_old_samples():
 def test_config_is_validated(kw):
     with pytest.raises(ConfigError):
         CalibrationConfig(**kw)
+
+
+def test_linear_tail_grows_with_the_batch_when_the_noise_does():
+    """With `linear_tail`, a tail that grows with the batch (noise proportional to the
+    batch) gives a reserve line with a slope, planning small batches tighter and large ones
+    safer than one constant; an additive tail gives a flat line."""
+    rng = np.random.default_rng(3)
+    prop = LatencyModel(P_LO, P_HI, CalibrationConfig(linear_tail=True))
+    _feed(prop, 0.0, 5.0, scale=1.0, overhead=0.0, rng=rng, jitter=0.3)
+    assert prop.reserve_slope > 0.2
+    const = LatencyModel(P_LO, P_HI)  # the default: one constant reserve
+    _feed(const, 0.0, 5.0, scale=1.0, overhead=0.0, rng=np.random.default_rng(3), jitter=0.3)
+    assert prop.predict_s(P_LO) < const.predict_s(P_LO)
+    assert prop.predict_s(P_HI) >= 0.9 * const.predict_s(P_HI)
+    flat = LatencyModel(P_LO, P_HI, CalibrationConfig(linear_tail=True))
+    t = 0.0
+    for _ in range(1000):  # additive noise: 0-3 ms whatever the batch
+        p = float(rng.uniform(P_LO, P_HI))
+        t += 0.005
+        flat.observe(t, p, p + float(rng.uniform(0, 0.003)))
+    assert flat.reserve_slope < 0.02
+    assert flat.plan_overhead_s == pytest.approx(0.003, abs=0.0008)  # fit + reserve: the max

@@ -52,6 +52,9 @@ __all__ = ["CalibrationConfig", "LatencyModel", "RecentQuantile"]
 class CalibrationConfig:
     half_life_s: float = 1.0  # weight of an observation halves every this many seconds
     quantile: float = 0.99  # the reserve: this quantile of recent residuals (observed - fit)
+    # the reserve as a line in the profiled latency (the quantile of small and of large
+    # batches' residuals), not one constant: see LatencyModel._tail_line
+    linear_tail: bool = False
     window: int = 400  # how many recent batches the reserve is taken over
     # the router's per-request reserve for resolve -> last byte written is this quantile (it
     # adds to the batch reserve; 0.95 measured no better live: 1,000 / 1,500 / 2,000 req/s JSON
@@ -179,6 +182,15 @@ class LatencyModel:
         self.samples = 0
         self.scale, self.overhead_s = self._prior
         self._resid = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
+        # the tail, split by batch size: residuals of batches profiled at or below the split
+        # point (the running median of profiled latencies) and above it, with the median
+        # profiled latency of each half, so the reserve can grow with the batch (see
+        # `reserve_slope`)
+        self._resid_lo = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
+        self._resid_hi = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
+        self._p_all = RecentQuantile(0.5, c.window, c.tail_max_age_s)
+        self._p_lo = RecentQuantile(0.5, c.window, c.tail_max_age_s)
+        self._p_hi = RecentQuantile(0.5, c.window, c.tail_max_age_s)
         self._transport = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
         self.last_observed_s = 0.0
         self.last_compute_s = 0.0
@@ -197,11 +209,40 @@ class LatencyModel:
 
     @property
     def reserve_s(self) -> float:
-        """High quantile of observed - fitted compute, per batch (>= 0)."""
+        """High quantile of observed - fitted compute, per batch (>= 0): with the linear
+        tail, its part that does not grow with the batch."""
         c = self.config
         if not self.warm:
             return c.initial_transport_s
+        if c.linear_tail:
+            slope, fixed = self._tail_line()
+            return min(fixed, c.max_overhead_s)
         return min(max(self._resid.value(0.0), 0.0), c.max_overhead_s)
+
+    @property
+    def reserve_slope(self) -> float:
+        """With the linear tail: how much the reserve grows per second of profiled latency."""
+        return self._tail_line()[0] if self.config.linear_tail and self.warm else 0.0
+
+    def _tail_line(self) -> tuple[float, float]:
+        """(slope, fixed >= 0): the line through (median profiled, residual quantile) of the
+        small and the large half of recent batches, so reserve(p) = slope x p + fixed bounds
+        both an additive tail (a wake-up, a time slice: the same for every batch) and one
+        that grows with the batch (preemptions, a slower core: more for a longer batch).
+        One half empty or not above the other: a constant (the larger quantile)."""
+        q_all = max(self._resid.value(0.0), 0.0)
+        if len(self._resid_lo) < self.config.min_samples or \
+                len(self._resid_hi) < self.config.min_samples:
+            return 0.0, q_all
+        p1, p2 = self._p_lo.median(0.0), self._p_hi.median(0.0)
+        q1, q2 = max(self._resid_lo.value(0.0), 0.0), max(self._resid_hi.value(0.0), 0.0)
+        if p2 <= p1 * 1.05 or q2 <= q1:
+            return 0.0, max(q1, q2)
+        slope = (q2 - q1) / (p2 - p1)
+        fixed = q1 - slope * p1
+        if fixed < 0.0:  # through the origin, still above the large half's quantile
+            return q2 / p2, 0.0
+        return slope, fixed
 
     @property
     def transport_s(self) -> float:
@@ -211,7 +252,7 @@ class LatencyModel:
     @property
     def plan_scale(self) -> float:
         """Multiply profiled latencies by this ..."""
-        return self.tail * self.scale
+        return self.tail * self.scale + self.reserve_slope
 
     @property
     def plan_overhead_s(self) -> float:
@@ -245,7 +286,9 @@ class LatencyModel:
             return
         self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
         self._t_last = now_s
-        self._resid.expire(now_s)
+        for q in (self._resid, self._resid_lo, self._resid_hi, self._p_all, self._p_lo,
+                  self._p_hi):
+            q.expire(now_s)
         self._transport.expire(now_s)
         self._solve()
 
@@ -274,6 +317,11 @@ class LatencyModel:
         self.last_observed_s, self.last_compute_s = observed_s, compute_s
         self._transport.add(now_s, observed_s - compute_s)
         self._resid.add(now_s, observed_s - fit)
+        if self.config.linear_tail:
+            self._p_all.add(now_s, profiled_s)
+            low = profiled_s <= self._p_all.median(profiled_s)
+            (self._resid_lo if low else self._resid_hi).add(now_s, observed_s - fit)
+            (self._p_lo if low else self._p_hi).add(now_s, profiled_s)
         y = min(compute_s, self.config.clip * fit) if fit > 0 else compute_s
         self._add(now_s, profiled_s, y)
         self.samples += 1

@@ -53,6 +53,13 @@ class SimConfig:
     # that the policy reserves but that does not occupy a worker (live: network, event loops)
     busy_overhead_s: float | None = None
     jitter: float = 0.0  # relative std-dev of a batch's service time (normal, clipped at -50%)
+    # a CPU-bound co-tenant time-sliced with the worker from `preempt_from_s` on: during a
+    # batch it takes the core for `preempt_s` at a time, at rate 1/preempt_s, so a batch of
+    # base time T is stretched by preempt_s x Poisson(T / preempt_s): x2 on average, a
+    # whole slice or nothing for a batch shorter than one (what `calibration_live --hog-at`
+    # does to a real worker: the fit and its tail must cope with that noise)
+    preempt_s: float = 0.0
+    preempt_from_s: float = 0.0
     actuation_s: float = 0.0  # paid when a worker's subnet changes (0 for SubNetAct)
     failures: tuple[tuple[float, int], ...] = ()  # (time_s, worker id): that worker dies
     restart_s: float | None = None  # a failed worker is back after this long (None: never)
@@ -74,7 +81,7 @@ class SimConfig:
         if self.busy_overhead_s is not None and not 0 <= self.busy_overhead_s <= self.overhead_s:
             raise ConfigError(f"busy_overhead_s must be in [0, overhead_s], got "
                               f"{self.busy_overhead_s!r}")
-        for name in ("jitter", "actuation_s", "overhead_s"):
+        for name in ("jitter", "actuation_s", "overhead_s", "preempt_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.rate_tau_s > 0:
@@ -157,6 +164,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     bursts: list[float] = burst_levels(arr, burst_window).tolist() if burst_window else []
     burst_tau = DEFAULT_BURST_HALF_LIFE_S / math.log(2)
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
+    preempt, preempt_from = cfg.preempt_s, cfg.preempt_from_s
     busy_ovh = overhead if cfg.busy_overhead_s is None else cfg.busy_overhead_s
     fastest = getattr(policy, "min_latency_s", table.fastest_s)
     drop_slack = getattr(policy, "drop_slack_s", None)
@@ -267,6 +275,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 service += actuation
             if jitter:
                 service *= max(0.5, 1.0 + jitter * rng.standard_normal())
+            if preempt and now >= preempt_from:
+                service += preempt * rng.poisson(service / preempt)
             compute = service - busy_ovh if service > busy_ovh else service  # the worker's own
             worker_subnet[w] = subnet
             done = now + service
