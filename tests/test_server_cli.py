@@ -70,7 +70,7 @@ def test_serve_cli_sigterm_drains_and_exits(tmp_path):
             proc.wait(10)
 
 
-@pytest.mark.parametrize("cpus,msg", [("99", "this machine has 0.."), ("a,b", "comma list")])
+@pytest.mark.parametrize("cpus,msg", [("99", "this machine has 0.."), ("a,b", "comma-separated CPU ids")])
 def test_serve_rejects_bad_worker_cpus(cpus, msg, capsys):
     from superserve.cli import main
 

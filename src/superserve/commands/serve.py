@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-scale", type=float, default=1.0,
                         help="plan with profiled latencies x this, on top of calibration (an "
                              "override; default 1)")
+    parser.add_argument("--calibration-tail", default="constant", choices=["constant", "linear"],
+                        help="the per-batch reserve calibration plans with: one constant (a "
+                             "high quantile of observed - fit; default) or a line in the "
+                             "batch's profiled latency (small and large batches apart)")
     parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                         help="plan with the table as profiled (plus the overrides) instead of "
                              "learning what batches really cost on this machine")
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                       default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
-                      calibrate=args.calibrate,
+                      calibrate=args.calibrate, calibration_tail=args.calibration_tail,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind,
                       devices=parse_devices(args.devices) if args.devices else (),

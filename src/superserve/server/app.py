@@ -22,6 +22,7 @@ from superserve.runtime.clock import LoopClock
 from superserve.runtime.protocol import WorkerPool
 from superserve.runtime.router import Router, RouterConfig
 from superserve.scheduling.base import Policy
+from superserve.scheduling.calibration import CalibrationConfig
 from superserve.server.codec import ModelIO
 from superserve.server.config import ServeConfig
 from superserve.server.http_api import FIRST_BYTE_KEY
@@ -144,7 +145,8 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     credentials = grpc_server_credentials(cfg.tls_cert, cfg.tls_key)  # None: plaintext
     router = Router(policy, pool, LoopClock(), RouterConfig(
         max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
-        overhead_s=cfg.overhead_s, calibrate=cfg.calibrate))
+        overhead_s=cfg.overhead_s, calibrate=cfg.calibrate,
+        calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear")))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics
     service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)
