@@ -25,6 +25,7 @@ if [[ $WHICH == 11 || $WHICH == all ]]; then
   live azure_code --trace-kind azure-code --policies slackfit clipper:0 --rates 1000
   live hog_calibrated --policies slackfit --rates 1000 --duration-s 30 --hog-at 10
   live hog_no_calibrate --policies slackfit --rates 1000 --duration-s 30 --hog-at 10 --server-args=--no-calibrate
+  live hog_quantile_90 --policies slackfit --rates 1000 --duration-s 30 --hog-at 10 --server-args="--calibration-quantile 0.9"
   live hog_linear_tail --policies slackfit --rates 1000 --duration-s 30 --hog-at 10 --server-args="--calibration-tail linear"
   timeout 600 .venv/bin/superserve demo --quick --out "$OUT/demo_quick" 2>&1 | tail -40 | tee "$OUT/demo_quick.txt"
 fi

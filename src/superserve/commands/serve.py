@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-scale", type=float, default=1.0,
                         help="plan with profiled latencies x this, on top of calibration (an "
                              "override; default 1)")
+    parser.add_argument("--calibration-quantile", type=float, default=0.99,
+                        help="the per-batch reserve is this quantile of observed - fitted "
+                             "batch time (default 0.99; lower trades a little per-batch "
+                             "safety for capacity when batch times have a heavy tail)")
     parser.add_argument("--calibration-tail", default="constant", choices=["constant", "linear"],
                         help="the per-batch reserve calibration plans with: one constant (a "
                              "high quantile of observed - fit; default) or a line in the "
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
                       calibrate=args.calibrate, calibration_tail=args.calibration_tail,
+                      calibration_quantile=args.calibration_quantile,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind,
                       devices=parse_devices(args.devices) if args.devices else (),

@@ -146,7 +146,8 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     router = Router(policy, pool, LoopClock(), RouterConfig(
         max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
         overhead_s=cfg.overhead_s, calibrate=cfg.calibrate,
-        calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear")))
+        calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear",
+                                      quantile=cfg.calibration_quantile)))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics
     service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)
