@@ -105,7 +105,7 @@ def request(d: Path, n: int, slo_ms: float, http_port: int, grpc_port: int) -> N
                 outs = [mod.InferRequestedOutput("logits", class_count=5)]
                 t = time.perf_counter()
                 r = client.infer("ofa_mbv3", [inp], outputs=outs,
-                                 parameters={"slo_ms": slo_ms})
+                                 parameters={"slo_ms": int(slo_ms)})
                 ms = (time.perf_counter() - t) * 1e3
                 p = r.get_response()["parameters"] if proto == "http" else {
                     k: getattr(v, v.WhichOneof("parameter_choice"))
