@@ -259,3 +259,23 @@ def test_a_family_without_calibration_data_refuses_clearly():
 
     with pytest.raises(ConfigError, match="superserve profile --model ofa_mbv3"):
         _calibration_images(Net(), None, 3)
+
+
+def test_grpc_bytes_contents_and_raw_form():
+    from superserve.server import proto
+    from superserve.server.codec import decode_grpc_images
+
+    pb = proto.pb2()
+    jpegs = [encode(solid(20, 10)), encode(solid(10, 20), "PNG")]
+    req = pb.ModelInferRequest(model_name="m")
+    t = req.inputs.add(name="image", datatype="BYTES", shape=[2])
+    t.contents.bytes_contents.extend(jpegs)
+    assert decode_grpc_images(req, IO) == jpegs
+    req.raw_input_contents.append(serialize_bytes(np.array(jpegs, dtype=object)))
+    with pytest.raises(InvalidInputError, match="send one"):
+        decode_grpc_images(req, IO)
+    del t.contents.bytes_contents[:]
+    assert decode_grpc_images(req, IO) == jpegs
+    t.contents.fp32_contents.append(1.0)
+    with pytest.raises(InvalidInputError, match="fp32_contents given for a BYTES input"):
+        decode_grpc_images(req, IO)
