@@ -1,6 +1,6 @@
 """`superserve workers list|add|remove`: change a running server's workers while it serves.
 
-    superserve workers list   [--url URL] [--json]
+    superserve workers list   [--url URL] [--auth-token-file F] [--cacert CA] [--json]
     superserve workers add    [N] [--wait] [--timeout S]
     superserve workers remove ID [--drain-timeout S]
 
@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the server's REST address (default %(default)s)")
     p.add_argument("--auth-token-file", default=None,
                    help="bearer token file of the server (its first token is sent)")
+    p.add_argument("--cacert", default=None,
+                   help="CA certificate to verify an https:// server with (its --tls-cert "
+                        "when self-signed)")
     p.add_argument("--json", action="store_true", help="print the server's JSON answer")
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="the workers kept: id, state, node, pid")
@@ -80,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "add" and not 1 <= args.count <= 64:
         raise ConfigError(f"count must be from 1 to 64, got {args.count}")
     timeout = 30.0 + (args.drain_timeout if args.action == "remove" else 0.0)
-    with httpx.Client(base_url=args.url, headers=_headers(args), timeout=timeout) as client:
+    verify: Any = True
+    if args.cacert:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=args.cacert)
+    with httpx.Client(base_url=args.url, headers=_headers(args), timeout=timeout,
+                      verify=verify) as client:
         if args.action == "list":
             doc = _call(client, "GET", "/v2/admin/workers")
         elif args.action == "add":
