@@ -168,8 +168,25 @@ def test_local_pool_worker_added_and_removed_under_load(profile_table):
         srv.close()
 
 
+@pytest.fixture
+def cert(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not found")
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(crt), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return str(crt), str(key)
+
+
 @local_membership
-def test_admin_errors_auth_and_cli(profile_table, tmp_path, capsys):
+def test_admin_errors_auth_tls_and_cli(profile_table, tmp_path, cert, capsys):
+    import ssl
+
     from superserve.cli import main
     from superserve.runtime.pool import LocalProcessPool
 
@@ -177,10 +194,14 @@ def test_admin_errors_auth_and_cli(profile_table, tmp_path, capsys):
     tokens = tmp_path / "tokens"
     tokens.write_text("s3cret-token-0123456789\n")
     auth = {"authorization": "Bearer s3cret-token-0123456789"}
+    crt, key = cert
     srv = ServerThread(table, lambda t, c: LocalProcessPool(WorkerConfig(kind="noop"), 1),
-                       auth_token_file=str(tokens), auth_open_health=True)
+                       auth_token_file=str(tokens), auth_open_health=True, tls_cert=crt,
+                       tls_key=key)
+    https = srv.http.replace("http://", "https://")
     try:
-        with httpx.Client(base_url=srv.http, timeout=30) as c:
+        with httpx.Client(base_url=https, timeout=30,
+                          verify=ssl.create_default_context(cafile=crt)) as c:
             assert c.get("/v2/admin/workers").status_code == 401  # not an open path
             assert c.post("/v2/admin/workers").status_code == 401
             assert c.delete("/v2/admin/workers/0").status_code == 401
@@ -200,7 +221,7 @@ def test_admin_errors_auth_and_cli(profile_table, tmp_path, capsys):
                 assert r.status_code == status, (method, path, kw, r.text)
                 assert "error" in r.json()
 
-        url = ["workers", "--url", srv.http, "--auth-token-file", str(tokens)]
+        url = ["workers", "--url", https, "--auth-token-file", str(tokens), "--cacert", crt]
         assert main([*url, "add", "--wait", "--timeout", "120"]) == 0
         assert "added worker(s) 1" in capsys.readouterr().out
         assert main([*url, "remove", "0"]) == 0
@@ -211,8 +232,10 @@ def test_admin_errors_auth_and_cli(profile_table, tmp_path, capsys):
 
         [w] = json.loads(capsys.readouterr().out)["workers"]
         assert (w["id"], w["state"]) == (1, "ready")
-        assert main(["workers", "--url", srv.http, "list"]) == 2  # no token: refused
+        assert main(["workers", "--url", https, "--cacert", crt, "list"]) == 2  # no token
         assert "HTTP 401" in capsys.readouterr().err
+        assert main(["workers", "--url", https, "--auth-token-file", str(tokens), "list"]) == 2
+        assert "cannot reach" in capsys.readouterr().err  # an unknown CA: refused
         assert srv.running.router.ready_workers == 1
     finally:
         srv.close()
