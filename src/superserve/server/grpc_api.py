@@ -85,7 +85,7 @@ class _Handlers:
     def _parse(self, cls: Any, raw: bytes) -> Any:
         try:
             return cls.FromString(raw)
-        except Exception as e:  # protobuf raises DecodeError (and others on bad wire data)
+        except Exception as e:  # noqa: BLE001 (protobuf raises DecodeError and others)
             raise InvalidInputError(f"malformed {cls.__name__} protobuf: {e}") from None
 
     async def server_live(self, raw: bytes) -> Any:

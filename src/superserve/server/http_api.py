@@ -25,8 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from superserve.errors import InvalidInputError, SuperServeError
-from superserve.server.codec import HEADER_LENGTH, decode_content, decode_http, encode_http
-from superserve.server.codec import request_images
+from superserve.server.codec import (
+    HEADER_LENGTH,
+    decode_content,
+    decode_http,
+    encode_http,
+    request_images,
+)
 from superserve.server.limits import ON_DISCONNECT_KEY
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
 from superserve.server.offload import OFFLOAD_MIN_BYTES, run_blocking, run_cpu, should_offload
