@@ -71,13 +71,14 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def request(d: Path, n: int, slo_ms: float, http_port: int, grpc_port: int) -> None:
+def request(d: Path, n: int, slo_ms: float, http_port: int, grpc_port: int,
+            table: Path | None = None) -> None:
     import numpy as np
     import tritonclient.grpc as tgrpc
     import tritonclient.http as thttp
 
     cmd = [sys.executable, "-m", "superserve.cli", "serve", "--model", "ofa_mbv3",
-           "--weights", str(d / "W.pth"), "--table", str(d / "T.json"),
+           "--weights", str(d / "W.pth"), "--table", str(table or d / "T.json"),
            "--http-port", str(http_port), "--grpc-port", str(grpc_port),
            "--slo-ms", str(slo_ms)]
     t0 = time.perf_counter()
@@ -116,7 +117,9 @@ def request(d: Path, n: int, slo_ms: float, http_port: int, grpc_port: int) -> N
                 if proto not in example:
                     example[proto] = {"top5": [v.decode() for v in r.as_numpy("logits")[0]],
                                       "parameters": p}
+        table = json.loads((table or d / "T.json").read_text())
         report = {"ready_s": round(ready_s, 1), "jpeg_bytes": len(jpegs[0]),
+                  "table_subnets": len(table["subnets"]),
                   "metadata_inputs": md["inputs"], "example": example}
         for proto, rs in rows.items():
             lat = sorted(ms for ms, _ in rs)
@@ -145,6 +148,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("request")
     r.add_argument("--dir", type=Path, default=Path("/tmp/ofa_byo"))
+    r.add_argument("--table", type=Path, default=None, help="default: DIR/T.json")
     r.add_argument("--requests", type=int, default=20)
     r.add_argument("--slo-ms", type=float, default=500.0)
     r.add_argument("--http-port", type=int, default=18080)
@@ -153,7 +157,7 @@ def main() -> None:
     if a.cmd == "prepare":
         prepare(a.out, a.images, a.classes, a.seed)
     else:
-        request(a.dir, a.requests, a.slo_ms, a.http_port, a.grpc_port)
+        request(a.dir, a.requests, a.slo_ms, a.http_port, a.grpc_port, a.table)
 
 
 if __name__ == "__main__":
