@@ -279,3 +279,33 @@ def test_grpc_bytes_contents_and_raw_form():
     t.contents.fp32_contents.append(1.0)
     with pytest.raises(InvalidInputError, match="fp32_contents given for a BYTES input"):
         decode_grpc_images(req, IO)
+
+
+def test_mutated_images_decode_or_are_client_errors():
+    """Seeded byte mutations of JPEGs and PNGs of several modes: an image or InvalidInputError
+    (never another exception: that would be a 500)."""
+    import random
+
+    rng = random.Random(0)
+    a = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    seeds = [encode(a), encode(a, "JPEG", progressive=True), encode(a, "PNG")]
+    for mode in ("P", "RGBA", "L", "I;16", "1"):
+        buf = io.BytesIO()
+        Image.fromarray(a).convert(mode).save(buf, format="PNG")
+        seeds.append(buf.getvalue())
+    for _ in range(300):
+        d = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            p = rng.randrange(len(d))
+            op = rng.random()
+            if op < 0.5:
+                d[p] = rng.randrange(256)
+            elif op < 0.75:
+                del d[p:p + rng.randint(1, 20)]
+            else:
+                d[p:p] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        try:
+            x = decode_image(bytes(d), SPEC)
+        except InvalidInputError:
+            continue
+        assert x.shape == (3, 32, 32) and np.isfinite(x).all()
