@@ -80,3 +80,5 @@ def test_serve_configuration_for_a_users_family(ofa_files, tmp_path):
     with pytest.raises(ConfigError, match="weights: no file"):
         ServeConfig(model="ofa_mbv3", weights=str(tmp_path / "nope.pth"))
     assert model_io("no_such_family", needs_model=False).image_shape == (1, 28, 28)
+    with pytest.raises(ConfigError, match="ships no weights: pass --weights"):
+        model_io("ofa_mbv3")

@@ -70,11 +70,18 @@ def model_io(model: str, weights: str = "", max_images: int = 256,
     """The served model's ModelIO: its input shape, the BYTES image input and the class count
     from the family's input contract (models.registry.model_input_spec; a built-in family
     without torch). `needs_model=False` (profile/noop workers, which run no model): a model
-    that cannot be resolved serves FP32 tensors of the MNIST shape, as before."""
+    that cannot be resolved serves FP32 tensors of the MNIST shape, as before. A family that
+    ships no weights needs `weights` (ConfigError at start, not a crash loop of workers)."""
     from superserve.errors import CheckpointError
     from superserve.models.registry import model_input_spec
     from superserve.server.codec import ModelIO
 
+    if needs_model and not weights and _is_family_name(model):
+        from superserve.models.registry import get_family
+
+        if get_family(model).default_checkpoint is None:  # fail here, not in every worker
+            raise ConfigError(f"family {model!r} ships no weights: pass --weights W (e.g. a "
+                              "published OFA checkpoint)")
     try:
         spec = model_input_spec(model, weights)
     except (ConfigError, CheckpointError, OSError):
