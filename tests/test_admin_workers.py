@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from conftest import ServerThread, synthetic_table
+from superserve.runtime.pool import LocalProcessPool
 from superserve.runtime.worker import WorkerConfig
 
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
@@ -130,16 +131,6 @@ def check_nothing_lost(srv: ServerThread, tee: TerminalTee, out: dict[str, Any])
     assert ready_ids(out["workers"]) == out["added"] == [1]
 
 
-def _local_pool_membership() -> bool:  # TEMPORARY: until pool.py gets the membership calls
-    from superserve.runtime.pool import LocalProcessPool
-
-    return hasattr(LocalProcessPool, "add_worker")
-
-
-local_membership = pytest.mark.skipif(not _local_pool_membership(),
-                                      reason="LocalProcessPool.add_worker not there yet")
-
-
 @pytest.fixture
 def profile_table(tmp_path):
     table = synthetic_table()
@@ -148,10 +139,7 @@ def profile_table(tmp_path):
     return table, path
 
 
-@local_membership
 def test_local_pool_worker_added_and_removed_under_load(profile_table):
-    from superserve.runtime.pool import LocalProcessPool
-
     table, path = profile_table
     # 5x the profiled latency: batches of tens of ms, so worker 0 has one in flight when
     # it is removed (the drain waits for it)
@@ -183,12 +171,10 @@ def cert(tmp_path):
     return str(crt), str(key)
 
 
-@local_membership
 def test_admin_errors_auth_tls_and_cli(profile_table, tmp_path, cert, capsys):
     import ssl
 
     from superserve.cli import main
-    from superserve.runtime.pool import LocalProcessPool
 
     table, _ = profile_table
     tokens = tmp_path / "tokens"

@@ -100,6 +100,7 @@ class LocalProcessPool:
         self._closing = False
         self.restarts = 0
         self.fatal: dict[int, str] = {}  # worker id -> why it could not start
+        self._removed: set[int] = set()  # ids taken out by the operator: never restarted
         # crash-loop back-off of workers that did become ready: each death within
         # `crash_window_s` of the previous one doubles the wait before the restart
         self.crash_window_s = 30.0
@@ -116,7 +117,7 @@ class LocalProcessPool:
             self._spawn(wid)
 
     def _spawn(self, wid: int) -> None:
-        if self._closing:
+        if self._closing or wid in self._removed:
             return
         parent, child = self._ctx.Pipe(duplex=True)
         p = self._ctx.Process(target=worker_main, args=(child, self.config, wid, os.getpid()),
@@ -288,3 +289,44 @@ class LocalProcessPool:
         log.warning("restarting worker %d in %.2f s (%s; %d quick deaths in a row, %d "
                     "restarts so far)", wid, delay, reason, streak, self.restarts)
         self._loop.call_later(delay, self._spawn, wid)
+
+    # ------------------------------------------------------------------ membership
+    def add_worker(self) -> int:
+        """One more worker process while serving; it joins through `worker_ready`."""
+        wid = max(self._slots, default=-1) + 1  # removed ids keep their slot: never reused
+        self._spawn(wid)
+        self.n_workers = len(self.members())
+        return wid
+
+    def remove_worker(self, worker_id: int) -> None:
+        """Stop a worker for good while serving (no restart). The router hears `worker_lost`,
+        so a batch still in flight is re-queued; the admin call drains it first (server/
+        admin.py), so there is none."""
+        slot = self._slots[worker_id]
+        if worker_id in self._removed:
+            return
+        self._removed.add(worker_id)
+        if not slot.gone:
+            try:
+                slot.conn.send(("stop",))
+            except (OSError, ValueError):
+                pass
+            self._forget(slot)
+        self.n_workers = len(self.members())
+        if self._closing:
+            return
+        log.info("worker %d (pid %s) removed by the operator", worker_id, slot.process.pid)
+        assert self._listener is not None and self._loop is not None
+        self._listener.worker_lost(worker_id, "removed by the operator")
+        self._loop.call_later(5.0, self._reap, slot.process)
+
+    @staticmethod
+    def _reap(process: Any) -> None:
+        if process.is_alive():  # told to stop 5 s ago
+            process.kill()
+        process.join(0.5)
+
+    def members(self) -> dict[int, dict[str, Any]]:
+        return {wid: {"state": "ready" if s.ready and not s.gone else "starting",
+                      "node": "local", "pid": s.process.pid}
+                for wid, s in sorted(self._slots.items()) if wid not in self._removed}
