@@ -157,6 +157,11 @@ def test_burst_guard_follows_the_measured_burst():
     assert sf.decide(view, 0.0) == SlackFit(t, buckets=11).decide(view, 0.0)  # no burst yet
     bursty = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000)
     assert sf.decide(bursty, 0.0) == Plan(0, 4)
+    # with a per-batch overhead the guard still means the batch's whole cost: at the floor,
+    # the plan is the fastest subnet's largest batch, not something longer by the overhead
+    heavy = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000,
+                      overhead_s=3 * MS)
+    assert sf.decide(heavy, 0.0) == Plan(0, 4)
 
 
 def test_burst_tracker_counts_the_window_and_decays():

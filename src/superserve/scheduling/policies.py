@@ -180,7 +180,10 @@ class SlackFit:
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         cap = self.cap_s
         if self.burst_window_s is not None:
+            # the guard bounds a batch's whole cost; the cap bounds the slack left once the
+            # per-batch overhead is taken off (base.table_slack_s), so take it off here too
             guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s)
+            guard -= view.overhead_s
             cap = guard if cap is None else min(cap, guard)
         slack = table_slack_s(view, now_s, cap)
         k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
