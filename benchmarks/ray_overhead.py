@@ -79,9 +79,9 @@ async def main(args: argparse.Namespace) -> dict:
             images = np.random.default_rng(0).random((b, 1, 28, 28), dtype=np.float32)
             samples: dict[str, list[float]] = {k: [] for k in pools}
             for i in range(args.warmup + args.n):
-                for k in pools:  # interleaved
+                for k, pool in pools.items():  # interleaved
                     bid += 1
-                    dt = await _round_trip(pools[k], timers[k], bid, images)
+                    dt = await _round_trip(pool, timers[k], bid, images)
                     if i >= args.warmup:
                         samples[k].append(dt * 1e6)
             for k, s in samples.items():
