@@ -239,9 +239,13 @@ def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list
         try:
             for line in proc.stderr:
                 if "run started" in line and not started.is_set():
+                    started.set()  # first: the hog's timer must not wait on a scrape
                     if on_start is not None:
-                        on_start()
-                    started.set()
+                        try:
+                            on_start()
+                        except Exception as e:  # noqa: BLE001  (said, and the row says "-")
+                            print(f"calibration_live: mark at run start failed: {e!r}",
+                                  file=sys.stderr, flush=True)
         except ValueError:  # the pipe was closed under us at the end of the run
             pass
         started.set()
@@ -260,11 +264,23 @@ def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list
                                  stdout=subprocess.DEVNULL))
         timer = threading.Thread(target=arm, daemon=True)
         timer.start()
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    # stdout here, stderr in the thread above: communicate() would read stderr too and could
+    # take the "run started" line from under the thread (then nothing is marked)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
         kill(proc)
-        raise RuntimeError(f"client did not finish within {timeout_s:.0f} s") from None
+
+    killer = threading.Timer(timeout_s, expire)
+    killer.start()
+    try:
+        out = proc.stdout.read()
+        proc.wait()
+    finally:
+        killer.cancel()
+    if expired.is_set():
+        raise RuntimeError(f"client did not finish within {timeout_s:.0f} s")
     if proc.returncode != 0:
         raise RuntimeError(f"client exited with {proc.returncode}: {' '.join(cmd)}")
     return out
@@ -315,13 +331,18 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
         cpu0: list[tuple[float, float]] = []
 
         def mark() -> None:
+            cpu0.append(server_cpu_s(srv.proc.pid))  # /proc first: instant
+            t0 = time.monotonic()
             before.update(srv.metrics())
-            cpu0.append(server_cpu_s(srv.proc.pid))
+            if time.monotonic() - t0 > 1.0:
+                print(f"calibration_live: the /metrics scrape took "
+                      f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
         if args.protocol != "json":
             mark()
         out_json, out_dir = work / f"{tag}.client.json", work / f"{tag}.loadgen"
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_start = server_cpu_s(srv.proc.pid)  # fallback: the warm-up counted in too
         out = run_client(client_cmd(args, srv, spec, out_json, out_dir),
                          args.duration_s + args.warmup_s + 90, args.hog_at, hog,
                          on_start=mark if args.protocol == "json" else None)
@@ -338,6 +359,11 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
     else:
         rep = loadgen_report(json.loads(out.strip().splitlines()[-1]), out_dir, args.slo_ms,
                              args.duration_s)
+    # CPU from the start of the timed run when it was marked (binary/grpc always; JSON when
+    # the mark from the client's stderr came through), else from before the client started,
+    # over its warm-up requests too
+    cpu_base = cpu0[0] if cpu0 else cpu_start
+    n_cpu = max(rep["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
     row = {"policy": policy, "rate": rate, "trace": spec, "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
            **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
@@ -345,10 +371,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
                                   "max_send_lag_ms")},
            "server_slo_attainment": server_attainment(before, after),
            # CPU per request over the timed run (the /metrics scrapes are inside it)
-           "router_cpu_us_per_request": (cpu1[0] - cpu0[0][0]) * 1e6 / max(rep["requests"], 1)
-           if cpu0 else None,
-           "server_cpu_us_per_request": (cpu1[1] - cpu0[0][1]) * 1e6 / max(rep["requests"], 1)
-           if cpu0 else None,
+           "router_cpu_us_per_request": (cpu1[0] - cpu_base[0]) * 1e6 / n_cpu,
+           "server_cpu_us_per_request": (cpu1[1] - cpu_base[1]) * 1e6 / n_cpu,
            # the whole client process (warm-up and start-up included) per timed request
            "client_cpu_us_per_request": client_cpu_s * 1e6 / max(rep["requests"], 1),
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
