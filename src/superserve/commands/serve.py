@@ -40,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-scale", type=float, default=1.0,
                         help="plan with profiled latencies x this, on top of calibration (an "
                              "override; default 1)")
-    parser.add_argument("--calibration-quantile", type=float, default=0.99,
+    parser.add_argument("--calibration-quantile", type=float, default=0.9,
                         help="the per-batch reserve is this quantile of observed - fitted "
-                             "batch time (default 0.99; lower trades a little per-batch "
-                             "safety for capacity when batch times have a heavy tail)")
+                             "batch time (default 0.9; higher plans each batch more safely "
+                             "and serves less when batch times have a heavy tail)")
     parser.add_argument("--calibration-tail", default="constant", choices=["constant", "linear"],
                         help="the per-batch reserve calibration plans with: one constant (a "
                              "high quantile of observed - fit; default) or a line in the "

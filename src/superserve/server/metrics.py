@@ -160,7 +160,7 @@ class ServerMetrics:
              lambda: m.overhead_s),
             ("tail_factor", "Multiplicative margin (1.15 until 16 batches, then 1)",
              lambda: m.tail),
-            ("reserve_seconds", "p99 of observed - fitted compute per batch", lambda: m.reserve_s),
+            ("reserve_seconds", "High quantile (--calibration-quantile) of observed - fitted batch time", lambda: m.reserve_s),
             ("transport_seconds", "Median dispatch-to-result beyond the worker's compute",
              lambda: m.transport_s),
             ("response_tail_seconds", "High quantile of resolve to last byte written",
