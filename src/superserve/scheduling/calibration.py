@@ -56,7 +56,8 @@ class CalibrationConfig:
     # left the planner believing capacity was below the load (live, CPU hog at 1,000 req/s:
     # 0.72 attainment at 0.99, 0.88 at 0.9, where the fastest fixed subnet gets 0.88); on
     # the quiet matrix 0.9 held JSON 1,500 req/s at 0.993 (0.984) and binary 2,000 at 0.999
-    # (0.988). The rest of the slack absorbs the batches above it.
+    # (0.988) in one pass, 0.965 / 0.961 in another (docs/calibration.md: run-to-run spread
+    # at the machine's edge). The rest of the slack absorbs the batches above it.
     quantile: float = 0.9
     # the reserve as a line in the profiled latency (the quantile of small and of large
     # batches' residuals), not one constant: see LatencyModel._tail_line
