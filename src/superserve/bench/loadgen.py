@@ -137,12 +137,15 @@ class _RawHttpClient(_Client):
         self._slots = asyncio.Semaphore(max_connections)
         self._conns: set[_HttpConn] = set()
 
-    def request(self, key: int, image: np.ndarray) -> bytes:
+    def request(self, key: int, image: np.ndarray, batched: bool = False) -> bytes:
+        """The prebuilt request for `key`: one image, or with `batched` a whole [N, ...]
+        batch of them in one request (the soak)."""
         b = self._reqs.get(key)
         if b is None:
             raw = np.ascontiguousarray(image, dtype="<f4").tobytes()
             head = json.loads(self._head)
-            head["inputs"] = [{"name": "input", "shape": [1, *image.shape], "datatype": "FP32",
+            shape = list(image.shape) if batched else [1, *image.shape]
+            head["inputs"] = [{"name": "input", "shape": shape, "datatype": "FP32",
                                "parameters": {"binary_data_size": len(raw)}}]
             jh = json.dumps(head).encode()
             b = self._reqs[key] = (

@@ -136,21 +136,8 @@ def _soak_client_class() -> type:
     class SoakClient(_RawHttpClient):
         """The raw client, one prebuilt request of N images (binary extension)."""
 
-        def request(self, key: int, image: np.ndarray) -> bytes:
-            b = self._reqs.get(key)
-            if b is None:
-                raw = np.ascontiguousarray(image, dtype="<f4").tobytes()
-                head = json.loads(self._head)
-                head["inputs"] = [{"name": "input", "shape": list(image.shape),
-                                   "datatype": "FP32",
-                                   "parameters": {"binary_data_size": len(raw)}}]
-                jh = json.dumps(head).encode()
-                b = self._reqs[key] = (
-                    f"POST {self._path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-                    f"Content-Type: application/octet-stream\r\n"
-                    f"Inference-Header-Content-Length: {len(jh)}\r\n"
-                    f"Content-Length: {len(jh) + len(raw)}\r\n\r\n").encode() + jh + raw
-            return b
+        def request(self, key: int, image: np.ndarray, batched: bool = True) -> bytes:
+            return super().request(key, image, batched=True)
 
     return SoakClient
 
