@@ -79,42 +79,42 @@ def flag(name: str, v: Any) -> bool:
     raise InvalidInputError(f"parameter {name} must be a boolean, got {short(v)}")
 
 
-def check_shape(shape: Any, io: ModelIO) -> list[int]:
-    """The declared input shape against the model's metadata, before any value is read: its
-    product bounds how many elements the payload may hold."""
+def _int_list(shape: Any) -> list[int]:
     if not isinstance(shape, (list, tuple)) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in shape):
         raise InvalidInputError(f"input shape must be a list of integers, got {short(shape)}")
-    shape = list(shape)
+    return list(shape)
+
+
+def _check_count(shape: list[int], io: ModelIO) -> list[int]:
+    """N, the leading dimension: 1 <= N <= max_images."""
+    n = shape[0]
+    if n < 1:
+        raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
+    if n > io.max_images:
+        raise InvalidInputError(
+            f"input has N={n} images, more than the limit of {io.max_images} per request")
+    return shape
+
+
+def check_shape(shape: Any, io: ModelIO) -> list[int]:
+    """The declared input shape against the model's metadata, before any value is read: its
+    product bounds how many elements the payload may hold."""
+    shape = _int_list(shape)
     if len(shape) != 4 or list(shape[1:]) != list(io.image_shape):
         raise InvalidInputError(
             f"input shape {short(shape)} is wrong: expected "
             f"[N, {', '.join(map(str, io.image_shape))}]")
-    n = shape[0]
-    if n < 1:
-        raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
-    if n > io.max_images:
-        raise InvalidInputError(
-            f"input has N={n} images, more than the limit of {io.max_images} per request")
-    return shape
+    return _check_count(shape, io)
 
 
 def check_bytes_shape(shape: Any, io: ModelIO) -> list[int]:
     """The shape of a BYTES input of encoded images: [N] (or [N, 1]), 1 <= N <= max_images."""
-    if not isinstance(shape, (list, tuple)) or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise InvalidInputError(f"input shape must be a list of integers, got {short(shape)}")
-    shape = list(shape)
+    shape = _int_list(shape)
     if not (len(shape) == 1 or len(shape) == 2 and shape[1] == 1):
         raise InvalidInputError(f"input shape {short(shape)} is wrong for encoded images: "
                                 "expected [N] (one encoded image per element)")
-    n = shape[0]
-    if n < 1:
-        raise InvalidInputError(f"input shape {shape} is wrong: N must be >= 1")
-    if n > io.max_images:
-        raise InvalidInputError(
-            f"input has N={n} images, more than the limit of {io.max_images} per request")
-    return shape
+    return _check_count(shape, io)
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
