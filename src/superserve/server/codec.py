@@ -40,13 +40,13 @@ import numpy as np
 
 from superserve.errors import InvalidInputError
 from superserve.server.images import (
-    CONTENT_FIELDS,
     DEFAULT_MAX_PIXELS,
     IMAGE_INPUT,
     decode_images_async,
     deserialize_bytes,
     encoded_from_grpc,
     encoded_from_json,
+    grpc_payload,
     serialize_bytes,
     top_k,
 )
@@ -302,8 +302,6 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
                    classification)
 
 
-_CONTENT_FIELDS = CONTENT_FIELDS
-
 
 def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
     """The images of a gRPC ModelInferRequest (duck-typed protobuf), by the same rules as
@@ -318,27 +316,17 @@ def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
         return encoded_from_grpc(req, t, io)
     shape = check_shape(list(t.shape), io)
     want = math.prod(shape)
-    others = [f for f in _CONTENT_FIELDS if f != "fp32_contents" and len(getattr(t.contents, f))]
-    if others:
-        raise InvalidInputError(f"input contents.{others[0]} given for an FP32 input; use "
-                                "fp32_contents or raw_input_contents")
-    n_fp32 = len(t.contents.fp32_contents)
-    if req.raw_input_contents:
-        if len(req.raw_input_contents) != 1:
-            raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
-                                    "input")
-        if n_fp32:
-            raise InvalidInputError("input has both contents.fp32_contents and "
-                                    "raw_input_contents; send one")
-        raw = req.raw_input_contents[0]
+    raw, values = grpc_payload(req, t, "fp32_contents", "FP32")
+    if raw is not None:
         if len(raw) != 4 * want:
             raise InvalidInputError(f"raw FP32 input of {len(raw)} bytes but shape {shape} "
                                     f"needs {4 * want}")
         arr = np.frombuffer(raw, dtype="<f4")
     else:
-        if n_fp32 != want:
-            raise InvalidInputError(f"input has {n_fp32} values but shape {shape} needs {want}")
-        arr = np.asarray(t.contents.fp32_contents, dtype=np.float32)
+        if len(values) != want:
+            raise InvalidInputError(f"input has {len(values)} values but shape {shape} needs "
+                                    f"{want}")
+        arr = np.asarray(values, dtype=np.float32)
     return check_images(arr, shape, io)
 
 

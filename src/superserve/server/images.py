@@ -156,23 +156,34 @@ def encoded_from_json(data: Any, n: int, tparams: Mapping) -> list[bytes]:
     return out
 
 
+def grpc_payload(req: Any, t: Any, field: str, datatype: str) -> tuple[bytes | None, Any]:
+    """The one gRPC input's payload: (raw_input_contents[0], None) or (None, its `field` of
+    contents), after the rules both datatypes share: no other contents field, at most one raw
+    payload, never both forms."""
+    others = [f for f in CONTENT_FIELDS if f != field and len(getattr(t.contents, f))]
+    if others:
+        raise InvalidInputError(f"input contents.{others[0]} given for a {datatype} input; use "
+                                f"{field} or raw_input_contents")
+    values = getattr(t.contents, field)
+    if not req.raw_input_contents:
+        return None, values
+    if len(req.raw_input_contents) != 1:
+        raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
+                                "input")
+    if len(values):
+        raise InvalidInputError(f"input has both contents.{field} and raw_input_contents; "
+                                "send one")
+    return req.raw_input_contents[0], None
+
+
 def encoded_from_grpc(req: Any, t: Any, io: ModelIO) -> list[bytes]:
     """The BYTES input of a gRPC request (duck-typed protobuf): `bytes_contents`, or the
     length-prefixed form in `raw_input_contents` (tritonclient's), never both."""
     n = check_bytes_shape(list(t.shape), io)[0]
-    others = [f for f in CONTENT_FIELDS if f != "bytes_contents" and len(getattr(t.contents, f))]
-    if others:
-        raise InvalidInputError(f"input contents.{others[0]} given for a BYTES input; use "
-                                "bytes_contents or raw_input_contents")
-    items = list(t.contents.bytes_contents)
-    if req.raw_input_contents:
-        if len(req.raw_input_contents) != 1:
-            raise InvalidInputError(f"{len(req.raw_input_contents)} raw_input_contents for one "
-                                    "input")
-        if items:
-            raise InvalidInputError("input has both contents.bytes_contents and "
-                                    "raw_input_contents; send one")
-        return deserialize_bytes(req.raw_input_contents[0], n, f"input {IMAGE_INPUT!r}")
+    raw, values = grpc_payload(req, t, "bytes_contents", "BYTES")
+    if raw is not None:
+        return deserialize_bytes(raw, n, f"input {IMAGE_INPUT!r}")
+    items = list(values)
     if len(items) != n:
         raise InvalidInputError(f"input has {len(items)} bytes_contents but shape [{n}] needs "
                                 f"{n}")
