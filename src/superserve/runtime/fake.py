@@ -8,6 +8,8 @@ the same fake serves a real HTTP/gRPC front end in tests.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from superserve.profiling.table import ProfileTable
@@ -33,6 +35,8 @@ class FakePool:
         self._pending: dict[int, TimerHandle] = {}
         self.submitted: list[tuple[int, BatchTask]] = []
         self.fail_next: str | None = None  # make the next batch fail with this message
+        self._ids = n_workers  # the next id add_worker gives (ids are never reused)
+        self._removed: set[int] = set()
 
     def start(self, listener: PoolListener) -> None:
         self._listener = listener
@@ -41,6 +45,8 @@ class FakePool:
 
     def _schedule_ready(self, wid: int, delay_s: float) -> None:
         def ready() -> None:
+            if wid in self._removed:
+                return
             self._alive.add(wid)
             assert self._listener is not None
             self._listener.worker_ready(wid)
@@ -75,6 +81,34 @@ class FakePool:
         assert self._listener is not None
         self._listener.worker_lost(worker_id, "killed")
         self._schedule_ready(worker_id, self.restart_s)
+
+    # membership (server/admin.py), as the real pools: an added worker is ready after
+    # `startup_s`; a removed one is gone for good and reported lost (its batch, if any,
+    # re-queued by the router)
+    def add_worker(self) -> int:
+        wid, self._ids = self._ids, self._ids + 1
+        self.n_workers += 1
+        self._schedule_ready(wid, self.startup_s)
+        return wid
+
+    def remove_worker(self, worker_id: int) -> None:
+        if not 0 <= worker_id < self._ids:
+            raise KeyError(worker_id)
+        if worker_id in self._removed:
+            return
+        self._removed.add(worker_id)
+        self.n_workers -= 1
+        h = self._pending.pop(worker_id, None)
+        if h is not None:
+            h.cancel()
+        self._alive.discard(worker_id)
+        assert self._listener is not None
+        self._listener.worker_lost(worker_id, "removed by the operator")
+
+    def members(self) -> dict[int, dict[str, Any]]:
+        return {wid: {"state": "ready" if wid in self._alive else "starting", "node": "local",
+                      "pid": None}
+                for wid in range(self._ids) if wid not in self._removed}
 
     def busy(self, worker_id: int) -> bool:
         return worker_id in self._pending

@@ -11,10 +11,12 @@
 
 The same bearer token as the rest of the API guards them (`--auth-token-file`; they are
 never among the open health paths). `superserve workers add|remove|list` calls them.
-Errors are KServe's `{"error": ...}`: 400 a bad count or timeout, 404 an unknown worker,
-409 removing the last ready worker (none would serve), 501 a pool that cannot change size.
+Errors are KServe's `{"error": ...}`: 400 a bad count or timeout, 404 an unknown worker, 409
+removing the last ready worker (none would serve), 413 a body over 4 KiB, 501 a pool that
+cannot change size (every pool here can: local, Ray and the fake). They are in the OpenAPI
+document (server/openapi.py), so the schema fuzz reaches them.
 
-Both pools implement the membership calls (runtime/protocol.py `add_worker`, `remove_worker`,
+The pools implement the membership calls (runtime/protocol.py `add_worker`, `remove_worker`,
 `members`); the router's `retire_worker` is the drain. `/metrics` gets
 `superserve_workers_live{node=...}`: workers ready to serve per node.
 """
@@ -22,6 +24,7 @@ Both pools implement the membership calls (runtime/protocol.py `add_worker`, `re
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -34,6 +37,7 @@ __all__ = ["WorkerAdmin", "register_admin"]
 
 MAX_ADD = 64  # workers one call may add
 MAX_DRAIN_S = 600.0
+MAX_BODY_BYTES = 4096
 _DRAIN_POLL_S = 0.005  # a batch lasts milliseconds: poll its end this often
 
 
@@ -115,6 +119,18 @@ class WorkerAdmin:
         return not busy
 
 
+async def _small_body(request: Request) -> bytes:
+    """The request body, refused (413) past MAX_BODY_BYTES: `{"count": N}` is a few bytes,
+    and only the infer path bounds bodies on its own."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise AdminError(413, f"an admin request body is at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _error(e: AdminError) -> JSONResponse:
     return JSONResponse({"error": str(e)}, status_code=e.status)
 
@@ -135,13 +151,13 @@ def register_admin(app: FastAPI, service: Any, metrics: Any = None) -> WorkerAdm
 
     @app.post("/v2/admin/workers")
     async def add_workers(request: Request) -> JSONResponse:
-        body = await request.body()
         try:
+            body = await _small_body(request)
             count: Any = 1
             if body.strip():
                 try:
-                    doc = await request.json()
-                except ValueError:
+                    doc = json.loads(body)
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
                     raise AdminError(400, "body must be JSON: {\"count\": N}") from None
                 if not isinstance(doc, dict):
                     raise AdminError(400, "body must be a JSON object: {\"count\": N}")

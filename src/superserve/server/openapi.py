@@ -3,7 +3,8 @@
 One source for three uses: `GET /v2/openapi.json` serves the document (clients, and the
 schema-driven fuzz in tests/test_fuzz_rest.py), `allowed_methods` answers 405 with `Allow`
 for a known path called with the wrong method, and the document names the infer fast path
-(`InferFastPath` in http_api.py) like any other route, so the fuzz reaches it.
+(`InferFastPath` in http_api.py) like any other route, so the fuzz reaches it. The admin
+routes of server/admin.py (workers added and removed while serving) are in it too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ PATHS: dict[str, tuple[str, ...]] = {
     "/v2/models/{model_name}/versions/{model_version}/infer": ("POST",),
     "/v2/openapi.json": ("GET",),
     "/metrics": ("GET",),
+    "/v2/admin/workers": ("GET", "POST"),
+    "/v2/admin/workers/{worker_id}": ("DELETE",),
 }
 
 _ROUTES = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), m)
@@ -153,31 +156,85 @@ def openapi_document(model: str = "resnet", image_shape: tuple[int, ...] = (1, 2
             op["parameters"] = params
         return {"get": op}
 
+    paths = {
+        "/v2/health/live": get("liveness", {"type": "object", "properties": {
+            "live": {"type": "boolean"}}}),
+        "/v2/health/ready": get("readiness", ready, errors=("503",)),
+        "/v2": get("server metadata", {"type": "object", "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}}}}),
+        "/v2/models/{model_name}": get("model metadata", model_md, [model_p], ("404",)),
+        "/v2/models/{model_name}/versions/{model_version}": get(
+            "model metadata", model_md, [model_p, version_p], ("404",)),
+        "/v2/models/{model_name}/ready": get("model readiness", ready, [model_p],
+                                             ("404", "503")),
+        "/v2/models/{model_name}/versions/{model_version}/ready": get(
+            "model readiness", ready, [model_p, version_p], ("404", "503")),
+        "/v2/models/{model_name}/infer": {"post": {**infer_op, "parameters": [
+            model_p, *infer_op["parameters"]]}},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {"post": {
+            **infer_op, "parameters": [model_p, version_p, *infer_op["parameters"]]}},
+        "/v2/openapi.json": get("this document", {"type": "object"}),
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": _error("missing or wrong token")}}},
+    }
+    paths.update(_admin_paths())
+    return {"openapi": "3.0.3",
+            "info": {"title": "SuperServe KServe v2 REST API", "version": "1"},
+            "paths": paths}
+
+
+def _admin_paths() -> dict[str, Any]:
+    """server/admin.py's routes: the workers kept, more started, one drained and removed."""
+    from superserve.server.admin import MAX_ADD, MAX_DRAIN_S
+
+    worker = {"type": "object", "required": ["id", "state"], "properties": {
+        "id": {"type": "integer"},
+        "state": {"type": "string", "enum": ["starting", "ready", "draining"]},
+        "node": {"type": "string", "nullable": True},
+        "pid": {"type": "integer", "nullable": True}}}
+    workers = {"type": "array", "items": worker}
+
+    def answers(desc: str, schema: dict[str, Any], *errors: tuple[str, str]
+                ) -> dict[str, Any]:
+        out = {"200": _json(desc, schema), "401": _error("missing or wrong token"),
+               "405": _error("wrong method"),
+               "501": _error("the worker pool cannot add or remove workers")}
+        out.update({code: _error(why) for code, why in errors})
+        return out
+
     return {
-        "openapi": "3.0.3",
-        "info": {"title": "SuperServe KServe v2 REST API", "version": "1"},
-        "paths": {
-            "/v2/health/live": get("liveness", {"type": "object", "properties": {
-                "live": {"type": "boolean"}}}),
-            "/v2/health/ready": get("readiness", ready, errors=("503",)),
-            "/v2": get("server metadata", {"type": "object", "properties": {
-                "name": {"type": "string"}, "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}}}}),
-            "/v2/models/{model_name}": get("model metadata", model_md, [model_p], ("404",)),
-            "/v2/models/{model_name}/versions/{model_version}": get(
-                "model metadata", model_md, [model_p, version_p], ("404",)),
-            "/v2/models/{model_name}/ready": get("model readiness", ready, [model_p],
-                                                 ("404", "503")),
-            "/v2/models/{model_name}/versions/{model_version}/ready": get(
-                "model readiness", ready, [model_p, version_p], ("404", "503")),
-            "/v2/models/{model_name}/infer": {"post": {**infer_op, "parameters": [
-                model_p, *infer_op["parameters"]]}},
-            "/v2/models/{model_name}/versions/{model_version}/infer": {"post": {
-                **infer_op, "parameters": [model_p, version_p, *infer_op["parameters"]]}},
-            "/v2/openapi.json": get("this document", {"type": "object"}),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}}},
-                "401": _error("missing or wrong token")}}},
-        },
+        "/v2/admin/workers": {
+            "get": {"summary": "the workers kept: id, state, node, pid",
+                    "responses": answers("the workers", {
+                        "type": "object", "required": ["workers"],
+                        "properties": {"workers": workers}})},
+            "post": {
+                "summary": "start more workers; each joins the router once warmed up",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"count": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_ADD,
+                        "default": 1}}}}}},
+                "responses": answers("the ids added, and every worker kept", {
+                    "type": "object", "required": ["added", "workers"],
+                    "properties": {"added": {"type": "array", "items": {"type": "integer"}},
+                                   "workers": workers}},
+                    ("400", "a bad count, or a body that is not a JSON object"),
+                    ("413", "a body over 4 KiB"))}},
+        "/v2/admin/workers/{worker_id}": {"delete": {
+            "summary": "drain a worker (its batch in flight completes), then remove it",
+            "parameters": [
+                {"name": "worker_id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "timeout_s", "in": "query", "required": False,
+                 "schema": {"type": "number", "minimum": 0, "maximum": MAX_DRAIN_S,
+                            "default": 30}}],
+            "responses": answers("removed (drained: whether its batch completed first)", {
+                "type": "object", "required": ["removed", "drained", "workers"],
+                "properties": {"removed": {"type": "integer"}, "drained": {"type": "boolean"},
+                               "workers": workers}},
+                ("400", "a bad worker id or timeout_s"), ("404", "no such worker"),
+                ("409", "the last ready worker: none would serve"))}},
     }
