@@ -127,6 +127,7 @@ def check_nothing_lost(srv: ServerThread, tee: TerminalTee, out: dict[str, Any])
     assert len(tee.count) == len(responses) and set(tee.count.values()) == {1}
     assert out["removed"]["removed"] == 0 and out["removed"]["drained"] is True
     assert router.stats.requeued == 0  # the removed worker's batch completed, not re-queued
+    assert (router.stats.workers_removed, router.stats.workers_lost) == (1, 0)  # not a loss
     assert router.ready_workers == 1
     assert ready_ids(out["workers"]) == out["added"] == [1]
 
@@ -263,5 +264,40 @@ def test_router_retire_worker_drains_on_a_virtual_clock(table):
         clock.advance(0.5)
         assert [f.result().outcome for f in futs] == [Outcome.COMPLETED] * 4
         assert all(w == 1 for w, _ in pool.submitted[-2:])
+
+    asyncio.run(body())
+
+
+def test_removal_is_logged_and_counted_apart_from_a_loss(table, caplog):
+    """A worker the operator removes (retire, then the pool's removal) is logged at info as
+    removed and counted in `workers_removed`; a death is a warning and `workers_lost`."""
+    import logging
+
+    from conftest import GreedyPolicy
+    from superserve.runtime.clock import ManualClock
+    from superserve.runtime.fake import FakePool
+    from superserve.runtime.router import Router, RouterConfig
+
+    async def body():
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=3)
+        router = Router(GreedyPolicy(table), pool, clock, RouterConfig())
+        router.start()
+        clock.run_until(0.0)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="superserve.runtime.router"):
+            assert router.retire_worker(0) is False
+            pool.remove_worker(0)
+            removal = [(r.levelno, r.getMessage()) for r in caplog.records]
+            caplog.clear()
+            pool.kill(1)
+            loss = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert removal == [(logging.INFO,
+                            "worker 0 removed (removed by the operator); re-queued 0 images")]
+        assert loss == [(logging.WARNING, "worker 1 lost (killed); re-queued 0 images")]
+        assert (router.stats.workers_removed, router.stats.workers_lost) == (1, 1)
+        assert router.ready_workers == 1 and sorted(pool.members()) == [1, 2]
+        clock.advance(1.0)  # the killed worker restarts; the removed one never does
+        assert router.ready_workers == 2 and 0 not in pool.members()
 
     asyncio.run(body())

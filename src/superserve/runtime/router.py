@@ -206,6 +206,8 @@ class _Stats:
     batches: int = 0
     requeued: int = 0
     hung: int = 0  # workers the watchdog killed
+    workers_lost: int = 0  # deaths (crash, kill, hang); a removal is not one
+    workers_removed: int = 0  # taken out by the operator (retire_worker, then the pool)
 
 
 class Router:
@@ -226,6 +228,7 @@ class Router:
         self._inflight: dict[int, _InFlight] = {}  # worker id -> its batch
         self._worker_subnet: dict[int, int] = {}  # what each worker last ran (for baselines)
         self._ready: set[int] = set()
+        self._retired: set[int] = set()  # being removed by the operator (retire_worker)
         self._open: dict[asyncio.Future[InferenceResult], _Request] = {}  # admitted, open
         self._ids = itertools.count()
         self._batch_ids = itertools.count()
@@ -672,15 +675,23 @@ class Router:
         if fl is not None:
             requeued = self._retry_or_fail(fl, self.clock.now(),
                                            f"worker {worker_id} died ({reason})")
-        log.warning("worker %d lost (%s); re-queued %d images", worker_id, reason, requeued)
+        if worker_id in self._retired:  # removed on purpose, not lost (even if it died draining)
+            self._retired.discard(worker_id)
+            self.stats.workers_removed += 1
+            log.info("worker %d removed (%s); re-queued %d images", worker_id, reason, requeued)
+        else:
+            self.stats.workers_lost += 1
+            log.warning("worker %d lost (%s); re-queued %d images", worker_id, reason, requeued)
         self._dispatch()
 
     def retire_worker(self, worker_id: int) -> bool:
         """An operator is removing `worker_id`: dispatch nothing more to it and stop counting
         it as capacity (policies plan with the workers that remain); a batch it has in flight
         still completes. Returns whether one is in flight: call again until it is not, then
-        remove the worker from the pool (server/admin.py). Idempotent."""
+        remove the worker from the pool (server/admin.py). Idempotent. The pool's report that
+        follows is a removal (logged at info, `stats.workers_removed`), not a loss."""
         self._ready.discard(worker_id)
+        self._retired.add(worker_id)
         if worker_id in self._idle:
             self._idle.remove(worker_id)
         return worker_id in self._inflight
