@@ -149,6 +149,9 @@ def test_ray_torch_actors_match_local_workers_and_spread(cluster, tmp_path):
     local, _ = asyncio.run(run(LocalProcessPool(cfg, n_workers=1), 1))
     remote, info = asyncio.run(run(RayActorPool(cfg, 2, RayPoolConfig()), 2))
     assert len({i["node_id"] for i in info}) == 2  # one actor per node
+    # actor i got index i (devices[i mod n], as local worker i) and resolved its device
+    assert [(i["index"], i["device"], i["gpu_ids"]) for i in info] == [(0, "cpu", []),
+                                                                       (1, "cpu", [])]
     for subnet in (0, 1):
         for wid in (0, 1):
             np.testing.assert_allclose(remote[(subnet, wid)], local[(subnet, 0)], atol=1e-5)

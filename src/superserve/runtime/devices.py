@@ -3,6 +3,9 @@
 - `worker_device(device, devices, index, cuda_count)`: worker i uses devices[i mod n]; with no
   list, every visible CUDA device in turn when `device` is auto or cuda and CUDA exists, else
   the CPU.
+- `ray_worker_device(device, devices, index, gpu_ids, cuda_count)`: the same choice for Ray
+  actor i, resolved inside the actor, where the GPUs Ray assigned it are cuda:0.. (Ray sets
+  CUDA_VISIBLE_DEVICES to them).
 - `worker_cpus(cpus, threads, index)`: worker i is pinned to the i-th group of `threads` CPUs
   of the list (wrapping), so each of its torch threads has a CPU of its own.
 - `Stager`: a batch from host memory to the device. On the CPU a zero-copy view; on CUDA
@@ -25,8 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["Stager", "check_device", "parse_cpu_list", "parse_devices", "worker_cpus",
-           "worker_device"]
+__all__ = ["Stager", "check_device", "parse_cpu_list", "parse_devices", "ray_worker_device",
+           "worker_cpus", "worker_device"]
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -66,6 +69,38 @@ def worker_device(device: str, devices: Sequence[str], index: int, cuda_count: i
     if cuda_count == 0:
         raise ConfigError("device cuda was asked for, but no CUDA device is visible")
     return f"cuda:{index % cuda_count}"
+
+
+def ray_worker_device(device: str, devices: Sequence[str], index: int,
+                      gpu_ids: Sequence[str], cuda_count: int) -> str:
+    """The device of Ray worker `index`, inside its actor. `gpu_ids`: the GPUs Ray assigned
+    the actor (ray.get_gpu_ids()); `cuda_count`: the CUDA devices the actor sees.
+
+    Worker i chooses as a local one does: devices[i mod n], else `device`. An actor that
+    reserves GPUs (`--worker-gpus` > 0) sees only those, numbered from 0 (Ray sets its
+    CUDA_VISIBLE_DEVICES), so a CUDA choice (cuda, cuda:N, or auto) runs on cuda:0, the
+    first GPU Ray gave it: N numbers the GPUs of the machine the flags were written for,
+    and Ray has chosen which GPU of which node this worker gets. An actor that reserves
+    none sees its node's GPUs (Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone then): auto is
+    the CPU (a GPU that Ray did not reserve may be in use by anything), and an explicit
+    cuda / cuda:N follows the local rule on the node's own numbering (worker_device)."""
+    if index < 0:
+        raise ConfigError(f"worker index must be >= 0, got {index}")
+    name = check_device(devices[index % len(devices)]) if devices else device
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    if gpu_ids:
+        if cuda_count == 0:
+            raise ConfigError(f"Ray assigned GPU(s) {list(gpu_ids)} to worker {index}, but "
+                              "no CUDA device is visible in its actor")
+        return "cpu" if name == "cpu" else "cuda:0"
+    if name in ("auto", "cpu"):
+        return "cpu"
+    try:
+        return worker_device("cuda", (name,) if ":" in name else (), index, cuda_count)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (a Ray worker reserves no GPU unless asked: "
+                          "--worker-gpus)") from None
 
 
 def parse_cpu_list(text: str) -> list[int]:

@@ -102,9 +102,11 @@ def _localize(cfg: WorkerConfig, files: dict[str, bytes], folder: Path) -> Worke
 
 
 class SuperserveWorker:
-    """Body of the Ray actor (wrapped with ray.remote when the pool starts)."""
+    """Body of the Ray actor (wrapped with ray.remote when the pool starts). `index`: the
+    worker's id, which picks its device as for local worker i (devices[i mod n]), resolved
+    against the GPUs Ray assigned this actor (runtime/devices.ray_worker_device)."""
 
-    def __init__(self, cfg: WorkerConfig, files: dict[str, bytes]) -> None:
+    def __init__(self, cfg: WorkerConfig, files: dict[str, bytes], index: int = 0) -> None:
         self._stop = threading.Event()
         self._run: Any = None
         self.error: str | None = None
@@ -116,14 +118,22 @@ class SuperserveWorker:
 
             from superserve.runtime.runners import make_runner
 
+            gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+            device = None
+            if cfg.kind == "torch":  # the fake kinds run on no device
+                import torch
+
+                from superserve.runtime.devices import ray_worker_device
+
+                device = ray_worker_device(cfg.device, cfg.devices, index, gpu_ids,
+                                           torch.cuda.device_count())
             # the runners read the files whole while they build, so the folder goes after
             with tempfile.TemporaryDirectory(prefix="superserve-ray-") as folder:
                 local = _localize(cfg, files, Path(folder))
-                self._run, self.info = make_runner(local)
+                self._run, self.info = make_runner(local, index, device)
             ctx = ray.get_runtime_context()
-            self.info.update(pid=os.getpid(), node_id=ctx.get_node_id(),
-                             node_ip=ray.util.get_node_ip_address(),
-                             gpu_ids=[str(g) for g in ray.get_gpu_ids()])
+            self.info.update(index=index, pid=os.getpid(), node_id=ctx.get_node_id(),
+                             node_ip=ray.util.get_node_ip_address(), gpu_ids=gpu_ids)
         except Exception as e:  # noqa: BLE001 -- reported by ready(): the pool logs it and decides
             self.error = f"{type(e).__name__}: {e}"
 
@@ -223,7 +233,7 @@ class RayActorPool:
         if self._closing:
             return
         m = self._members.get(wid)
-        actor = self._remote.remote(self.config, self._files)
+        actor = self._remote.remote(self.config, self._files, wid)
         if m is None:
             m = self._members[wid] = _Member(actor)
         else:  # a fresh actor after a start-up failure

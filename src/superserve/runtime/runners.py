@@ -71,7 +71,8 @@ def _fake_runner(cfg: WorkerConfig) -> tuple[Runner, dict[str, Any]]:
     return run, info
 
 
-def _torch_runner(cfg: WorkerConfig, index: int = 0) -> tuple[Runner, dict[str, Any]]:
+def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = None
+                  ) -> tuple[Runner, dict[str, Any]]:
     import torch
 
     from superserve.models import load_supernet
@@ -84,9 +85,10 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0) -> tuple[Runner, dict[str, 
         pass
     from superserve.runtime.devices import Stager, worker_device
 
-    # worker i: devices[i mod n], or the i-th visible GPU in turn (runtime/devices.py)
-    device = torch.device(worker_device(cfg.device, cfg.devices, index,
-                                        torch.cuda.device_count()))
+    # worker i: devices[i mod n], or the i-th visible GPU in turn (runtime/devices.py); a Ray
+    # actor resolves its own (devices.ray_worker_device)
+    device = torch.device(device_name or worker_device(cfg.device, cfg.devices, index,
+                                                       torch.cuda.device_count()))
     if device.type == "cuda":
         torch.cuda.set_device(device)  # no stray context on cuda:0 from every worker
     table = ProfileTable.load(cfg.table_path)
@@ -189,7 +191,11 @@ def _separate_models_runner(supernet: Any, specs: list, device: Any) -> Runner:
     return run
 
 
-def make_runner(cfg: WorkerConfig, index: int = 0) -> tuple[Runner, dict[str, Any]]:
+def make_runner(cfg: WorkerConfig, index: int = 0, device: str | None = None
+                ) -> tuple[Runner, dict[str, Any]]:
     """The runner for `cfg.kind` and the info its worker reports when ready. `index`: the
-    worker's number, which picks its device (runtime/devices.worker_device)."""
-    return _torch_runner(cfg, index) if cfg.kind == "torch" else _fake_runner(cfg)
+    worker's number, which picks its device (runtime/devices.worker_device) unless `device`
+    names it already (a Ray actor: devices.ray_worker_device)."""
+    if cfg.kind == "torch":
+        return _torch_runner(cfg, index, device)
+    return _fake_runner(cfg)
