@@ -28,7 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the worker's)")
     p.add_argument("--max-subnets", type=int, default=None,
                    help="frontier points measured (default: ProfileConfig's)")
-    p.add_argument("--generations", type=int, default=None, help="search generations")
+    p.add_argument("--generations", type=int, default=None,
+                   help="search generations (default 4, cut short by --time-budget)")
+    p.add_argument("--time-budget", type=float, default=30.0,
+                   help="minutes the whole profile should take (default 30): the phases after "
+                        "the search are fixed by --max-subnets and the data, and the search "
+                        "gets what they leave (at least 24 candidates); 0: no bound")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per batch size")
     p.add_argument("--calib-images", type=int, default=None,
                    help="SubnetNorm calibration images of the served subnets")
@@ -59,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
 
     from superserve.profiling import default_table_path
     from superserve.profiling.profiler import ProfileConfig, run_profile
+    if args.time_budget < 0:
+        from superserve.errors import ConfigError
+
+        raise ConfigError(f"--time-budget must be >= 0 minutes, got {args.time_budget}")
     cfg = ProfileConfig(batch_sizes=tuple(args.batch_sizes), threads=args.threads, seed=args.seed,
-                        search=replace(ProfileConfig().search, seed=args.seed), device=args.device)
-    if args.generations is not None:
-        cfg = replace(cfg, search=replace(cfg.search, generations=args.generations))
+                        device=args.device,
+                        time_budget_s=args.time_budget * 60 if args.time_budget else None)
     for flag in ("max_subnets", "repeats", "calib_images"):
         if getattr(args, flag) is not None:
             cfg = replace(cfg, **{flag: getattr(args, flag)})
+    if args.generations is not None:  # after max_subnets: the search is sized by it
+        cfg = replace(cfg, search=replace(cfg.search_config(), generations=args.generations))
     if (args.weights or args.data) and not args.out:
         from superserve.errors import ConfigError
 
@@ -94,10 +104,13 @@ def run(args: argparse.Namespace) -> int:
         bar.update(i - bar.n)
 
     def estimate(e: dict) -> None:
-        print(f"estimated time: ~{e['total_s'] / 60:.1f} min (search <= {e['search_s'] / 60:.1f}, "
-              f"calibrate + score {e['final_calibrate_and_score_s'] / 60:.1f}, timing "
-              f"{e['timing_s'] / 60:.1f}; {1e3 * e['seconds_per_image']:.1f} ms per image)",
-              file=sys.stderr, flush=True)
+        cut = (f" of {e['search_candidates_unbounded']:.0f}, cut to fit --time-budget"
+               if e["search_candidates"] < e["search_candidates_unbounded"] else "")
+        print(f"estimated time: ~{e['total_s'] / 60:.1f} min (latency model "
+              f"{e['latency_model_s'] / 60:.1f}, search {e['search_s'] / 60:.1f} for "
+              f"{e['search_candidates']:.0f} candidates{cut}, calibrate + score "
+              f"{e['final_calibrate_and_score_s'] / 60:.1f}, timing {e['timing_s'] / 60:.1f}, "
+              f"load times {e['load_times_s'] / 60:.1f})", file=sys.stderr, flush=True)
 
     table = run_profile(args.model, out, cfg, progress, weights=args.weights, data=data,
                         resume=not args.no_resume, on_estimate=estimate)
@@ -113,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
                "batch1_latency_span": round(max(b1) / min(b1), 2),
                "accuracy_range": [table.acc[0], table.acc[-1]],
                "profile_seconds": prov.get("profile_seconds"),
+               "estimate_seconds": (prov.get("estimate_seconds") or {}).get("total_s"),
+               "search_stopped_by_time_budget": (prov.get("search") or {}).get(
+                   "stopped_by_time_budget"),
                "phase_seconds": prov.get("phase_seconds"),
                **{k: prov.get(k) for k in ("candidates_evaluated", "pareto_points_score",
                                            "pareto_points_top1", "pareto_points_p_true",

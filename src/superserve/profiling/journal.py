@@ -1,4 +1,4 @@
-"""Resuming an interrupted profile, and estimating one before it starts.
+"""Resuming an interrupted profile (the estimate before it starts: profiling/budget.py).
 
 The search is the long part of a profile (each candidate is calibrated and scored); its
 results go to a journal beside the table (`T.json.partial.jsonl`), one JSON line per candidate
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from superserve.profiling.scoring import Scores
 
-__all__ = ["SearchJournal", "estimate_seconds", "journal_path"]
+__all__ = ["SearchJournal", "journal_path"]
 
 log = logging.getLogger(__name__)
 
@@ -76,32 +73,3 @@ class SearchJournal:
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def estimate_seconds(net, cfg, n_train: int, n_val: int, n_test: int) -> dict[str, float]:
-    """A rough total before the profile starts: time per image from one forward of the smallest
-    and the largest subnet (batch statistics, no SubnetNorm needed), times the images each phase
-    pushes through (search candidates are an upper bound: duplicates are not re-scored)."""
-    from superserve.subnetact.norm import NormContext, NormMode
-
-    spec_in = net.input_spec
-    b = min(8, getattr(net, "eval_batch_size", 8))
-    per_image = []
-    with torch.inference_mode():
-        for spec in (net.space.smallest(), net.space.largest()):
-            r = getattr(spec, "r", None) or spec_in.height
-            x = torch.rand(b, spec_in.channels, r, r)
-            net.forward_ctx(x, spec, NormContext(NormMode.BATCH))  # warm-up
-            t0 = time.perf_counter()
-            net.forward_ctx(x, spec, NormContext(NormMode.BATCH))
-            per_image.append((time.perf_counter() - t0) / b)
-    t_img = sum(per_image) / len(per_image)
-    s = cfg.search
-    candidates = s.population + s.generations * s.children
-    search = candidates * (min(cfg.search_calib_images, n_train) + n_val) * t_img
-    final = (cfg.max_subnets + 2) * (min(cfg.calib_images, n_train) + n_val + n_test) * t_img
-    timing = ((cfg.predictor_samples + 2) * 18 * t_img
-              + (cfg.max_subnets + 2) * (cfg.repeats + cfg.warmup) * sum(cfg.batch_sizes) * t_img)
-    return {"seconds_per_image": t_img, "search_s": search, "final_calibrate_and_score_s": final,
-            "timing_s": timing, "total_s": search + final + timing,
-            "search_candidates_at_most": float(candidates)}

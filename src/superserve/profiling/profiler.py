@@ -58,13 +58,22 @@ class ProfileConfig:
     threads: int = 1  # torch threads while timing: the live worker's
     device: str = "cpu"  # where latencies are timed (and calibration runs): cpu, cuda, cuda:N
     eval_threads: int = 2  # torch threads for calibration and accuracy passes (untimed)
-    repeats: int = 15  # timed runs per (subnet, batch size)
+    repeats: int = 15  # timed runs per subnet at batch 1 (fewer at larger batches: budget.py)
+    min_repeats: int = 5  # timed runs at the largest batches
     warmup: int = 3
-    search_calib_images: int = 200  # SubnetNorm calibration per search candidate
+    search_calib_images: int = 64  # SubnetNorm calibration per search candidate
+    search_val_images: int = 128  # validation images scoring a search candidate (the search
+    # split; the measured frontier is scored on the whole validation and test splits)
     calib_images: int = 2000  # SubnetNorm calibration of the measured frontier (OFA's 2000)
     max_subnets: int = 48  # predicted-frontier points measured (plus both ends)
     predictor_samples: int = 24  # random subnets timed to fit the latency predictor
-    search: SearchConfig = field(default_factory=SearchConfig)
+    probe_repeats: int = 7  # timed batch-1 runs of each of those
+    # the search; None: sized by max_subnets (population 2 x, children 1 x per generation,
+    # 4 generations), cut short by the time budget
+    search: SearchConfig | None = None
+    time_budget_s: float | None = 1800.0  # the whole profile's target; the search gets what
+    # the other phases (fixed by max_subnets and the data) leave; None: no bound
+    min_search_candidates: int = 24  # evaluated whatever the budget (the accuracy predictor)
     # the second search runs on the fitted predictor: no forward passes, so it can be large
     predictor_search: SearchConfig = field(default_factory=lambda: SearchConfig(
         population=2000, generations=8, children=1000))
@@ -74,17 +83,30 @@ class ProfileConfig:
         bs = list(self.batch_sizes)
         if not bs or bs != sorted(set(bs)) or bs[0] < 1:
             raise ConfigError(f"batch_sizes must be strictly increasing and >= 1, got {bs}")
-        for name in ("threads", "eval_threads", "repeats", "search_calib_images",
-                     "calib_images", "max_subnets", "predictor_samples"):
+        for name in ("threads", "eval_threads", "repeats", "min_repeats", "search_calib_images",
+                     "search_val_images", "calib_images", "max_subnets", "predictor_samples",
+                     "probe_repeats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
         if self.max_subnets < 2:
             raise ConfigError(f"max_subnets must be >= 2, got {self.max_subnets!r}")
+        if self.min_search_candidates < 8:
+            raise ConfigError(f"min_search_candidates must be >= 8 (the accuracy predictor's "
+                              f"minimum), got {self.min_search_candidates!r}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ConfigError(f"time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
         from superserve.runtime.devices import check_device
 
         check_device(self.device)
+
+    def search_config(self) -> SearchConfig:
+        """The search as configured, or sized by max_subnets."""
+        if self.search is not None:
+            return self.search
+        return SearchConfig(population=max(24, 2 * self.max_subnets), generations=4,
+                            children=max(16, self.max_subnets), seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +132,12 @@ def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
     probe = list(dict.fromkeys([space.largest(), space.smallest()] +
                                [space.sample(rng) for _ in range(cfg.predictor_samples)]))
     # the statistics' values do not change the time; any calibration lets the forward run
-    net.calibrate([s for s in probe if not net.norm_store.has(s)], xtr, n=32, seed=cfg.seed)
+    net.calibrate([s for s in probe if not net.norm_store.has(s)], xtr, n=8, seed=cfg.seed)
     torch.set_num_threads(cfg.threads)
     step("latency model", 0, len(probe))
     with torch.inference_mode():
-        meds = measure_interleaved([lambda s=s: net(x1, s) for s in probe], 15, 3, sync=sync)
+        meds = measure_interleaved([lambda s=s: net(x1, s) for s in probe], cfg.probe_repeats,
+                                   2, sync=sync)
     step("latency model", len(probe), len(probe))
     return LatencyModel.fit([(_layers(net, s), net.flops(s) / 1e6) for s in probe],
                             [m for m, _ in meds])
@@ -122,8 +145,14 @@ def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
 
 def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progress | None = None,
                      meta: dict[str, Any] | None = None, data: Any = None,
-                     journal: Any = None) -> tuple[ProfileTable, Any]:
-    """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models)."""
+                     journal: Any = None,
+                     on_estimate: Callable[[dict[str, float]], None] | None = None
+                     ) -> tuple[ProfileTable, Any]:
+    """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models).
+    `on_estimate` receives the phases' estimated seconds (profiling/budget.py) before the work
+    starts."""
+    from superserve.profiling.budget import (CostModel, estimate_seconds, phase_summary,
+                                             repeats_for, search_may_continue, warmup_for)
     from superserve.data import load_digits8, load_mnist
     from superserve.runtime.devices import Stager, worker_device
 
@@ -142,9 +171,21 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     xva, yva = torch.from_numpy(data.val[0]), torch.from_numpy(data.val[1])
     xte, yte = torch.from_numpy(data.test[0]), torch.from_numpy(data.test[1])
     x1 = xva[:1].to(dev)
+    # the search split: candidates are scored on a seeded part of the validation split; the
+    # measured frontier on all of it
+    pick = np.random.default_rng(cfg.seed).choice(len(xva), min(cfg.search_val_images,
+                                                                len(xva)), replace=False)
+    xse, yse = xva[torch.from_numpy(np.sort(pick))], yva[torch.from_numpy(np.sort(pick))]
+    search_cfg = cfg.search_config()
     phase_s: dict[str, float] = {}
     try:
         net.to(dev)  # weights, buffers and SubnetNorm statistics (NormStore follows)
+        t0 = time.perf_counter()
+        cost = CostModel.measure(net, cfg.eval_threads, cfg.threads, seed=cfg.seed, sync=sync)
+        est = estimate_seconds(cost, cfg, len(xtr), len(xva), len(xte))
+        phase_s["estimate"] = time.perf_counter() - t0
+        if on_estimate is not None:
+            on_estimate(est)
         # 1. latency predictor
         t0 = time.perf_counter()
         lat_model = _fit_latency(net, cfg, xtr, x1, step, sync)
@@ -163,14 +204,25 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             t = time.perf_counter()
             net.calibrate([spec], xtr, n=cfg.search_calib_images, seed=cfg.seed)
             t2 = time.perf_counter()
-            found[spec] = _scores(net, spec, xva, yva)
+            found[spec] = _scores(net, spec, xse, yse)
             spent["calibrate"] += t2 - t
             spent["evaluate"] += time.perf_counter() - t2
             if journal is not None:
                 journal.add(spec, found[spec])
             return found[spec].score, lat_model.predict(_layers(net, spec), net.flops(spec) / 1e6)
 
-        cands = evolve(net.space, evaluate, cfg.search, progress=lambda i, n: step("search", i, n))
+        within = search_may_continue(cfg.time_budget_s, cfg.min_search_candidates, t_start,
+                                     est["after_search_s"])
+        stopped_at: list[int] = []
+
+        def may_continue(evaluated: int) -> bool:
+            if within(evaluated):
+                return True
+            stopped_at.append(evaluated)
+            return False
+
+        cands = evolve(net.space, evaluate, search_cfg, progress=lambda i, n: step("search", i, n),
+                       may_continue=may_continue)
         front = pareto_front(cands)
         fronts = {"score": len(front),
                   "top1": len(pareto_front([Candidate(c.spec, found[c.spec].top1, c.cost)
@@ -178,6 +230,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                   "p_true": len(pareto_front([Candidate(c.spec, found[c.spec].p_true, c.cost)
                                               for c in cands]))}
         phase_s["search"] = time.perf_counter() - t0 - phase_s["latency_model"]
+        budget_stopped = bool(stopped_at)
         phase_s["search_calibrate"], phase_s["search_evaluate"] = spent["calibrate"], spent["evaluate"]
 
         # 2b. fitted accuracy predictor over every measured candidate, and the frontier on it
@@ -225,7 +278,8 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                 # what a worker pays: the host batch to the device, forward, logits back
                 res = measure_interleaved(
                     [lambda s=s, xb=xb: net(stager.to_device(xb), s).float().cpu()
-                     for s in specs], cfg.repeats, cfg.warmup, sync=sync)
+                     for s in specs], repeats_for(b, cfg.repeats, cfg.min_repeats),
+                    warmup_for(b, cfg.warmup), sync=sync)
                 for k, r in enumerate(res):
                     timed[k][b] = r
                 step("profile batch sizes", j + 1, len(cfg.batch_sizes))
@@ -284,6 +338,11 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         "profile_seconds": round(elapsed, 1),
         "phase_seconds": {k: round(v, 1) for k, v in phase_s.items()},
         "candidates_evaluated": len(cands),
+        "search": {**asdict(search_cfg), "stopped_by_time_budget": budget_stopped,
+                   "time_budget_s": cfg.time_budget_s, "search_val_images": len(xse)},
+        "estimate_seconds": {k: round(v, 3) for k, v in est.items()},
+        "estimate_vs_actual": phase_summary(est, phase_s),
+        "cost_model": cost.to_dict(),
         "pareto_points_score": fronts["score"], "pareto_points_top1": fronts["top1"],
         "pareto_points_p_true": fronts["p_true"],
         "pareto_points_predicted_score": fronts["predicted_score"],
@@ -350,7 +409,7 @@ def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(
     from superserve.models import file_sha256, load_supernet
     from superserve.models.checkpoint import provenance, resolve_checkpoint
     from superserve.profiling import norm_path
-    from superserve.profiling.journal import SearchJournal, estimate_seconds, journal_path
+    from superserve.profiling.journal import SearchJournal, journal_path
 
     net = load_supernet(model, weights=weights, model_config=model_config)
     ckpt = Path(weights) if weights is not None else resolve_checkpoint(model)
@@ -362,18 +421,16 @@ def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(
         data = load_mnist(cfg.seed) if dataset == "mnist" else load_digits8(cfg.seed)
     sizes = [len(data.train[0]), len(data.val[0]), len(data.test[0])]
     sha = file_sha256(ckpt)
-    est = estimate_seconds(net, cfg, *sizes)
-    meta["estimate_seconds"] = {k: round(v, 3) for k, v in est.items()}
-    if on_estimate is not None:
-        on_estimate(est)
     journal = None
     if resume:
         journal = SearchJournal(journal_path(out), {
             "checkpoint_sha256": sha, "family": net.family, "model": net.config.to_dict(),
             "data": getattr(data, "name", ""), "sizes": sizes, "seed": cfg.seed,
-            "search_calib_images": cfg.search_calib_images})
+            "search_calib_images": cfg.search_calib_images,
+            "search_val_images": cfg.search_val_images})
         meta["resumed_candidates"] = journal.resumed
-    table, served = profile_supernet(net, cfg, progress, meta=meta, data=data, journal=journal)
+    table, served = profile_supernet(net, cfg, progress, meta=meta, data=data, journal=journal,
+                                     on_estimate=on_estimate)
     table = ProfileTable.build(table.family, table.subnets, table.batch_sizes, device=table.device,
                                threads=table.threads, checkpoint_sha256=sha,
                                torch_version=table.torch_version,

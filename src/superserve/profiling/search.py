@@ -88,16 +88,26 @@ def thin_front(front: Sequence[Candidate], n: int) -> list[Candidate]:
 
 def evolve(space: Space, evaluate: Callable[[Hashable], tuple[float, float]],
            cfg: SearchConfig = SearchConfig(),
-           progress: Callable[[int, int], None] | None = None) -> list[Candidate]:
-    """All evaluated candidates (the caller takes the front). Each spec is evaluated once."""
+           progress: Callable[[int, int], None] | None = None,
+           may_continue: Callable[[int], bool] | None = None) -> list[Candidate]:
+    """All evaluated candidates (the caller takes the front). Each spec is evaluated once.
+    `may_continue(evaluated)`: asked before every evaluation after the two ends; False ends
+    the search there (a time budget: profiling/budget.py)."""
     rng = random.Random(cfg.seed)
     seen: dict[Hashable, Candidate] = {}
     total = cfg.population + 2 + cfg.generations * cfg.children
     done = 0
+    stopped = False
 
     def ev(spec: Hashable) -> None:
-        nonlocal done
-        if spec in seen:
+        nonlocal done, stopped
+        if spec in seen or stopped:
+            return
+        if done >= 2 and may_continue is not None and not may_continue(done):
+            stopped = True
+            log.info("search stopped by its budget after %d candidates", done)
+            if progress:
+                progress(done, done)
             return
         score, cost = evaluate(spec)
         seen[spec] = Candidate(spec, score, cost)
@@ -109,10 +119,12 @@ def evolve(space: Space, evaluate: Callable[[Hashable], tuple[float, float]],
                                                         for _ in range(cfg.population)]:
         ev(spec)
     for gen in range(cfg.generations):
+        if stopped:
+            break
         front = pareto_front(list(seen.values()))
         parents = [c.spec for c in front]
         made, tries = 0, 0
-        while made < cfg.children and tries < cfg.children * 20:
+        while made < cfg.children and tries < cfg.children * 20 and not stopped:
             tries += 1
             if len(parents) > 1 and rng.random() < cfg.crossover_frac:
                 a, b = rng.sample(parents, 2)
