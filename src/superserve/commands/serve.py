@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images waiting before requests are refused (429)")
     parser.add_argument("--max-body-mb", type=float, default=16.0,
                         help="request payload limit in MiB (413 beyond)")
+    parser.add_argument("--max-image-pixels", type=int, default=36_000_000,
+                        help="largest encoded image (JPEG/PNG) accepted, width x height read "
+                             "from its header before decoding (400 / INVALID_ARGUMENT beyond; "
+                             "default 36000000, 6000 x 6000)")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="class names, one per line in output-index order (Triton's "
+                             "labels file): classification outputs read <score>:<index>:<label>"
+                             " (default: the family's own names, if it has them)")
     parser.add_argument("--overhead-ms", type=float, default=0.0,
                         help="a hand-set per-batch reserve on top of what calibration learns "
                              "(an override; default 0)")
@@ -113,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
                       host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                       default_slo_s=args.slo_ms / 1e3, max_queue=args.max_queue,
                       max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                      max_image_pixels=args.max_image_pixels, labels_file=args.labels,
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
                       calibrate=args.calibrate, calibration_tail=args.calibration_tail,
                       calibration_quantile=args.calibration_quantile,

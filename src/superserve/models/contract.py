@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from superserve.errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FamilyInfo", "InputSpec", "SubnetSpace",
-           "Supernet"]
+           "Supernet", "read_labels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,6 +90,15 @@ class InputSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_labels(self, labels: Sequence[str], source: str = "labels") -> InputSpec:
+        """This input with class names `labels` (output index order), one per output."""
+        labels = tuple(labels)
+        if self.num_classes and len(labels) != self.num_classes:
+            raise ConfigError(f"{source} names {len(labels)} classes but the model has "
+                              f"{self.num_classes} outputs: one class name per line, in "
+                              "output-index order")
+        return replace(self, labels=labels, num_classes=self.num_classes or len(labels))
+
     @classmethod
     def mnist(cls, size: int = 28, num_classes: int = 10) -> InputSpec:
         """Grey digits: 1 x size x size, MNIST mean/std, labels "0".."9" (no resize: a larger
@@ -108,6 +118,27 @@ class InputSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
+
+
+def read_labels(path: str | Path) -> tuple[str, ...]:
+    """A labels file as Triton's classification extension reads one: one class name per line,
+    line i naming output i. Trailing empty lines are ignored; an empty line among the names
+    is an error (it would shift every index after it)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"labels file {p}: cannot read it: {e}") from None
+    lines = [ln.rstrip() for ln in lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ConfigError(f"labels file {p} is empty: one class name per line")
+    empty = [i + 1 for i, ln in enumerate(lines) if not ln]
+    if empty:
+        raise ConfigError(f"labels file {p}: line {empty[0]} is empty (line i names output "
+                          "i - 1; an empty line would shift the rest)")
+    return tuple(lines)
 
 
 @runtime_checkable

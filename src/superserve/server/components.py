@@ -66,12 +66,15 @@ def _is_family_name(model: str) -> bool:
 
 
 def model_io(model: str, weights: str = "", max_images: int = 256,
-             needs_model: bool = True) -> Any:
+             needs_model: bool = True, labels_file: str | None = None,
+             max_image_pixels: int | None = None) -> Any:
     """The served model's ModelIO: its input shape, the BYTES image input and the class count
     from the family's input contract (models.registry.model_input_spec; a built-in family
     without torch). `needs_model=False` (profile/noop workers, which run no model): a model
     that cannot be resolved serves FP32 tensors of the MNIST shape, as before. A family that
-    ships no weights needs `weights` (ConfigError at start, not a crash loop of workers)."""
+    ships no weights needs `weights` (ConfigError at start, not a crash loop of workers).
+    `labels_file`: class names, one a line, for the classification output (serve --labels);
+    `max_image_pixels`: the bound on one encoded image (serve --max-image-pixels)."""
     from superserve.errors import CheckpointError
     from superserve.models.registry import model_input_spec
     from superserve.server.codec import ModelIO
@@ -87,9 +90,17 @@ def model_io(model: str, weights: str = "", max_images: int = 256,
     except (ConfigError, CheckpointError, OSError):
         if needs_model:
             raise
+        if labels_file is not None:
+            raise ConfigError(f"--labels: model {model!r} has no input contract here to name "
+                              "the classes of") from None
         log.info("model %r has no input contract here: FP32 tensors of the default shape", model)
-        return ModelIO(max_images=max_images)
-    return ModelIO.for_input(spec, max_images=max_images)
+        return ModelIO(max_images=max_images)  # FP32 only: no image input to bound
+    if labels_file is not None:
+        from superserve.models.contract import read_labels
+
+        spec = spec.with_labels(read_labels(labels_file), f"labels file {labels_file}")
+    kw = {} if max_image_pixels is None else {"max_image_pixels": max_image_pixels}
+    return ModelIO.for_input(spec, max_images=max_images, **kw)
 
 
 def load_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:

@@ -25,6 +25,9 @@ class ServeConfig:
     max_queue: int = 1024  # images waiting; beyond it 429 / RESOURCE_EXHAUSTED
     max_images: int = 256  # N per request
     max_body_bytes: int = 16 * 1024 * 1024  # request payload limit (413 / INVALID_ARGUMENT)
+    max_image_pixels: int = 36_000_000  # one encoded image's width x height, from its header
+    # (server/images.py; 400 / INVALID_ARGUMENT beyond)
+    labels_file: str | None = None  # class names, one a line: classification "score:index:label"
     # hand-set planning margins, overrides on top of calibration (off by default)
     overhead_s: float = 0.0  # per-batch reserve added to what calibration learns
     latency_scale: float = 1.0  # the policy plans with profiled latencies x this (>= 1: margin)
@@ -49,7 +52,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
-                     "max_body_bytes"):
+                     "max_body_bytes", "max_image_pixels"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
@@ -79,6 +82,8 @@ class ServeConfig:
                               f"{self.worker_kind!r}")
         if self.weights and not Path(self.weights).is_file():
             raise ConfigError(f"weights: no file at {self.weights!r}")
+        if self.labels_file is not None and not Path(self.labels_file).is_file():
+            raise ConfigError(f"labels_file: no file at {self.labels_file!r}")
         if not self.host:
             raise ConfigError("host must not be empty")
         if self.backend not in ("local", "ray"):

@@ -73,7 +73,8 @@ def decode_image(data: bytes, spec: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
                 raise InvalidInputError(f"{what}: {fmt} of {w}x{h} pixels has no pixels")
             if w * h > max_pixels:
                 raise InvalidInputError(f"{what}: {fmt} of {w}x{h} = {w * h} pixels is larger "
-                                        f"than the limit of {max_pixels} pixels")
+                                        f"than the limit of {max_pixels} pixels (the "
+                                        "server's --max-image-pixels)")
             return to_array(im, spec.channels, spec.height, spec.width, spec.resize,
                             spec.interpolation)
     except InvalidInputError:
