@@ -41,6 +41,45 @@ def test_image_folder_decodes_crops_and_splits_by_class(tmp_path):
         assert sorted(set(y.tolist())) == [0, 1, 2]  # stratified: every class in every split
 
 
+def test_ofa_flat_folder_with_an_image_labels_file(tmp_path):
+    """The ImageNet validation layout: one flat folder and a file of '<image> <class>' lines,
+    the class an output index (val.txt) or a class name (of --labels)."""
+    import pytest
+
+    from superserve.errors import ConfigError
+    from superserve.models.imagefolder import list_labelled_images, load_image_folder
+
+    nested = _folder(tmp_path / "nested")
+    flat = tmp_path / "val"
+    flat.mkdir()
+    rows = []
+    for c in range(3):
+        for f in sorted((nested / f"class_{c}").iterdir()):
+            name = f"ILSVRC2012_val_{len(rows):08d}{f.suffix}"
+            f.rename(flat / name)
+            rows.append((name, c))
+    (tmp_path / "val.txt").write_text("".join(f"{n} {c}\n" for n, c in rows))
+    spec = build_supernet("ofa_mbv3", TINY).input_spec
+    data = load_image_folder(flat, spec, seed=0, image_labels=tmp_path / "val.txt")
+    assert sum(len(s[0]) for s in (data.train, data.val, data.test)) == 18
+    for y in (data.train[1], data.val[1], data.test[1]):
+        assert sorted(set(y.tolist())) == [0, 1, 2]
+    (tmp_path / "names.txt").write_text("tench\ngoldfish\nshark\n")
+    (tmp_path / "by_name.csv").write_text(
+        "".join(f"{n},{('tench', 'goldfish', 'shark')[c]}\n" for n, c in rows))
+    _, y, names = list_labelled_images(flat, tmp_path / "by_name.csv",
+                                       ["tench", "goldfish", "shark"])
+    assert names == ["tench", "goldfish", "shark"] and y.tolist() == [c for _, c in rows]
+    (tmp_path / "bad.txt").write_text(f"{rows[0][0]} whale\n")
+    with pytest.raises(ConfigError, match="class 'whale'"):
+        list_labelled_images(flat, tmp_path / "bad.txt", ["tench", "goldfish", "shark"])
+    (tmp_path / "missing.txt").write_text("nope.jpg 0\n")
+    with pytest.raises(ConfigError, match="not a file"):
+        list_labelled_images(flat, tmp_path / "missing.txt")
+    with pytest.raises(ConfigError, match="--image-labels"):
+        load_image_folder(flat, spec)  # flat, and no file to say the classes
+
+
 def test_ofa_profile_on_an_image_folder(tmp_path):
     from superserve.models.imagefolder import load_image_folder
     from superserve.profiling import ProfileTable, norm_path

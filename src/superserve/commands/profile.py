@@ -17,10 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the family's weights: a published OFA checkpoint ({'state_dict': ...} "
                         "or bare) or a SuperServe checkpoint")
     p.add_argument("--data", default=None,
-                   help="a labelled image folder (class sub-folders): calibration, validation "
-                        "and test splits (default: the family's training set)")
+                   help="a labelled image folder (class sub-folders, or flat with "
+                        "--image-labels): calibration, validation and test splits (default: "
+                        "the family's training set)")
     p.add_argument("--labels", default=None,
                    help="with --data: class names, one per line, in output-index order")
+    p.add_argument("--image-labels", default=None, metavar="FILE",
+                   help="with --data: each image's class, '<image path under DIR> <class>' a "
+                        "line (the ImageNet validation layout: a flat folder and val.txt), the "
+                        "class an output index or a class name")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore the search journal an interrupted run left beside --out")
     p.add_argument("--out", default=None, help="table path (default: the shipped table)")
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(i - bar.n)
 
             data = load_image_folder(args.data, spec_in, seed=args.seed, labels_file=args.labels,
-                                     progress=decoded)
+                                     progress=decoded, image_labels=args.image_labels)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, i: int, n: int) -> None:
