@@ -35,10 +35,22 @@ class FuzzReport:
     statuses: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)  # >= 500, UNKNOWN/INTERNAL, or dead
     seconds: float = 0.0
+    kinds: Counter = field(default_factory=Counter)  # cases per kind (json, binary, ...)
+    kind_failures: Counter = field(default_factory=Counter)
+
+    def count(self, kind: str, status: Any) -> None:
+        self.statuses[status] += 1
+        self.kinds[kind] += 1
+
+    def fail(self, kind: str, message: str) -> None:
+        self.failures.append(message)
+        self.kind_failures[kind] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"surface": self.surface, "cases": self.cases, "seconds": round(self.seconds, 2),
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items(), key=str)},
+                "kinds": {k: {"cases": n, "failures": self.kind_failures[k]}
+                          for k, n in sorted(self.kinds.items())},
                 "failures": len(self.failures), "first_failures": self.failures[:5]}
 
 
@@ -90,13 +102,14 @@ def fuzz_rest_schema(base_url: str, per_op: int, seed: int = 0,
                     status = r.status_code
                 except requests.RequestException as e:
                     status = f"error:{type(e).__name__}"
-                rep.statuses[status] += 1
+                kind = mode.name.lower()  # noqa: B023  `one` runs within this iteration
+                rep.count(kind, status)
                 if not isinstance(status, int) or status >= 500:
-                    rep.failures.append(f"{case.method} {case.formatted_path}: {status} "
-                                        f"{str(case.body)[:200]}")
+                    rep.fail(kind, f"{case.method} {case.formatted_path}: {status} "
+                                   f"{str(case.body)[:200]}")
                 if not _alive(session, base_url):
-                    rep.failures.append(f"server not live after {case.method} "
-                                        f"{case.formatted_path}")
+                    rep.fail(kind, f"server not live after {case.method} "
+                                   f"{case.formatted_path}")
 
             try:
                 one()
@@ -163,7 +176,8 @@ def fuzz_rest_bodies(base_url: str, n: int, seed: int = 0,
     t0 = time.perf_counter()
     for i in range(n):
         hdrs = dict(headers or {})
-        if i % 2 == 0:
+        kind = "json" if i % 2 == 0 else "binary"
+        if kind == "json":
             body = base_json
             for _ in range(rng.randint(1, 3)):
                 body = _mutate(body, rng)
@@ -184,11 +198,11 @@ def fuzz_rest_bodies(base_url: str, n: int, seed: int = 0,
             status = session.post(url, data=body, headers=hdrs, timeout=10).status_code
         except requests.RequestException as e:
             status = f"error:{type(e).__name__}"
-        rep.statuses[status] += 1
+        rep.count(kind, status)
         if not isinstance(status, int) or status >= 500:
-            rep.failures.append(f"case {i}: {status}: {body[:120]!r}")
+            rep.fail(kind, f"case {i}: {status}: {body[:120]!r}")
             if not _alive(session, base_url):
-                rep.failures.append(f"server not live after case {i}")
+                rep.fail(kind, f"server not live after case {i}")
     if not _alive(session, base_url):
         rep.failures.append("server not live at the end")
     rep.seconds = time.perf_counter() - t0
@@ -228,7 +242,8 @@ def fuzz_grpc(target: str, n: int, seed: int = 0, frames: int = 50,
     try:
         for i in range(n):
             m = rng.choice(methods)
-            if rng.random() < 0.3:
+            kind = "random-bytes" if rng.random() < 0.3 else "mutated-protobuf"
+            if kind == "random-bytes":
                 msg = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
             else:
                 msg = valid
@@ -240,13 +255,13 @@ def fuzz_grpc(target: str, n: int, seed: int = 0, frames: int = 50,
                 code = grpc.StatusCode.OK
             except grpc.RpcError as e:
                 code = e.code()
-            rep.statuses[code.name] += 1
+            rep.count(kind, code.name)
             if code in bad_codes or code == grpc.StatusCode.UNAVAILABLE:
-                rep.failures.append(f"case {i} {m}: {code.name}")
+                rep.fail(kind, f"case {i} {m}: {code.name}")
                 try:
                     live(b"", timeout=5, metadata=metadata)
                 except grpc.RpcError:
-                    rep.failures.append(f"server not live after case {i}")
+                    rep.fail(kind, f"server not live after case {i}")
     finally:
         ch.close()
     host, port = target.rsplit(":", 1)
@@ -267,9 +282,9 @@ def fuzz_grpc(target: str, n: int, seed: int = 0, frames: int = 50,
                     s.recv(4096)
                 except (TimeoutError, OSError):
                     pass
-            rep.statuses["h2-frames"] += 1
+            rep.count("h2-frames", "h2-frames")
         except OSError as e:
-            rep.failures.append(f"frame case {i}: cannot connect: {e}")
+            rep.fail("h2-frames", f"frame case {i}: cannot connect: {e}")
     ch = grpc.insecure_channel(target)
     try:
         ch.unary_unary("/inference.GRPCInferenceService/ServerLive", request_serializer=None,
@@ -277,7 +292,7 @@ def fuzz_grpc(target: str, n: int, seed: int = 0, frames: int = 50,
         ch.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
                        response_deserializer=None)(valid, timeout=10, metadata=metadata)
     except grpc.RpcError as e:
-        rep.failures.append(f"server not serving after the frame cases: {e.code().name}")
+        rep.fail("h2-frames", f"server not serving after the frame cases: {e.code().name}")
     finally:
         ch.close()
     rep.seconds = time.perf_counter() - t0
@@ -318,7 +333,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             srv.close()
     out = {"reports": [r.as_dict() for r in reps],
-           "cases": sum(r.cases for r in reps), "failures": sum(len(r.failures) for r in reps)}
+           "cases": sum(r.cases for r in reps), "failures": sum(len(r.failures) for r in reps),
+           # the closing note's figures: cases per surface, REST responses >= 500 (and
+           # transport errors), gRPC UNKNOWN/INTERNAL/UNAVAILABLE
+           "per_surface": {k: n for r in reps for k, n in
+                           (r.kinds.items() if r.surface == "rest-bodies"
+                            else [(r.surface, r.cases)])},
+           "rest_responses_over_499": sum(
+               v for r in reps if r.surface.startswith("rest") for k, v in r.statuses.items()
+               if (isinstance(k, int) and k >= 500) or str(k).startswith("error:")),
+           "grpc_bad_codes": sum(r.statuses[c] for r in reps if r.surface == "grpc"
+                                 for c in ("UNKNOWN", "INTERNAL", "UNAVAILABLE"))}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
