@@ -138,3 +138,17 @@ def test_linear_tail_grows_with_the_batch_when_the_noise_does():
         flat.observe(t, p, p + float(rng.uniform(0, 0.003)))
     assert flat.reserve_slope < 0.02
     assert flat.plan_overhead_s == pytest.approx(0.003, abs=0.0008)  # fit + reserve: the max
+
+
+def test_recent_quantile_matches_numpy_linear_quantile():
+    """The partial-sort quantile equals np.quantile's default method, at every window size."""
+    from superserve.scheduling.calibration import _quantiles
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 64, 399, 400, 1024):
+        a = rng.exponential(size=n)
+        for q in (0.5, 0.9, 0.99, 1.0 - 2.0 / max(n, 3)):
+            hi, mid = _quantiles(a.copy(), q)
+            want_hi, want_mid = np.quantile(a, (q, 0.5))
+            assert hi == pytest.approx(want_hi, abs=1e-15)
+            assert mid == pytest.approx(want_mid, abs=1e-15)

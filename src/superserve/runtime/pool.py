@@ -15,7 +15,9 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,10 +65,16 @@ def _group_signals_ignored_by_children() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
+_FRAME = 4  # multiprocessing.Connection's framing: a signed big-endian length, then pickle
+_READ = 1 << 16
+
+
 @dataclass
 class _Slot:
     process: Any
     conn: Any
+    sock: Any = None  # a socket on a dup of the pipe's fd (a socketpair): non-blocking reads
+    rbuf: bytearray = field(default_factory=bytearray)  # bytes read, not yet a whole message
     ready: bool = False
     gone: bool = False
     info: dict[str, Any] | None = None
@@ -80,6 +88,34 @@ class _Slot:
             if slab is not None:
                 slab.unlink()
         self.unmapped.clear()
+
+
+def _send(conn: Any, msg: Any) -> None:
+    """`conn.send(msg)` in multiprocessing's framing (the worker reads it with `recv`), without
+    its per-call ForkingPickler: one pickle and, for a descriptor, one write."""
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    n = len(data)
+    head = n.to_bytes(4, "big", signed=True) if n <= 0x7FFFFFFF else \
+        (-1).to_bytes(4, "big", signed=True) + n.to_bytes(8, "big")
+    if n <= 16384:
+        _write_all(conn.fileno(), head + data)
+    else:  # no copy of a large (inline) batch
+        _write_all(conn.fileno(), head)
+        _write_all(conn.fileno(), data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _recv_nowait(sock: socket.socket) -> bytes | None:
+    """What the socket holds now (b"" at EOF), None when nothing is there."""
+    try:
+        return sock.recv(_READ, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
 
 
 class LocalProcessPool:
@@ -125,7 +161,8 @@ class LocalProcessPool:
         with _group_signals_ignored_by_children():
             p.start()
         child.close()  # only the child holds its end now: its death reads as EOF here
-        slot = _Slot(p, parent)
+        # Pipe(duplex=True) is a socketpair on Unix: read it as a socket, without blocking
+        slot = _Slot(p, parent, sock=socket.socket(fileno=os.dup(parent.fileno())))
         self._slots[wid] = slot
         assert self._loop is not None
         self._loop.add_reader(parent.fileno(), self._on_readable, wid, slot)
@@ -169,9 +206,9 @@ class LocalProcessPool:
         slot = self._slots[worker_id]
         try:
             if self.transport == "shm":
-                slot.conn.send(self._stage(slot, task))
+                _send(slot.conn, self._stage(slot, task))
             else:
-                slot.conn.send(task.message())
+                _send(slot.conn, task.message())
         except (OSError, ValueError) as e:  # broken pipe: it died under us
             self._lost(worker_id, slot, f"send failed: {e}")
 
@@ -198,14 +235,36 @@ class LocalProcessPool:
         else:
             slot.rx = slab
         slot.unmapped.append(slab)  # unlinked once the worker has replied after mapping it
-        slot.conn.send(("map", which, slab.path, slab.nbytes))
+        _send(slot.conn, ("map", which, slab.path, slab.nbytes))
 
     def _on_readable(self, wid: int, slot: _Slot) -> None:
+        """Everything the worker has written so far, in one or a few reads (not a poll and
+        two reads per message), split into its messages."""
         if slot.gone:
             return
+        buf = slot.rbuf
         try:
-            while slot.conn.poll():
-                self._handle(wid, slot, slot.conn.recv())
+            while True:
+                data = _recv_nowait(slot.sock)
+                if data is None:
+                    break
+                if not data:
+                    raise EOFError
+                buf += data
+                if len(data) < _READ:
+                    break
+            while len(buf) >= _FRAME:
+                n = int.from_bytes(buf[:_FRAME], "big", signed=True)
+                head = _FRAME
+                if n == -1:  # multiprocessing's form of a message over 2 GiB
+                    if len(buf) < _FRAME + 8:
+                        break
+                    n, head = int.from_bytes(buf[_FRAME:_FRAME + 8], "big"), _FRAME + 8
+                if len(buf) < head + n:
+                    break
+                msg = pickle.loads(bytes(buf[head:head + n]))
+                del buf[:head + n]
+                self._handle(wid, slot, msg)
                 if slot.gone:
                     return
         except (EOFError, OSError) as e:
@@ -257,6 +316,7 @@ class LocalProcessPool:
                 self._loop.remove_reader(fd)
             except (ValueError, OSError):
                 pass
+        slot.sock.close()
         slot.conn.close()
 
     def _lost(self, wid: int, slot: _Slot, reason: str) -> None:

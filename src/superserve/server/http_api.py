@@ -41,6 +41,7 @@ from superserve.server.openapi import allowed_methods, openapi_document
 # set by server.app's uvicorn protocol
 FIRST_BYTE_KEY = "superserve.first_byte_s"
 from superserve.server.service import InferenceService, http_status
+from superserve.runtime.router import InferenceResult
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 
 
 class InferFastPath:
@@ -78,6 +80,7 @@ class InferFastPath:
         self.app = app
         self.service = service
         self.auth = auth  # server.auth.Authenticator, or None: no authentication
+        self.direct = self  # the server's protocol answers infer requests itself with it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -109,10 +112,55 @@ class InferFastPath:
                 return
         await self.app(scope, receive, send)
 
-    async def _infer(self, model: str, version: str, scope: Scope, receive: Receive,
-                     send: Send) -> None:
+    async def answer(self, model: str, version: str, headers: dict[bytes, bytes],
+                     read_body: Callable[[bytes | None], Awaitable[bytes]],
+                     arrival_s: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]],
+                                                       InferenceResult | None]:
+        """One infer request, transport aside: (status, body, headers, result). `read_body`
+        gets the declared Content-Length and returns the whole body (refusing an oversized
+        one with 413 as it arrives). Never raises but for cancellation; a cancelled request
+        whose result was ready counts as a miss (its answer never went out)."""
         service = self.service
         result = None
+        try:
+            service.check_model(model, version)
+            body = await read_body(headers.get(b"content-length"))
+            ce = headers.get(b"content-encoding")
+            if ce is not None:
+                limit = service.max_body_bytes
+                body = (await run_blocking(decode_content, body, ce.decode("latin-1"), limit)
+                        if should_offload(len(body)) else
+                        decode_content(body, ce.decode("latin-1"), limit))
+            hl = headers.get(_HEADER_LENGTH_KEY)
+            decoded = await _decode(body, hl.decode("latin-1") if hl is not None else None,
+                                    service)
+            images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
+            result = await service.infer(images, decoded.slo_s, arrival_s)
+            # JSON text of float32 logits is ~3x their bytes
+            content, out_headers = (
+                await run_blocking(encode_http, decoded, result, service.model, service.io)
+                if should_offload(3 * result.logits.nbytes) else
+                encode_http(decoded, result, service.model, service.io))
+            return 200, content, [(k.lower().encode(), v.encode())
+                                  for k, v in out_headers.items()], result
+        except asyncio.CancelledError:
+            if result is not None:
+                service.written(result, delivered=False)  # a completed one: a miss, not lost
+            raise
+        except SuperServeError as e:
+            status, content, err_headers = _error_parts(e)
+            return status, content, [(k.encode(), v.encode())
+                                     for k, v in err_headers.items()], result
+        except Exception as e:  # a bug, not bad input: still a KServe error body, and logged
+            log.exception("infer failed unexpectedly")
+            return 500, json.dumps({"error": f"internal error: {type(e).__name__}"}).encode(), \
+                [(b"content-type", b"application/json")], result
+
+    async def _infer(self, model: str, version: str, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        """The ASGI route (the server's own protocol answers most infer requests without
+        ASGI: server/direct_http.py)."""
+        service = self.service
         # a client that disconnects before its answer cancels this task (limits.py calls the
         # hook from connection_lost): the router ends its request as CANCELLED, and what has
         # not started for it (decoding, a place in a batch) never does
@@ -125,42 +173,14 @@ class InferFastPath:
 
         scope[ON_DISCONNECT_KEY] = disconnected
         try:
-            arrival_s = scope.get(FIRST_BYTE_KEY)
-            service.check_model(model, version)
-            headers = dict(scope["headers"])
-            body = await _receive_body(receive, headers.get(b"content-length"), service)
-            ce = headers.get(b"content-encoding")
-            if ce is not None:
-                limit = service.max_body_bytes
-                body = (await run_blocking(decode_content, body, ce.decode("latin-1"), limit)
-                        if should_offload(len(body)) else
-                        decode_content(body, ce.decode("latin-1"), limit))
-            hl = headers.get(HEADER_LENGTH.encode())
-            decoded = await _decode(body, hl.decode("latin-1") if hl is not None else None,
-                                    service)
-            images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
-            result = await service.infer(images, decoded.slo_s, arrival_s)
-            scope.pop(ON_DISCONNECT_KEY, None)  # the answer is on its way: no cancelling
-            # JSON text of float32 logits is ~3x their bytes
-            content, out_headers = (
-                await run_blocking(encode_http, decoded, result, service.model, service.io)
-                if should_offload(3 * result.logits.nbytes) else
-                encode_http(decoded, result, service.model, service.io))
-            status, extra = 200, [(k.lower().encode(), v.encode())
-                                  for k, v in out_headers.items()]
+            status, content, extra, result = await self.answer(
+                model, version, dict(scope["headers"]),
+                lambda declared: _receive_body(receive, declared, service),
+                scope.get(FIRST_BYTE_KEY))
         except asyncio.CancelledError:
             if not gone:
                 raise
-            service.written(result, delivered=False)  # a completed one: a miss, not lost
             return  # nobody to answer
-        except SuperServeError as e:
-            status, content, err_headers = _error_parts(e)
-            extra = [(k.encode(), v.encode()) for k, v in err_headers.items()]
-        except Exception as e:  # a bug, not bad input: still a KServe error body, and logged
-            log.exception("infer failed unexpectedly")
-            status, content = 500, json.dumps(
-                {"error": f"internal error: {type(e).__name__}"}).encode()
-            extra = [(b"content-type", b"application/json")]
         scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect only fails the write
         extra.append((b"content-length", str(len(content)).encode()))
         sent = False
