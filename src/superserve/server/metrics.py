@@ -94,8 +94,10 @@ class ServerMetrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("superserve_requests", "Requests by terminal outcome",
                                 ["outcome"], registry=r)
-        for o in Outcome:
-            self.requests.labels(o.value)
+        # label children looked up once (labels() costs ~2 us per call on the hot path)
+        self._by_outcome = {o: self.requests.labels(o.value) for o in Outcome}
+        self._by_subnet: dict[int, Any] = {}
+        self._batches_by_subnet: dict[int, Any] = {}
         self.deadline_met = Counter("superserve_requests_deadline_met",
                                     "Requests whose response was written within their SLO "
                                     "(first byte to last byte)", registry=r)
@@ -213,11 +215,15 @@ class ServerMetrics:
 
     # RouterListener
     def on_terminal(self, result: InferenceResult) -> None:
-        self.requests.labels(result.outcome.value).inc()
+        self._by_outcome[result.outcome].inc()
         if result.outcome is Outcome.COMPLETED:
             self.latency.observe(result.latency_s)
             self.queue_time.observe(result.queue_s)
-            self.subnet_requests.labels(str(result.subnet_id)).inc()
+            child = self._by_subnet.get(result.subnet_id)
+            if child is None:
+                child = self._by_subnet[result.subnet_id] = \
+                    self.subnet_requests.labels(str(result.subnet_id))
+            child.inc()
         else:
             self._total += 1  # a miss whenever its answer is written
 
@@ -237,7 +243,11 @@ class ServerMetrics:
 
     def on_batch(self, subnet_id: int, batch_size: int) -> None:
         self.batch_size.observe(batch_size)
-        self.subnet_batches.labels(str(subnet_id)).inc()
+        child = self._batches_by_subnet.get(subnet_id)
+        if child is None:
+            child = self._batches_by_subnet[subnet_id] = \
+                self.subnet_batches.labels(str(subnet_id))
+        child.inc()
 
     def render(self) -> bytes:
         self.refresh()
