@@ -8,8 +8,9 @@ supernet at ImageNet size costs tens to hundreds of milliseconds per image on a 
 sized for 28x28 digits takes hours. Two things keep it in hand:
 
 - `CostModel.measure` times the operations themselves (calibrate, score, a timed forward at the
-  worker's threads) on a few subnets, after a warm-up, the minimum of two runs (a shared machine
-  has bursts; the estimate wants the cost, not the burst), and prices each phase from them. The
+  worker's threads) on a few subnets, the minimum of two warm runs (a shared machine has
+  bursts; the estimate wants the cost, not the burst) plus what a subnet's first pass costs
+  more (every search candidate is a new subnet), and prices each phase from them. The
   measured frontier spans the smallest to the largest subnet evenly in log latency, so its
   per-image cost is the log-uniform mean of those two ends; search candidates are priced at
   sampled subnets.
@@ -17,7 +18,8 @@ sized for 28x28 digits takes hours. Two things keep it in hand:
   by `max_subnets` and the data, and the search gets what they leave, never fewer than
   `min_search_candidates` (the accuracy predictor needs them). The search stops before a
   candidate that would overrun (`search_may_continue`), with the measured cost per candidate so
-  far, not the estimate.
+  far, not the estimate, and the later phases' estimate scaled by the same slowdown (others'
+  load on a shared machine slows every phase).
 
 The chosen subnets are always calibrated, scored on the whole held-out splits and timed for
 real: the budget bounds only how many candidates the search looks at.
@@ -65,36 +67,41 @@ class CostModel:
     score_s: tuple[float, float]  # per image, scoring at the eval threads: (search, frontier)
     timed_b1_s: float  # one batch-1 forward at the worker's threads (frontier mean)
     timed_image_s: float  # per image of a batch at the worker's threads (frontier mean)
+    first_call_s: tuple[float, float] = (0.0, 0.0)  # a subnet's first pass costs more (its
+    # kernels are chosen, its buffers allocated): extra seconds, (search, frontier)
 
     @classmethod
     def measure(cls, net, eval_threads: int, threads: int, images: int = 16,
-                seed: int = 0, sync: Callable[[], Any] | None = None) -> CostModel:
+                seed: int = 0, sync: Callable[[], Any] | None = None,
+                samples: int = 3) -> CostModel:
         from superserve.profiling.profiler import _scores
 
         space, spec_in = net.space, net.input_spec
         dev = next(net.parameters()).device
         rng = random.Random(seed)
         ends = [space.smallest(), space.largest()]
-        sampled = list(dict.fromkeys(space.sample(rng) for _ in range(2)))
+        sampled = [s for s in dict.fromkeys(space.sample(rng) for _ in range(samples))
+                   if s not in ends]
         x = torch.rand(images, *spec_in.shape)
         y = torch.zeros(images, dtype=torch.long)
         done = sync or (lambda: None)
         before = torch.get_num_threads()
 
-        def best_of_two(fn: Callable[[], Any]) -> float:
-            ts = []
-            for _ in range(2):
-                t0 = time.perf_counter()
-                fn()
-                done()
-                ts.append(time.perf_counter() - t0)
-            return min(ts)
+        def timed(fn: Callable[[], Any]) -> float:
+            t0 = time.perf_counter()
+            fn()
+            done()
+            return time.perf_counter() - t0
 
-        rates: dict[Any, tuple[float, float, float, float]] = {}
+        def best_of_two(fn: Callable[[], Any]) -> float:
+            return min(timed(fn), timed(fn))
+
+        rates: dict[Any, tuple[float, ...]] = {}
         try:
             for spec in ends + sampled:
                 torch.set_num_threads(eval_threads)
-                net.calibrate([spec], x[:4], n=4, seed=seed)  # warm-up (kernels, allocator)
+                # first call as a search candidate pays it, then warm
+                cold = timed(lambda s=spec: net.calibrate([s], x, n=images, seed=seed))
                 cal = best_of_two(lambda s=spec: net.calibrate([s], x, n=images, seed=seed))
                 score = best_of_two(lambda s=spec: _scores(net, s, x, y))
                 torch.set_num_threads(threads)
@@ -103,16 +110,19 @@ class CostModel:
                     net(x[:1].to(dev), spec)
                     b1 = best_of_two(lambda s=spec: net(x[:1].to(dev), s))
                     b8 = best_of_two(lambda s=spec: net(xb, s))
-                rates[spec] = (cal / images, score / images, b1, b8 / 8)
+                rates[spec] = (cal / images, score / images, b1, b8 / 8, max(0.0, cold - cal))
         finally:
             torch.set_num_threads(before)
         small, large = rates[ends[0]], rates[ends[1]]
-        front = [_log_mean(small[i], large[i]) for i in range(4)]
-        search = [sum(rates[s][i] for s in sampled) / len(sampled) for i in range(2)]
-        return cls((search[0], front[0]), (search[1], front[1]), front[2], front[3])
+        front = [_log_mean(small[i], large[i]) for i in range(5)]
+        pool = sampled or ends
+        search = [sum(rates[s][i] for s in pool) / len(pool) for i in range(5)]
+        return cls((search[0], front[0]), (search[1], front[1]), front[2], front[3],
+                   (search[4], front[4]))
 
     def search_candidate_s(self, calib_images: int, score_images: int) -> float:
-        return calib_images * self.calibrate_s[0] + score_images * self.score_s[0]
+        return (self.first_call_s[0] + calib_images * self.calibrate_s[0]
+                + score_images * self.score_s[0])
 
     def batch_s(self, batch: int) -> float:
         """One timed forward of `batch` images (the frontier's mean subnet)."""
@@ -133,7 +143,7 @@ def estimate_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int
                                        min(cfg.search_val_images, n_val))
     full = search_cfg.population + 2 + search_cfg.generations * search_cfg.children
     measured = cfg.max_subnets + 2  # the thinned frontier plus both ends
-    final = measured * (min(cfg.calib_images, n_train) * cost.calibrate_s[1]
+    final = measured * (cost.first_call_s[1] + min(cfg.calib_images, n_train) * cost.calibrate_s[1]
                         + (n_val + n_test) * cost.score_s[1])
     rounds = sum((repeats_for(b, cfg.repeats, cfg.min_repeats) + warmup_for(b, cfg.warmup))
                  * cost.batch_s(b) for b in cfg.batch_sizes)
@@ -155,12 +165,16 @@ def estimate_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int
 
 
 def search_may_continue(budget_s: float | None, min_candidates: int, started_s: float,
-                        after_search_s: float, clock: Callable[[], float] = time.perf_counter
+                        after_search_s: float, expected_candidate_s: float | None = None,
+                        clock: Callable[[], float] = time.perf_counter
                         ) -> Callable[[int], bool]:
     """evolve's `may_continue(evaluated)`: True while fewer than `min_candidates` are
-    evaluated, or while one more candidate at the mean cost so far still leaves
-    `after_search_s` (the remaining phases' estimate) inside the budget counted from
-    `started_s` (the profile's start)."""
+    evaluated, or while one more candidate at the mean cost so far still leaves the remaining
+    phases' time inside the budget counted from `started_s` (the profile's start).
+
+    The remaining phases' time is `after_search_s` (the estimate), scaled by how much slower or
+    faster the search's candidates ran than `expected_candidate_s` (when given; within 0.5x to
+    4x): on a shared machine, load that slows the search slows what follows it too."""
     search_started = clock()
 
     def may_continue(evaluated: int) -> bool:
@@ -168,7 +182,10 @@ def search_may_continue(budget_s: float | None, min_candidates: int, started_s: 
             return True
         now = clock()
         per = (now - search_started) / max(evaluated, 1)
-        return now + per + after_search_s <= started_s + budget_s
+        after = after_search_s
+        if expected_candidate_s:
+            after *= min(4.0, max(0.5, per / expected_candidate_s))
+        return now + per + after <= started_s + budget_s
 
     return may_continue
 

@@ -212,7 +212,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             return found[spec].score, lat_model.predict(_layers(net, spec), net.flops(spec) / 1e6)
 
         within = search_may_continue(cfg.time_budget_s, cfg.min_search_candidates, t_start,
-                                     est["after_search_s"])
+                                     est["after_search_s"], est["search_candidate_s"])
         stopped_at: list[int] = []
 
         def may_continue(evaluated: int) -> bool:
