@@ -315,3 +315,36 @@ def test_unexpected_errors_are_500_json_and_grpc_internal_never_unknown(srv):
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(_wrap(boom)(b"", ctx))
     assert ctx.code == grpc.StatusCode.INTERNAL
+
+
+def test_bool_prescan_never_misses_a_boolean_in_data():
+    """`may_hold_bools` may say yes wrongly (then the element-wise path runs), never no
+    wrongly: a boolean anywhere in `data`, whatever else the request holds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from superserve.server.validation import may_hold_bools
+
+    leaf = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-9, 9),
+                     st.booleans(), st.text(max_size=4), st.none())
+    data = st.lists(st.one_of(leaf, st.lists(leaf, max_size=3)), max_size=12)
+    extra = st.dictionaries(st.sampled_from(["parameters", "id", "outputs", "x"]),
+                            st.one_of(st.text(max_size=6), st.booleans(),
+                                      st.dictionaries(st.text(max_size=4), st.booleans(),
+                                                      max_size=2)), max_size=3)
+
+    def has_bool(v):
+        return isinstance(v, bool) or isinstance(v, list) and any(map(has_bool, v))
+
+    @settings(max_examples=400, deadline=None)
+    @given(data, extra, st.booleans())
+    def check(values, more, data_first):
+        tensor = {"data": values, **more} if data_first else {**more, "data": values}
+        head = json.dumps({"inputs": [tensor], **more}).encode()
+        if has_bool(values):
+            assert may_hold_bools(head)
+
+    check()
+    plain = json.dumps({"inputs": [{"name": "input", "data": [0.5, 1e-05, -2.0]}],
+                        "parameters": {"slo_ms": 50}}).encode()
+    assert not may_hold_bools(plain)  # the common request takes the fast path

@@ -58,6 +58,7 @@ from superserve.server.validation import (
     flag,
     json_values,
     loads_bounded,
+    may_hold_bools,
     parse_slo_s,
     short,
 )
@@ -287,7 +288,7 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
             arr = np.frombuffer(rest, dtype="<f4")
         else:
             arr = json_values(t["data"], shape,
-                              may_hold_bools=b"true" in head or b"false" in head)
+                              may_hold_bools=may_hold_bools(head))
         images = check_images(arr, shape, io)
     default_binary = flag("binary_data_output", params["binary_data_output"]) \
         if "binary_data_output" in params else False
