@@ -2,10 +2,10 @@
 with a search budget that fits a busy 2-core machine.
 
 `superserve profile --model ofa_mbv3 --weights W --data DIR --max-subnets 30 --out T.json` is
-the same run (run_profile) with the default search: 80 + 4 x 50 candidates, each calibrated on
-200 images and scored on the validation split. Its estimate, printed before it starts, was
-4-6 hours at 124-298 ms per image on this machine under a load of 7-9 (other jobs). Here the
-search is smaller (--population candidates, no generations, --search-calib images each) and
+the same run (run_profile) with the default search, which is now sized by --max-subnets and
+bounded by --time-budget (default 30 min; docs/profiling.md). Before that, its 80 + 4 x 50
+candidates (each calibrated on 200 images and scored on the whole validation split) were
+estimated at 4-6 hours on this machine under a load of 7-9. Here the search is smaller (--population candidates, no generations, --search-calib images each) and
 the measured frontier is calibrated on --calib images; everything else is the CLI's path:
 decode the folder (models/imagefolder, the server's preprocessing), split it, search, fit the
 predictors, measure >= --max-subnets subnets, write T.json and T.norm.pt.
@@ -50,6 +50,7 @@ def main() -> None:
     data = load_image_folder(a.data, model_input_spec(a.model))
     decode_s = time.perf_counter() - t0
     cfg = ProfileConfig(batch_sizes=tuple(a.batch_sizes), repeats=a.repeats, warmup=1,
+                        min_repeats=a.repeats, time_budget_s=None,
                         search_calib_images=a.search_calib, calib_images=a.calib,
                         max_subnets=a.max_subnets, predictor_samples=a.predictor_samples,
                         search=replace(SearchConfig(), population=a.population, generations=0,
