@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow", type=float, default=99.0)
     p.add_argument("--slo-ms", type=float, default=1000.0)
     p.add_argument("--interval-s", type=float, default=0.25, help="scrape period (0.25 s)")
+    p.add_argument("--offload", default=None, choices=["process", "thread", "off"],
+                   help="the server's SUPERSERVE_OFFLOAD (off: /metrics rendered on the loop)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--scrape", default=None, help=argparse.SUPPRESS)  # the scraper process
     args = p.parse_args(argv)
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     from superserve.profiling.table import ProfileTable
     from superserve.server.components import resolve_table
 
+    if args.offload:
+        os.environ["SUPERSERVE_OFFLOAD"] = args.offload  # inherited by the server
     _, path, _ = resolve_table("resnet", None, check_family=False)
     table = ProfileTable.load(path).scaled(args.slow)
     rate = args.factor * _capacity_rps(table)
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "loop_lag": _lag_delta(lag["start" if lo == 0 else "half"],
                                    lag["half" if lo == 0 else "end"])}
     report = {
+        "offload": os.environ.get("SUPERSERVE_OFFLOAD", "process"),
         "rate_rps": round(rate, 1), "factor": args.factor, "half_s": args.duration,
         "interval_s": args.interval_s,
         "metrics_bytes": loaded["bytes"],
