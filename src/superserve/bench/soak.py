@@ -26,7 +26,8 @@ end of each phase and reported beside it, as the capacity the router believes it
 
 Each request carries `--images` images (default: the fewest that keep the request rate under
 `--max-rate` at `--load` x the capacity; each ramp step sends the request the soak would send
-were that step the capacity): the router sees its images batched as it would be.
+were that step the capacity, so the ramp reaches --max-rate / --load requests a second): the
+router sees its images batched as it would be.
 """
 
 from __future__ import annotations
@@ -339,8 +340,8 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "duration_s": args.duration, "warmup_s": warmup_s, "load": args.load,
         "capacity_nominal": round(nominal, 1), "capacity_measured": round(measured, 1),
-        "capacity_probe": {k: (round(v, 1) if isinstance(v, float) and math.isfinite(v) else v)
-                           for k, v in probe.items()},
+        "capacity_probe": {k: ((round(v, 1) if math.isfinite(v) else None)
+                               if isinstance(v, float) else v) for k, v in probe.items()},
         "rate_rps": round(rate, 1), "images_per_request": images,
         "image_rate": round(rate * images, 1),
         "requests": sent, "answered": answered, "lost": sent - answered,
