@@ -10,7 +10,8 @@ BENCHES: dict[str, str] = {
     "subnetact": "actuation time, supernet vs materialized latency, memory (SubNetAct)",
     "scheduler": "SlackFit decision time on a 1,000-request queue",
     "router": "router overhead and peak rate with a no-compute worker",
-    "soak": "a long run at 70%% of capacity: RSS and fd growth, requests lost",
+    "soak": "a long run at 70%% of the live server's measured capacity: RSS and fd growth, "
+            "requests lost, outcomes",
 }
 
 
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if e.name != f"superserve.bench.{name}":
                 raise
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # help= is %-formatted by argparse, description= is printed as is
+        p = sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"))
         module.add_arguments(p)
         p.set_defaults(_bench=module)
 
