@@ -153,3 +153,30 @@ def test_direct_protocol_keeps_uvicorns_cycle_interface():
                  "disconnected", "keep_alive", "response_started", "run_asgi"):
         assert name in DirectInfer.__slots__ or hasattr(DirectInfer, name), name
     assert callable(direct_protocol)
+
+
+def test_the_fast_lane_takes_only_small_plain_bodies():
+    from superserve.server.direct_http import FAST_LANE_MAX_BYTES, _small
+
+    assert _small([(b"content-length", b"5940")])
+    assert not _small([(b"content-length", str(FAST_LANE_MAX_BYTES + 1).encode())])
+    assert not _small([(b"content-length", b"100"), (b"content-encoding", b"gzip")])
+    assert not _small([(b"transfer-encoding", b"chunked")])
+    assert not _small([])
+
+
+def test_gzip_and_large_bodies_take_the_task_path_and_still_answer(srv):
+    import gzip
+
+    with connect(srv) as s, s.makefile("rb") as f:
+        z = gzip.compress(BODY)
+        s.sendall(request(body=z, extra=AUTH + b"content-encoding: gzip\r\n"))
+        assert read_response(f)[0] == 200
+        many = np.random.default_rng(2).random((16, 1, 28, 28), dtype=np.float32)
+        big = json.dumps({"inputs": [{"name": "input", "shape": [16, 1, 28, 28],
+                                      "datatype": "FP32", "data": many.ravel().tolist()}]}
+                         ).encode()
+        assert len(big) > 65536
+        s.sendall(request(body=big))
+        status, _, body = read_response(f)
+        assert status == 413  # this server's limit is 100,000 bytes

@@ -16,6 +16,13 @@ unchanged. The request itself runs through `InferFastPath.answer`, the same code
 route, and the response goes out in one write. `direct_protocol` builds the protocol class;
 anything but a plain POST to the infer path (`Expect: 100-continue`, an escaped path, a
 WebSocket upgrade, over the concurrency limit) takes uvicorn's ASGI route as before.
+
+The fast lane: a request whose declared body is small (<= 64 KiB, under uvicorn's read
+high-water mark and the off-loop decode size) and has no Content-Encoding waits whole in the
+parser's buffer, is decoded and admitted in the parser's `on_message_complete` callback, and
+is answered from the router future's done-callback: no task, no awaits. Everything else
+(large bodies, gzip, encoded images, a pipelined request behind another) runs as a task
+(`run_asgi`) through the same `InferFastPath` code.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ class DirectInfer:
 
     __slots__ = ("scope", "transport", "flow", "handler", "model", "version", "default_headers",
                  "on_response", "body", "more_body", "message_event", "response_started",
-                 "response_complete", "disconnected", "keep_alive")
+                 "response_complete", "disconnected", "keep_alive", "deferred", "decoded",
+                 "future")
 
     def __init__(self, protocol: Any, handler: Any, model: str, version: str,
                  keep_alive: bool) -> None:
@@ -60,6 +68,9 @@ class DirectInfer:
         self.message_event = asyncio.Event()
         self.response_started = self.response_complete = self.disconnected = False
         self.keep_alive = keep_alive
+        self.deferred = False  # small body: answered when it is complete (`answer_now`)
+        self.decoded: Any = None
+        self.future: Any = None
 
     async def run_asgi(self, app: Any) -> None:  # noqa: ARG002  (uvicorn's signature)
         try:
@@ -67,12 +78,7 @@ class DirectInfer:
         except asyncio.CancelledError:
             raise
         except BaseException:  # a bug: as uvicorn does, 500 if nothing went out, else close
-            log.exception("infer request failed outside the handler")
-            if not self.response_started:
-                self._write(500, [(b"content-type", b"application/json")],
-                            b'{"error": "internal error"}')
-            elif not self.transport.is_closing():
-                self.transport.close()
+            self._failed()
 
     async def _run(self) -> None:
         handler = self.handler
@@ -113,6 +119,90 @@ class DirectInfer:
             sent = self._write(status, extra, content)
         finally:  # the request's clock stops at its last byte (a miss if it never went out)
             handler.service.written(result, delivered=sent and status == 200)
+
+    # ---------------------------------------------------------------- the fast lane
+    def answer_now(self) -> bool:
+        """A small, complete request without Content-Encoding: checked, decoded and admitted
+        right here, in the parser's callback, and answered from the router's future's
+        callback: no task, no awaits. False: it needs the general path (`run_asgi`)."""
+        handler = self.handler
+        service = handler.service
+        scope = self.scope
+        try:
+            if handler.auth is not None:
+                try:
+                    handler.auth.check_http(scope["path"], scope["headers"])
+                except SuperServeError as e:
+                    status, body, err = _error_parts(e)
+                    self._write(status, [*((k.encode(), v.encode()) for k, v in err.items()),
+                                         (b"www-authenticate", b"Bearer")], body)
+                    return True
+            try:
+                decoded = handler.decode_small(self.model, self.version,
+                                               dict(scope["headers"]), bytes(self.body))
+                if decoded is None:
+                    return False  # encoded images: decoded off the loop, in run_asgi
+                future = service.submit(decoded.images, decoded.slo_s,
+                                        scope.get(FIRST_BYTE_KEY))
+            except Exception as e:  # noqa: BLE001  (bad input: a 4xx; a bug: a logged 500)
+                status, content, extra = handler.error_response(e)
+                self._write(status, extra, content)
+                return True
+            self.decoded, self.future = decoded, future
+            scope[ON_DISCONNECT_KEY] = self._client_left
+            future.add_done_callback(self._resolved)
+            return True
+        except BaseException:
+            self._failed()
+            return True
+
+    def _client_left(self) -> None:
+        self.handler.service.router.cancel(
+            self.future, "the client went away (disconnected before its answer)")
+
+    def _resolved(self, future: Any) -> None:
+        service = self.handler.service
+        self.scope.pop(ON_DISCONNECT_KEY, None)
+        try:
+            result = future.result()
+            done = result if result.error is None else None  # what `written` reports on
+            if self.disconnected:
+                if done is not None:
+                    service.written(done, delivered=False)  # completed, never delivered
+                return
+            try:
+                result.raise_for_outcome()
+                status, content, extra, _ = self.handler.encoded(self.decoded, result)
+            except Exception as e:  # noqa: BLE001
+                status, content, extra = self.handler.error_response(e)
+            if self.flow.write_paused:  # a client that reads slowly: wait for it off here
+                asyncio.get_running_loop().create_task(
+                    self._write_later(status, extra, content, done))
+                return
+            sent = False
+            try:
+                sent = self._write(status, extra, content)
+            finally:
+                service.written(done, delivered=sent and status == 200)
+        except BaseException:
+            self._failed()
+
+    async def _write_later(self, status: int, extra: list[tuple[bytes, bytes]],
+                           content: bytes, done: Any) -> None:
+        sent = False
+        try:
+            await self.flow.drain()
+            sent = self._write(status, extra, content)
+        finally:
+            self.handler.service.written(done, delivered=sent and status == 200)
+
+    def _failed(self) -> None:
+        log.exception("infer request failed outside the handler")
+        if not self.response_started:
+            self._write(500, [(b"content-type", b"application/json")],
+                        b'{"error": "internal error"}')
+        elif not self.transport.is_closing():
+            self.transport.close()
 
     async def _read_body(self, declared: bytes | None) -> bytes:
         """The whole body, refused (413) as soon as its declared or received size passes the
@@ -188,10 +278,36 @@ def direct_protocol(base: type, handler: Any) -> type:
                                 http_version != "1.0" and parser.should_keep_alive())
             existing, self.cycle = self.cycle, cycle
             if existing is None or existing.response_complete:
-                self._start_asgi_task(cycle, None)
+                if _small(self.headers):
+                    cycle.deferred = True  # answered in on_message_complete
+                else:
+                    self._start_asgi_task(cycle, None)
             else:  # pipelined behind an answer still being written: uvicorn's queue
                 self.flow.pause_reading()
                 self.pipeline.appendleft((cycle, None))
             return None
 
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            cycle = self.cycle
+            if type(cycle) is DirectInfer and cycle.deferred:
+                cycle.deferred = False
+                if not cycle.answer_now():
+                    self._start_asgi_task(cycle, None)
+
     return DirectInferProtocol
+
+
+FAST_LANE_MAX_BYTES = 64 * 1024  # below uvicorn's read high-water mark and the offload size
+
+
+def _small(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A declared body small enough to decode on the loop, without Content-Encoding: the
+    request can wait whole in the parser's buffer and take the fast lane."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name in (b"content-encoding", b"transfer-encoding"):
+            return False
+    return length is not None and length.isdigit() and int(length) <= FAST_LANE_MAX_BYTES

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.codec import (
     HEADER_LENGTH,
+    Decoded,
     decode_content,
     decode_http,
     encode_http,
@@ -137,24 +138,48 @@ class InferFastPath:
             images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
             result = await service.infer(images, decoded.slo_s, arrival_s)
             # JSON text of float32 logits is ~3x their bytes
-            content, out_headers = (
-                await run_blocking(encode_http, decoded, result, service.model, service.io)
-                if should_offload(3 * result.logits.nbytes) else
-                encode_http(decoded, result, service.model, service.io))
-            return 200, content, [(k.lower().encode(), v.encode())
-                                  for k, v in out_headers.items()], result
+            if should_offload(3 * result.logits.nbytes):
+                content, out_headers = await run_blocking(encode_http, decoded, result,
+                                                          service.model, service.io)
+                return 200, content, _header_list(out_headers), result
+            return self.encoded(decoded, result)
         except asyncio.CancelledError:
             if result is not None:
                 service.written(result, delivered=False)  # a completed one: a miss, not lost
             raise
-        except SuperServeError as e:
+        except Exception as e:  # noqa: BLE001  (error_response tells bad input from a bug)
+            return (*self.error_response(e), result)
+
+    def decode_small(self, model: str, version: str, headers: dict[bytes, bytes],
+                     body: bytes) -> Decoded | None:
+        """The synchronous part of `answer` for a small request with FP32 data and no
+        Content-Encoding: the checked, decoded request; None when it needs the general
+        path (encoded images to decode off the loop). Raises SuperServeError."""
+        service = self.service
+        service.check_model(model, version)
+        service.check_size(len(body))
+        hl = headers.get(_HEADER_LENGTH_KEY)
+        decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
+                              service.io)
+        return decoded if decoded.encoded is None else None
+
+    def encoded(self, decoded: Decoded, result: InferenceResult
+                ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult]:
+        """The 200 response of a completed request, encoded on the loop."""
+        content, out_headers = encode_http(decoded, result, self.service.model,
+                                           self.service.io)
+        return 200, content, _header_list(out_headers), result
+
+    @staticmethod
+    def error_response(e: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """A KServe error for bad input or a refusal; for anything else (a bug), a logged 500
+        that names only the exception's type."""
+        if isinstance(e, SuperServeError):
             status, content, err_headers = _error_parts(e)
-            return status, content, [(k.encode(), v.encode())
-                                     for k, v in err_headers.items()], result
-        except Exception as e:  # a bug, not bad input: still a KServe error body, and logged
-            log.exception("infer failed unexpectedly")
-            return 500, json.dumps({"error": f"internal error: {type(e).__name__}"}).encode(), \
-                [(b"content-type", b"application/json")], result
+            return status, content, _header_list(err_headers)
+        log.error("infer failed unexpectedly", exc_info=e)
+        return 500, json.dumps({"error": f"internal error: {type(e).__name__}"}).encode(), \
+            [(b"content-type", b"application/json")]
 
     async def _infer(self, model: str, version: str, scope: Scope, receive: Receive,
                      send: Send) -> None:
@@ -190,6 +215,10 @@ class InferFastPath:
             sent = True
         finally:  # the request's clock stops at its last byte (a miss if it never went out)
             service.written(result, delivered=sent and status == 200)
+
+
+def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
 async def _decode(body: bytes, header_length: str | None, service: InferenceService) -> Any:

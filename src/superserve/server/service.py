@@ -107,16 +107,22 @@ class InferenceService:
             raise PayloadTooLargeError(f"request payload of {nbytes} bytes exceeds the limit of "
                                        f"{self.max_body_bytes} bytes")
 
+    def submit(self, images: np.ndarray, slo_s: float | None,
+               arrival_s: float | None = None) -> asyncio.Future[InferenceResult]:
+        """Admit (the synchronous half of `infer`): the router's future, which always
+        resolves to the request's terminal result. Raises NoWorkerReadyError at once."""
+        if self.router.ready_workers == 0 and not self.router.draining:
+            # nothing could serve it before its deadline: say so now (503), not as a 504 later
+            raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
+                                     "restarting after a failure); retry shortly")
+        return self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
+
     async def infer(self, images: np.ndarray, slo_s: float | None,
                     arrival_s: float | None = None) -> InferenceResult:
         """Admit, wait for the terminal state, raise it if it is not a completion.
         `arrival_s`: when the request's first byte reached the server (the router's clock);
         its SLO counts from then. The front end calls `written` once the response is out."""
-        if self.router.ready_workers == 0 and not self.router.draining:
-            # nothing could serve it before its deadline: say so now (503), not as a 504 later
-            raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
-                                     "restarting after a failure); retry shortly")
-        fut = self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
+        fut = self.submit(images, slo_s, arrival_s)
         try:
             result = await fut
         except asyncio.CancelledError:  # the caller's task was cancelled: nobody waits now
