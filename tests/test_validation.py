@@ -295,7 +295,11 @@ def test_unexpected_errors_are_500_json_and_grpc_internal_never_unknown(srv):
     async def boom(*a, **k):
         raise RuntimeError("a bug")
 
-    svc.infer = boom  # an instance attribute shadows the method for this test only
+    def boom_now(*a, **k):
+        raise RuntimeError("a bug")
+
+    # instance attributes shadow the methods for this test only (submit: the HTTP fast lane)
+    svc.infer, svc.submit = boom, boom_now
     try:
         r = post_json(srv, body(slo_ms=500))
         assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
@@ -303,7 +307,7 @@ def test_unexpected_errors_are_500_json_and_grpc_internal_never_unknown(srv):
             _grpc_infer(srv, _grpc_req())
         assert e.value.code() == grpc.StatusCode.INTERNAL and "RuntimeError" in e.value.details()
     finally:
-        del svc.infer
+        del svc.infer, svc.submit
     assert post_json(srv, body(slo_ms=500)).status_code == 200
 
     class Ctx:
