@@ -248,6 +248,7 @@ class Router:
         # resolve -> last byte written (encode + write + a busy loop), a high quantile
         self._response_tail = RecentQuantile(self.calibration.config.response_quantile, 1024,
                                         self.calibration.config.tail_max_age_s)
+        self._tail_s = 0.0
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch
         self._logged_scale = self.latency_scale
@@ -291,9 +292,16 @@ class Router:
     @property
     def response_tail_s(self) -> float:
         """High quantile of resolve -> last byte written (0 until 16 responses were seen)."""
+        return self._tail_s
+
+    def _update_tail(self) -> None:
+        """Cache `response_tail_s` (read several times per request; it changes only when a
+        response is recorded or old ones expire)."""
         if len(self._response_tail) < self.calibration.config.min_samples:
-            return 0.0
-        return min(self._response_tail.value(0.0), self.calibration.config.max_overhead_s)
+            self._tail_s = 0.0
+        else:
+            self._tail_s = min(self._response_tail.value(0.0),
+                               self.calibration.config.max_overhead_s)
 
     def response_written(self, result: InferenceResult, written_s: float) -> None:
         """The front end wrote the last byte of `result`'s response at `written_s` (inf: it
@@ -302,6 +310,7 @@ class Router:
         if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
                 and math.isfinite(written_s)):
             self._response_tail.add(written_s, written_s - result.end_s)
+            self._update_tail()
         if self.listener is not None:
             self.listener.on_written(result)
 
@@ -419,7 +428,8 @@ class Router:
                 f"{self.config.max_queue}", self.config.retry_after_s))
         if self.config.calibrate:  # with no batch for a while, evidence fades
             self.calibration.tick(now)
-            self._response_tail.expire(now)
+            if self._response_tail.expire(now):
+                self._update_tail()
         scale, overhead = self.latency_scale, self.overhead_s
         if cannot_meet(result.deadline_s, now, self.table, overhead,
                        min_latency_s=self.min_latency_s, latency_scale=scale):

@@ -172,10 +172,13 @@ class RecentQuantile:
         else:
             self._value = self._median = None
 
-    def expire(self, now_s: float) -> None:
-        """Drop samples older than max_age_s now (and refresh the quantile)."""
+    def expire(self, now_s: float) -> bool:
+        """Drop samples older than max_age_s now (and refresh the quantile); True when any
+        were dropped."""
         if self._t and now_s - self._t[0] > self.max_age_s:
             self._refresh(now_s)
+            return True
+        return False
 
     def value(self, default: float) -> float:
         return default if self._value is None else self._value
