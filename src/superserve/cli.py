@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 # name -> one-line help. The module superserve.commands.<name> implements it.
 COMMANDS: dict[str, str] = {
@@ -61,13 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from superserve.errors import SuperServeError
 
+    if args.command != "serve" and threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C, so the servers a demo, experiment or benchmark
+        # started (each in its own session, out of reach of the terminal's signals) are
+        # stopped by their context managers instead of being left running. (`serve` has
+        # its own handler: drain, then exit.)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args._module.run(args) or 0)
     except SuperServeError as e:
         print(f"superserve {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except _Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: unwinds (context managers stop their servers)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,11 @@ class ServerProcess:
         log.info("starting server: %s", " ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: no `with` exit runs
+            self.stop()
+            raise
 
     def _wait_ready(self) -> None:
         import httpx
