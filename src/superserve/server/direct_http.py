@@ -49,10 +49,26 @@ _INFER_PATH = re.compile(rb"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 class DirectInfer:
     """One infer request on a connection, in place of uvicorn's RequestResponseCycle."""
 
-    __slots__ = ("scope", "transport", "flow", "handler", "model", "version", "default_headers",
-                 "on_response", "body", "more_body", "message_event", "response_started",
-                 "response_complete", "disconnected", "keep_alive", "deferred", "decoded",
-                 "future")
+    __slots__ = (
+        "body",
+        "decoded",
+        "default_headers",
+        "deferred",
+        "disconnected",
+        "flow",
+        "future",
+        "handler",
+        "keep_alive",
+        "message_event",
+        "model",
+        "more_body",
+        "on_response",
+        "response_complete",
+        "response_started",
+        "scope",
+        "transport",
+        "version",
+    )
 
     def __init__(self, protocol: Any, handler: Any, model: str, version: str,
                  keep_alive: bool) -> None:
@@ -72,46 +88,24 @@ class DirectInfer:
         self.decoded: Any = None
         self.future: Any = None
 
-    async def run_asgi(self, app: Any) -> None:  # noqa: ARG002  (uvicorn's signature)
+    async def run_asgi(self, app: Any) -> None:
         try:
             await self._run()
         except asyncio.CancelledError:
             raise
-        except BaseException:  # a bug: as uvicorn does, 500 if nothing went out, else close
+        except BaseException:  # noqa: BLE001  (a bug: as uvicorn, 500 if nothing went out)
             self._failed()
 
     async def _run(self) -> None:
         handler = self.handler
         scope = self.scope
-        headers = scope["headers"]
-        if handler.auth is not None:
-            try:
-                handler.auth.check_http(scope["path"], headers)
-            except SuperServeError as e:
-                status, body, err = _error_parts(e)
-                self._write(status, [*((k.encode(), v.encode()) for k, v in err.items()),
-                                     (b"www-authenticate", b"Bearer")], body)
-                return
-        # a client that disconnects before its answer cancels this task (limits.py calls the
-        # hook from connection_lost): its request ends as CANCELLED
-        task, gone = asyncio.current_task(), []
-
-        def disconnected() -> None:
-            gone.append(True)
-            if task is not None:
-                task.cancel()
-
-        scope[ON_DISCONNECT_KEY] = disconnected
-        try:
-            status, content, extra, result = await handler.answer(
-                self.model, self.version, dict(headers), self._read_body,
-                scope.get(FIRST_BYTE_KEY))
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            return  # nobody to answer
-        finally:
-            scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect fails the write
+        if not self._authorized():
+            return
+        answered = await handler.answer_until_gone(scope, self.model, self.version,
+                                                   self._read_body)
+        if answered is None:
+            return  # the client left: nobody to answer
+        status, content, extra, result = answered
         sent = False
         try:
             if self.flow.write_paused and not self.disconnected:
@@ -119,6 +113,20 @@ class DirectInfer:
             sent = self._write(status, extra, content)
         finally:  # the request's clock stops at its last byte (a miss if it never went out)
             handler.service.written(result, delivered=sent and status == 200)
+
+    def _authorized(self) -> bool:
+        """The bearer token check (when the server has one); a 401 answered when it fails."""
+        auth = self.handler.auth
+        if auth is None:
+            return True
+        try:
+            auth.check_http(self.scope["path"], self.scope["headers"])
+            return True
+        except SuperServeError as e:
+            status, body, err = _error_parts(e)
+            self._write(status, [*((k.encode(), v.encode()) for k, v in err.items()),
+                                 (b"www-authenticate", b"Bearer")], body)
+            return False
 
     # ---------------------------------------------------------------- the fast lane
     def answer_now(self) -> bool:
@@ -129,14 +137,8 @@ class DirectInfer:
         service = handler.service
         scope = self.scope
         try:
-            if handler.auth is not None:
-                try:
-                    handler.auth.check_http(scope["path"], scope["headers"])
-                except SuperServeError as e:
-                    status, body, err = _error_parts(e)
-                    self._write(status, [*((k.encode(), v.encode()) for k, v in err.items()),
-                                         (b"www-authenticate", b"Bearer")], body)
-                    return True
+            if not self._authorized():
+                return True
             try:
                 decoded = handler.decode_small(self.model, self.version,
                                                dict(scope["headers"]), bytes(self.body))
@@ -152,7 +154,7 @@ class DirectInfer:
             scope[ON_DISCONNECT_KEY] = self._client_left
             future.add_done_callback(self._resolved)
             return True
-        except BaseException:
+        except BaseException:  # noqa: BLE001  (a bug: answered 500 or closed, logged)
             self._failed()
             return True
 
@@ -184,7 +186,7 @@ class DirectInfer:
                 sent = self._write(status, extra, content)
             finally:
                 service.written(done, delivered=sent and status == 200)
-        except BaseException:
+        except BaseException:  # noqa: BLE001  (a bug: answered 500 or closed, logged)
             self._failed()
 
     async def _write_later(self, status: int, extra: list[tuple[bytes, bytes]],

@@ -41,8 +41,8 @@ from superserve.server.openapi import allowed_methods, openapi_document
 # ASGI scope key: when the read holding the request's first byte was handled (loop time),
 # set by server.app's uvicorn protocol
 FIRST_BYTE_KEY = "superserve.first_byte_s"
-from superserve.server.service import InferenceService, http_status
 from superserve.runtime.router import InferenceResult
+from superserve.server.service import InferenceService, http_status
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,32 @@ class InferFastPath:
         except Exception as e:  # noqa: BLE001  (error_response tells bad input from a bug)
             return (*self.error_response(e), result)
 
+    async def answer_until_gone(self, scope: Scope, model: str, version: str,
+                                read_body: Callable[[bytes | None], Awaitable[bytes]]
+                                ) -> tuple[int, bytes, list[tuple[bytes, bytes]],
+                                           InferenceResult | None] | None:
+        """`answer`, cancelled if the client disconnects first (limits.py calls the hook it
+        leaves in the scope from connection_lost): the router ends the request as CANCELLED,
+        and what has not started for it (decoding, a place in a batch) never does. None:
+        the client is gone, nobody to answer. The hook is gone when this returns."""
+        task, gone = asyncio.current_task(), []
+
+        def disconnected() -> None:
+            gone.append(True)
+            if task is not None:
+                task.cancel()
+
+        scope[ON_DISCONNECT_KEY] = disconnected
+        try:
+            return await self.answer(model, version, dict(scope["headers"]), read_body,
+                                     scope.get(FIRST_BYTE_KEY))
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            return None
+        finally:
+            scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect fails the write
+
     def decode_small(self, model: str, version: str, headers: dict[bytes, bytes],
                      body: bytes) -> Decoded | None:
         """The synchronous part of `answer` for a small request with FP32 data and no
@@ -186,26 +212,11 @@ class InferFastPath:
         """The ASGI route (the server's own protocol answers most infer requests without
         ASGI: server/direct_http.py)."""
         service = self.service
-        # a client that disconnects before its answer cancels this task (limits.py calls the
-        # hook from connection_lost): the router ends its request as CANCELLED, and what has
-        # not started for it (decoding, a place in a batch) never does
-        task, gone = asyncio.current_task(), []
-
-        def disconnected() -> None:
-            gone.append(True)
-            if task is not None:
-                task.cancel()
-
-        scope[ON_DISCONNECT_KEY] = disconnected
-        try:
-            status, content, extra, result = await self.answer(
-                model, version, dict(scope["headers"]),
-                lambda declared: _receive_body(receive, declared, service),
-                scope.get(FIRST_BYTE_KEY))
-        except asyncio.CancelledError:
-            if not gone:
-                raise
+        answered = await self.answer_until_gone(
+            scope, model, version, lambda declared: _receive_body(receive, declared, service))
+        if answered is None:
             return  # nobody to answer
+        status, content, extra, result = answered
         scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect only fails the write
         extra.append((b"content-length", str(len(content)).encode()))
         sent = False

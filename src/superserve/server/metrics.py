@@ -94,7 +94,7 @@ class _LoopHistogram:
     where prometheus-client's takes a lock per bucket update (~2 us); exported by
     `_LoopOwned` from a copy taken on the loop at scrape time."""
 
-    __slots__ = ("name", "doc", "bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "doc", "name", "sum")
 
     def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
         self.name, self.doc = name, doc
@@ -120,7 +120,7 @@ class _LoopHistogram:
 class _LoopCounter:
     """A counter (optionally by one label) incremented on the event loop only."""
 
-    __slots__ = ("name", "doc", "label", "values")
+    __slots__ = ("doc", "label", "name", "values")
 
     def __init__(self, name: str, doc: str, label: str | None = None) -> None:
         self.name, self.doc, self.label = name, doc, label
