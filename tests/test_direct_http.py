@@ -180,3 +180,26 @@ def test_gzip_and_large_bodies_take_the_task_path_and_still_answer(srv):
         s.sendall(request(body=big))
         status, _, body = read_response(f)
         assert status == 413  # this server's limit is 100,000 bytes
+
+
+def test_a_large_body_that_trickles_in_takes_the_task_path(srv):
+    import time
+
+    images = np.random.default_rng(3).random((25, 1, 28, 28), dtype=np.float32)
+    raw = images.tobytes()
+    head = json.dumps({"inputs": [{"name": "input", "shape": [25, 1, 28, 28],
+                                   "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}],
+                       "parameters": {"slo_ms": 5000}}).encode()  # its clock runs meanwhile
+    body = head + raw
+    assert 65536 < len(body) < 100_000  # over the fast lane, under this server's limit
+    msg = request(body=body, extra=AUTH + b"inference-header-content-length: "
+                  + str(len(head)).encode() + b"\r\n")
+    with connect(srv) as s, s.makefile("rb") as f:
+        cut = len(msg) - len(body) + 1000
+        for part in (msg[:cut], msg[cut:cut + 40_000], msg[cut + 40_000:]):
+            s.sendall(part)
+            time.sleep(0.05)  # the handler waits for the rest of the body
+        status, _, out = read_response(f)
+    assert status == 200, out
+    assert json.loads(out)["outputs"][0]["shape"][0] == 25

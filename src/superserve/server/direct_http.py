@@ -46,6 +46,38 @@ __all__ = ["DirectInfer", "direct_protocol"]
 _INFER_PATH = re.compile(rb"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
+class _BodyEvent:
+    """What uvicorn's protocol sets when more of the body (or its end) arrived: an
+    `asyncio.Event` made lazily, only for a request that waits for its body (most never do;
+    creating one per request costs more than the rest of the cycle's set-up)."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: asyncio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def clear(self) -> None:
+        self._set = False
+        if self._event is not None:
+            self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+
 class DirectInfer:
     """One infer request on a connection, in place of uvicorn's RequestResponseCycle."""
 
@@ -81,7 +113,7 @@ class DirectInfer:
         self.on_response = protocol.on_response_complete
         self.body = bytearray()
         self.more_body = True
-        self.message_event = asyncio.Event()
+        self.message_event = _BodyEvent()
         self.response_started = self.response_complete = self.disconnected = False
         self.keep_alive = keep_alive
         self.deferred = False  # small body: answered when it is complete (`answer_now`)
