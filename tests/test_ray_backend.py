@@ -146,9 +146,13 @@ def test_ray_torch_actors_match_local_workers_and_spread(cluster, tmp_path):
             await pool.close()
         return out, info
 
-    local, _ = asyncio.run(run(LocalProcessPool(cfg, n_workers=1), 1))
+    local, local_info = asyncio.run(run(LocalProcessPool(cfg, n_workers=1), 1))
     remote, info = asyncio.run(run(RayActorPool(cfg, 2, RayPoolConfig()), 2))
     assert len({i["node_id"] for i in info}) == 2  # one actor per node
+    # the same torch threads in a worker process and in an actor: as configured (1), one
+    # inter-op thread (benchmarks/ray_compute.py: their compute per batch is alike)
+    for i in (*local_info, *info):
+        assert (i["threads"], i["torch_threads"], i["interop_threads"]) == (1, 1, 1), i
     # actor i got index i (devices[i mod n], as local worker i) and resolved its device
     assert [(i["index"], i["device"], i["gpu_ids"]) for i in info] == [(0, "cpu", []),
                                                                        (1, "cpu", [])]

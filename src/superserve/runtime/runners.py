@@ -9,6 +9,7 @@ local worker process (runtime/worker.py) and the Ray actor (runtime/ray_pool.py)
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,7 +134,12 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = N
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     measured = probe(run, table, shape)
+    # the threads and CPUs this process really runs with (local worker and Ray actor alike)
     info = {"kind": "torch", "device": str(device), "threads": cfg.threads,
+            "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "family": getattr(supernet, "family", cfg.model), "subnets": len(specs),
             "image_shape": image_shape, "warmup_s": warmup_s, "probe": measured,
             "probe_s": time.perf_counter() - t0}

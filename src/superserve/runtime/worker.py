@@ -114,7 +114,7 @@ def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int,
         if cpus and hasattr(os, "sched_setaffinity"):  # a CPU per torch thread
             os.sched_setaffinity(0, worker_cpus(parse_cpu_list(cpus), cfg.threads, worker_id))
         run, info = make_runner(cfg, worker_id)
-    except Exception as e:  # report why, so the pool can say it instead of looping
+    except Exception as e:  # noqa: BLE001 -- reported, so the pool can say why, not loop
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
         return
     info["pid"] = os.getpid()
@@ -154,7 +154,7 @@ def _serve(conn: Any, run: Any, cfg: WorkerConfig) -> None:
             if load_s > 0 and not cfg.separate_models:
                 time.sleep(load_s)  # a simulated model load (separate_models loads for real)
             logits = np.ascontiguousarray(run(subnet, images), dtype=np.float32)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- the router fails or retries the batch
             conn.send(("error", batch_id, f"{type(e).__name__}: {e}"))
             continue
         service_s = time.perf_counter() - t0
