@@ -18,8 +18,9 @@ sized for 28x28 digits takes hours. Two things keep it in hand:
   by `max_subnets` and the data, and the search gets what they leave, never fewer than
   `min_search_candidates` (the accuracy predictor needs them). The search stops before a
   candidate that would overrun (`search_may_continue`), with the measured cost per candidate so
-  far, not the estimate, and the later phases' estimate scaled by the same slowdown (others'
-  load on a shared machine slows every phase).
+  far, not the estimate, and the later phases re-priced for where the search's frontier
+  actually lies (`frontier_positions`: a frontier of cheap subnets is cheap to measure) and
+  scaled by the same slowdown (others' load on a shared machine slows every phase).
 
 The chosen subnets are always calibrated, scored on the whole held-out splits and timed for
 real: the budget bounds only how many candidates the search looks at.
@@ -36,8 +37,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CostModel", "estimate_seconds", "repeats_for", "search_may_continue",
-           "warmup_for"]
+__all__ = ["CostModel", "after_search_seconds", "estimate_seconds", "frontier_positions",
+           "repeats_for", "search_may_continue", "warmup_for"]
 
 
 def repeats_for(batch: int, repeats: int, min_repeats: int) -> int:
@@ -69,6 +70,21 @@ class CostModel:
     timed_image_s: float  # per image of a batch at the worker's threads (frontier mean)
     first_call_s: tuple[float, float] = (0.0, 0.0)  # a subnet's first pass costs more (its
     # kernels are chosen, its buffers allocated): extra seconds, (search, frontier)
+    # the two ends' own (calibrate, score, timed batch 1, timed per image, first call): a
+    # frontier known to sit elsewhere between them is priced by interpolation (`at`)
+    ends: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def at(self, position: float) -> CostModel:
+        """The costs of a subnet at `position` in [0, 1] between the smallest and the largest
+        (in log batch-1 latency), interpolated in log; self when the ends are unknown."""
+        if self.ends is None:
+            return self
+        t = min(1.0, max(0.0, position))
+        lo, hi = self.ends
+        v = [math.exp((1 - t) * math.log(max(a, 1e-9)) + t * math.log(max(b, 1e-9)))
+             for a, b in zip(lo, hi)]
+        return CostModel((self.calibrate_s[0], v[0]), (self.score_s[0], v[1]), v[2], v[3],
+                         (self.first_call_s[0], v[4]), None)
 
     @classmethod
     def measure(cls, net, eval_threads: int, threads: int, images: int = 16,
@@ -118,7 +134,7 @@ class CostModel:
         pool = sampled or ends
         search = [sum(rates[s][i] for s in pool) / len(pool) for i in range(5)]
         return cls((search[0], front[0]), (search[1], front[1]), front[2], front[3],
-                   (search[4], front[4]))
+                   (search[4], front[4]), (tuple(small), tuple(large)))
 
     def search_candidate_s(self, calib_images: int, score_images: int) -> float:
         return (self.first_call_s[0] + calib_images * self.calibrate_s[0]
@@ -132,10 +148,46 @@ class CostModel:
         return asdict(self)
 
 
+def after_search_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int,
+                         positions: Sequence[float]) -> dict[str, float]:
+    """Seconds of the phases after the search when the measured frontier is the subnets at
+    `positions` (each in [0, 1] between the smallest and the largest, in log latency)."""
+    final = timing = load = 0.0
+    for p in positions:
+        c = cost.at(p)
+        final += (c.first_call_s[1] + min(cfg.calib_images, n_train) * c.calibrate_s[1]
+                  + (n_val + n_test) * c.score_s[1])
+        timing += sum((repeats_for(b, cfg.repeats, cfg.min_repeats) + warmup_for(b, cfg.warmup))
+                      * c.batch_s(b) for b in cfg.batch_sizes)
+        load += 3 * c.timed_b1_s + 0.2  # torch.save/load of each subnet
+    return {"final_calibrate_and_score_s": final, "timing_s": timing, "load_times_s": load,
+            "after_search_s": final + timing + load}
+
+
+def frontier_positions(cands: Sequence[Any], smallest_s: float, largest_s: float,
+                       n: int) -> list[float]:
+    """Where the measured frontier will sit, from the search's candidates so far (each with
+    `score` and a predicted `cost`): both ends (0 and 1) and `n` points spread evenly in log
+    cost over the span of the current Pareto front, as positions in [0, 1] between the
+    smallest subnet's predicted latency and the largest's. The count is the most the frontier
+    can hold (thinning to `max_subnets` can merge points)."""
+    from superserve.profiling.search import pareto_front
+
+    span = math.log(max(largest_s, 1e-9) / max(smallest_s, 1e-9))
+    front = pareto_front(list(cands))
+    if not front or span <= 0:
+        return [k / (n + 1) for k in range(n + 2)]
+    pos = [math.log(max(c.cost, 1e-9) / smallest_s) / span for c in front]
+    lo, hi = min(pos), max(pos)
+    return [0.0, 1.0] + [lo + (hi - lo) * k / max(n - 1, 1) for k in range(n)]
+
+
 def estimate_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int
                      ) -> dict[str, float]:
     """Each phase's seconds for `cfg` (a ProfileConfig) on splits of these sizes, and the
-    search's share of `cfg.time_budget_s`."""
+    search's share of `cfg.time_budget_s`. Before the search the frontier is taken as
+    `max_subnets` + 2 subnets spread evenly in log latency from the smallest to the largest
+    (the profiler re-prices it from the search's own frontier as the search goes)."""
     search_cfg = cfg.search_config()
     probes = cfg.predictor_samples + 2
     latency = probes * (8 * cost.calibrate_s[0] + (cfg.probe_repeats + 2) * cost.timed_b1_s)
@@ -143,12 +195,10 @@ def estimate_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int
                                        min(cfg.search_val_images, n_val))
     full = search_cfg.population + 2 + search_cfg.generations * search_cfg.children
     measured = cfg.max_subnets + 2  # the thinned frontier plus both ends
-    final = measured * (cost.first_call_s[1] + min(cfg.calib_images, n_train) * cost.calibrate_s[1]
-                        + (n_val + n_test) * cost.score_s[1])
-    rounds = sum((repeats_for(b, cfg.repeats, cfg.min_repeats) + warmup_for(b, cfg.warmup))
-                 * cost.batch_s(b) for b in cfg.batch_sizes)
-    timing = measured * rounds
-    load = measured * 3 * cost.timed_b1_s + 0.2 * measured  # torch.save/load of each subnet
+    after = after_search_seconds(cost, cfg, n_train, n_val, n_test,
+                                 [k / (measured - 1) for k in range(measured)])
+    final, timing, load = (after["final_calibrate_and_score_s"], after["timing_s"],
+                           after["load_times_s"])
     fixed = latency + final + timing + load
     if cfg.time_budget_s is None:
         candidates = full
@@ -165,16 +215,18 @@ def estimate_seconds(cost: CostModel, cfg, n_train: int, n_val: int, n_test: int
 
 
 def search_may_continue(budget_s: float | None, min_candidates: int, started_s: float,
-                        after_search_s: float, expected_candidate_s: float | None = None,
+                        after_search_s: float | Callable[[], float],
+                        expected_candidate_s: float | None = None,
                         clock: Callable[[], float] = time.perf_counter
                         ) -> Callable[[int], bool]:
     """evolve's `may_continue(evaluated)`: True while fewer than `min_candidates` are
     evaluated, or while one more candidate at the mean cost so far still leaves the remaining
     phases' time inside the budget counted from `started_s` (the profile's start).
 
-    The remaining phases' time is `after_search_s` (the estimate), scaled by how much slower or
-    faster the search's candidates ran than `expected_candidate_s` (when given; within 0.5x to
-    4x): on a shared machine, load that slows the search slows what follows it too."""
+    The remaining phases' time is `after_search_s` (seconds, or a function giving the estimate
+    for the frontier found so far), scaled by how much slower or faster the search's candidates
+    ran than `expected_candidate_s` (when given; within 0.5x to 4x): on a shared machine, load
+    that slows the search slows what follows it too."""
     search_started = clock()
 
     def may_continue(evaluated: int) -> bool:
@@ -182,7 +234,7 @@ def search_may_continue(budget_s: float | None, min_candidates: int, started_s: 
             return True
         now = clock()
         per = (now - search_started) / max(evaluated, 1)
-        after = after_search_s
+        after = after_search_s() if callable(after_search_s) else after_search_s
         if expected_candidate_s:
             after *= min(4.0, max(0.5, per / expected_candidate_s))
         return now + per + after <= started_s + budget_s

@@ -151,8 +151,9 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models).
     `on_estimate` receives the phases' estimated seconds (profiling/budget.py) before the work
     starts."""
-    from superserve.profiling.budget import (CostModel, estimate_seconds, phase_summary,
-                                             repeats_for, search_may_continue, warmup_for)
+    from superserve.profiling.budget import (CostModel, after_search_seconds, estimate_seconds,
+                                             frontier_positions, phase_summary, repeats_for,
+                                             search_may_continue, warmup_for)
     from superserve.data import load_digits8, load_mnist
     from superserve.runtime.devices import Stager, worker_device
 
@@ -194,9 +195,15 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         # 2. evolutionary search on (score, predicted latency)
         torch.set_num_threads(cfg.eval_threads)
         found: dict[Any, Scores] = {}
+        so_far: list[Candidate] = []
         spent = {"calibrate": 0.0, "evaluate": 0.0}
 
         def evaluate(spec) -> tuple[float, float]:
+            c = _evaluate(spec)
+            so_far.append(Candidate(spec, *c))
+            return c
+
+        def _evaluate(spec) -> tuple[float, float]:
             hit = journal.get(spec) if journal is not None else None  # a resumed profile
             if hit is not None:
                 found[spec] = hit
@@ -211,8 +218,16 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                 journal.add(spec, found[spec])
             return found[spec].score, lat_model.predict(_layers(net, spec), net.flops(spec) / 1e6)
 
+        ends_s = [lat_model.predict(_layers(net, s), net.flops(s) / 1e6)
+                  for s in (net.space.smallest(), net.space.largest())]
+
+        def after_search_s() -> float:  # re-priced for the frontier the search has found
+            where = frontier_positions(so_far, *ends_s, cfg.max_subnets)
+            return after_search_seconds(cost, cfg, len(xtr), len(xva), len(xte),
+                                        where)["after_search_s"]
+
         within = search_may_continue(cfg.time_budget_s, cfg.min_search_candidates, t_start,
-                                     est["after_search_s"], est["search_candidate_s"])
+                                     after_search_s, est["search_candidate_s"])
         stopped_at: list[int] = []
 
         def may_continue(evaluated: int) -> bool:
@@ -231,6 +246,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                                               for c in cands]))}
         phase_s["search"] = time.perf_counter() - t0 - phase_s["latency_model"]
         budget_stopped = bool(stopped_at)
+        est_after_search = after_search_s()  # the provenance: what the stop rule last assumed
         phase_s["search_calibrate"], phase_s["search_evaluate"] = spent["calibrate"], spent["evaluate"]
 
         # 2b. fitted accuracy predictor over every measured candidate, and the frontier on it
@@ -342,6 +358,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
                    "time_budget_s": cfg.time_budget_s, "search_val_images": len(xse)},
         "estimate_seconds": {k: round(v, 3) for k, v in est.items()},
         "estimate_vs_actual": phase_summary(est, phase_s),
+        "after_search_estimate_s": round(est_after_search, 1),
         "cost_model": cost.to_dict(),
         "pareto_points_score": fronts["score"], "pareto_points_top1": fronts["top1"],
         "pareto_points_p_true": fronts["p_true"],
