@@ -102,3 +102,24 @@ def test_search_stops_before_a_candidate_that_would_overrun():
     rng = random.Random(0)
     assert evolve(Line(), lambda s: (float(s), float(s) + 1 + rng.random()),
                   SearchConfig(population=3, generations=0)) != []
+
+
+def test_a_frontier_of_cheap_subnets_is_priced_cheap():
+    from superserve.profiling.budget import after_search_seconds, frontier_positions
+
+    ends = CostModel((0.1, 0.2), (0.05, 0.1), 0.04, 0.02,
+                     ends=((0.1, 0.05, 0.01, 0.005, 0.0), (1.0, 0.5, 0.1, 0.05, 0.0)))
+    assert ends.at(0.0).calibrate_s[1] == pytest.approx(0.1)
+    assert ends.at(1.0).score_s[1] == pytest.approx(0.5)
+    assert ends.at(0.5).timed_b1_s == pytest.approx(0.1 ** 0.5 * 0.01 ** 0.5)  # log midpoint
+    assert COST.at(0.3) is COST  # ends unknown: the mean costs
+    # a front from 10 to 20 ms between ends at 10 and 1000 ms: positions 0 to ~0.15
+    front = [Candidate(i, float(i), 10.0 + i) for i in range(11)]
+    where = frontier_positions(front, 10.0, 1000.0, 5)
+    assert where[:2] == [0.0, 1.0] and len(where) == 7
+    assert max(where[2:]) == pytest.approx(0.1505, abs=1e-3) and min(where[2:]) == 0.0
+    cfg = ProfileConfig(max_subnets=5, batch_sizes=(1,))
+    cheap = after_search_seconds(ends, cfg, 100, 100, 50, where)["after_search_s"]
+    spread = after_search_seconds(ends, cfg, 100, 100, 50,
+                                  [k / 6 for k in range(7)])["after_search_s"]
+    assert cheap < 0.6 * spread
