@@ -1,0 +1,167 @@
+"""CPU per request of the server's own Python path, deterministic: no sockets, no client.
+
+The real HTTP protocol class `superserve serve` uses (uvicorn's httptools protocol with the
+direct infer route and the slow-client guard), the real router, policy (SlackFit on the
+shipped table) and metrics, in one uvloop loop; a fake transport in place of the socket and a
+no-latency fake pool in place of the worker processes. Each "connection" is fed one KServe v2
+JSON request at a time, in waves of `--concurrency` connections, and the process CPU time over
+all of them is divided by the requests. What it leaves out: the socket system calls, the pipe
+to the worker and the worker itself (the live figure, `calibration_live.py --server-args
+--worker-kind noop`, counts them; on a shared machine it is noisy, this one is not).
+
+    python benchmarks/frontend_cpu.py [--requests 20000] [--concurrency 8] [--binary]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+class FakeTransport:
+    """What uvicorn's protocol asks of a transport; writes are counted, not sent."""
+
+    waiting: list[Any] = []  # [future, responses still due] of the current wave
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        w = FakeTransport.waiting
+        w[1] -= 1
+        if w[1] == 0:
+            w[0].set_result(None)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def set_protocol(self, protocol: Any) -> None: ...
+
+
+def request_bytes(binary: bool, seed: int = 0) -> bytes:
+    from open_loop_client import bodies  # the independent client's own JSON bodies
+
+    from superserve.data import load_mnist
+
+    x, _ = load_mnist().test
+    img = np.asarray(x[seed:seed + 1], dtype=np.float32).reshape(1, 1, 28, 28)
+    if binary:
+        raw = img.tobytes()
+        head = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                                       "datatype": "FP32",
+                                       "parameters": {"binary_data_size": len(raw)}}],
+                           "parameters": {"slo_ms": 50}}).encode()
+        body, extra = head + raw, b"inference-header-content-length: %d\r\n" % len(head)
+    else:
+        body, extra = bodies(img, 50.0)[0], b""
+    return (b"POST /v2/models/resnet/infer HTTP/1.1\r\nhost: 127.0.0.1:8000\r\n"
+            b"content-type: application/json\r\n" + extra
+            + b"content-length: %d\r\n\r\n" % len(body) + body)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from superserve.runtime.clock import LoopClock
+    from superserve.runtime.fake import FakePool
+    from superserve.scheduling import make_policy
+    from superserve.server.app import start_server
+    from superserve.server.components import resolve_table
+    from superserve.server.config import ServeConfig
+
+    table, _, _ = resolve_table("resnet", None, check_family=False)
+    cfg = ServeConfig(http_port=0, grpc_port=-1)
+    pool = FakePool(table, LoopClock(), latency_scale=0.0)
+    running = await start_server(cfg, table, make_policy("slackfit", table, slo_s=0.05), pool)
+    await running.wait_ready(30)
+    config: uvicorn.Config = running._uvicorn.config
+    state = ServerState()
+    msg = request_bytes(args.binary)
+    conns = []
+    for _ in range(args.concurrency):
+        proto = config.http_protocol_class(config=config, server_state=state,
+                                           app_state={})
+        t = FakeTransport()
+        proto.connection_made(t)
+        conns.append((proto, t))
+
+    loop = asyncio.get_running_loop()
+
+    async def wave() -> None:
+        done = loop.create_future()
+        FakeTransport.waiting = [done, len(conns)]
+        for proto, t in conns:
+            t.out.clear()
+            proto.data_received(msg)
+        await done  # every response written (one write each)
+
+    for _ in range(200 // args.concurrency + 1):  # warm-up: calibration, caches
+        await wave()
+    waves = max(1, args.requests // args.concurrency)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    statuses: dict[bytes, int] = {}
+    for _ in range(waves):
+        await wave()
+        for _, t in conns:
+            code = t.out[0][9:12]
+            statuses[code] = statuses.get(code, 0) + 1
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    n = waves * args.concurrency
+    for proto, _ in conns:
+        proto.connection_lost(None)
+    await running.stop(drain_timeout_s=1.0)
+    return {"requests": n, "protocol": "binary" if args.binary else "json",
+            "concurrency": args.concurrency, "cpu_us_per_request": cpu / n * 1e6,
+            "wall_us_per_request": wall / n * 1e6,
+            "statuses": {k.decode(): v for k, v in statuses.items()}}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--binary", action="store_true", help="the binary extension, not JSON")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        import uvloop
+
+        out = uvloop.run(main(args))
+    except ImportError:  # pragma: no cover
+        out = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['protocol']}: {out['cpu_us_per_request']:.1f} us of CPU per request "
+              f"({out['requests']} requests, {out['concurrency']} at a time; statuses "
+              f"{out['statuses']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
