@@ -182,3 +182,22 @@ def test_burst_tracker_counts_the_window_and_decays():
         tr.observe(t_s)
         seen.append(tr.peak(t_s))
     np.testing.assert_allclose(burst_levels(ts, 0.05, 2.0), seen, rtol=1e-9)
+
+
+def test_burst_guard_uses_the_head_requests_own_slo():
+    """A request with a longer SLO than the server's default leaves the burst more time: the
+    guard is its SLO - clear(burst), not the default's; without one, the default."""
+    t = table(T3)  # id0: 1/2/3 ms at b1/b2/b4
+    sf = SlackFit(t, buckets=11, burst_guard_slo_s=13 * MS)
+    assert sf.guard_s(8, slo_s=26 * MS) == pytest.approx(20 * MS)  # 26 - two b4 batches
+    assert sf.guard_s(8, slo_s=None) == pytest.approx(7 * MS)
+    # a burst of 8 with the head's deadline 25 ms away: under the default SLO the plan is
+    # capped at 7 ms; with the request's own 26 ms SLO it may use more of its slack
+    short = QueueView(length=16, head_deadline_s=25 * MS, burst_images=8)
+    own = QueueView(length=16, head_deadline_s=25 * MS, burst_images=8, head_slo_s=26 * MS)
+    assert t.latency_s(*_plan(sf.decide(short, 0.0))) <= 7 * MS
+    assert t.latency_s(*_plan(sf.decide(own, 0.0))) > 7 * MS
+
+
+def _plan(p):
+    return p.subnet, p.batch_size

@@ -594,11 +594,13 @@ class Router:
             if not q:
                 break
             wid = self._idle[-1]
-            view = QueueView(length=len(q), head_deadline_s=q.head_deadline_s(), worker_id=wid,
+            head = q.peek().request.result
+            view = QueueView(length=len(q), head_deadline_s=head.deadline_s, worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
                              arrival_rate_qps=rate, overhead_s=self.overhead_s,
                              latency_scale=self.latency_scale,
-                             burst_images=self._bursts.peak(now) if self._bursts else 0.0)
+                             burst_images=self._bursts.peak(now) if self._bursts else 0.0,
+                             head_slo_s=head.deadline_s - head.arrival_s)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries

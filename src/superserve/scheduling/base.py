@@ -47,6 +47,8 @@ class QueueView:
     # the most images seen arriving within one window (the policy's `burst_window_s`)
     # recently, decayed (scheduling/bursts.py); 0 when the caller does not track bursts
     burst_images: float = 0.0
+    # the head request's own SLO (deadline - arrival); None: the policy's default SLO
+    head_slo_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ class SlackFit:
         return max(self.min_latency_s, self._fastest_col[j])
 
     def guard_s(self, burst_images: float, latency_scale: float = 1.0,
-                overhead_s: float = 0.0) -> float:
+                overhead_s: float = 0.0, slo_s: float | None = None) -> float:
         """The adaptive blocking guard (real seconds): the longest batch that still leaves
         time, within one SLO, to clear a burst of `burst_images` arriving just after it
         starts on the fastest choices (the workers sharing it, largest batches first):
@@ -163,7 +163,8 @@ class SlackFit:
         Never below the fastest subnet's largest batch, so throughput is never capped
         below the table's best. Smooth traffic (a few images per window) leaves it near
         the SLO; a trace whose bursts pile hundreds of images into one window pulls it down
-        to that floor, where SlackFit plans like the fastest fixed subnet."""
+        to that floor, where SlackFit plans like the fastest fixed subnet. `slo_s`: the SLO
+        the burst must be cleared within (the head request's own; default: the window)."""
         assert self.burst_window_s is not None
         sizes, col = self.table.batch_sizes, self._fastest_col
         per_worker = -(-math.ceil(burst_images) // self.workers)
@@ -175,14 +176,15 @@ class SlackFit:
             batches += 1
         clear = clear_table * latency_scale + batches * overhead_s
         floor = col[-1] * latency_scale + overhead_s
-        return max(floor, self.burst_window_s - clear)
+        return max(floor, (self.burst_window_s if slo_s is None else slo_s) - clear)
 
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         cap = self.cap_s
         if self.burst_window_s is not None:
             # the guard bounds a batch's whole cost; the cap bounds the slack left once the
             # per-batch overhead is taken off (base.table_slack_s), so take it off here too
-            guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s)
+            guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s,
+                                 view.head_slo_s)
             guard -= view.overhead_s
             cap = guard if cap is None else min(cap, guard)
         slack = table_slack_s(view, now_s, cap)

@@ -132,8 +132,8 @@ class _View:
     """A mutable stand-in for scheduling.base.QueueView with the same fields, reused for
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
-    __slots__ = ("arrival_rate_qps", "burst_images", "head_deadline_s", "latency_scale",
-                 "length", "overhead_s", "worker_id", "worker_subnet")
+    __slots__ = ("arrival_rate_qps", "burst_images", "head_deadline_s", "head_slo_s",
+                 "latency_scale", "length", "overhead_s", "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -141,6 +141,7 @@ class _View:
         self.arrival_rate_qps, self.overhead_s = 0.0, overhead_s
         self.latency_scale = 1.0
         self.burst_images = 0.0
+        self.head_slo_s: float | None = None  # one SLO for every request: the policy's
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
