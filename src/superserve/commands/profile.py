@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         bar.update(i - bar.n)
 
     def estimate(e: dict) -> None:
+        if "remaining_s" in e:  # after the search, at its measured pace
+            print(f"\nsearch done after {e['elapsed_s'] / 60:.1f} min; about "
+                  f"{e['remaining_s'] / 60:.1f} min to go", file=sys.stderr, flush=True)
+            return
         cut = (f" of {e['search_candidates_unbounded']:.0f}, cut to fit --time-budget"
                if e["search_candidates"] < e["search_candidates_unbounded"] else "")
         print(f"estimated time: ~{e['total_s'] / 60:.1f} min (latency model "

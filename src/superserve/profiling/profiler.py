@@ -247,6 +247,10 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         phase_s["search"] = time.perf_counter() - t0 - phase_s["latency_model"]
         budget_stopped = bool(stopped_at)
         est_after_search = after_search_s()  # the provenance: what the stop rule last assumed
+        if on_estimate is not None and cands:  # re-estimated at the search's measured pace
+            pace = phase_s["search"] / len(cands) / max(est["search_candidate_s"], 1e-9)
+            on_estimate({"remaining_s": est_after_search * min(4.0, max(0.5, pace)),
+                         "elapsed_s": time.perf_counter() - t_start})
         phase_s["search_calibrate"], phase_s["search_evaluate"] = spent["calibrate"], spent["evaluate"]
 
         # 2b. fitted accuracy predictor over every measured candidate, and the frontier on it
