@@ -123,3 +123,10 @@ def test_a_frontier_of_cheap_subnets_is_priced_cheap():
     spread = after_search_seconds(ends, cfg, 100, 100, 50,
                                   [k / 6 for k in range(7)])["after_search_s"]
     assert cheap < 0.6 * spread
+
+
+def test_profile_cli_refuses_a_negative_budget(capsys):
+    from superserve.cli import main
+
+    assert main(["profile", "--time-budget", "-1", "--out", "x.json"]) == 2
+    assert "--time-budget must be >= 0" in capsys.readouterr().err
