@@ -2,7 +2,8 @@
 
 Where `ray_overhead.py` times the path of a batch with a worker that does nothing, this one
 times the work itself: the `service_s` each torch worker reports (its `run` call, measured
-inside the worker) for the resnet supernet's largest subnet of a small table, so that a
+inside the worker) for one subnet of a small resnet table (`--subnet`: 0 its smallest, 1
+its largest), so that a
 difference in how the two kinds of process run torch (threads, OpenMP environment, shared
 memory input) shows apart from transport. Pools, one worker each, measured interleaved so
 load from other processes hits them alike:
@@ -13,6 +14,7 @@ load from other processes hits them alike:
     ray     RayActorPool on a local one-node Ray (127.0.0.1), started and stopped here
 
     python benchmarks/ray_compute.py [--pools local pipe omp1 ray] [--batches 1 8] [--n 300]
+                                     [--subnet 0|1]
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ async def main(args: argparse.Namespace) -> dict:
                     bid += 1
                     fut = asyncio.get_running_loop().create_future()
                     listeners[k].wait[bid] = fut
-                    pool.submit(0, BatchTask(bid, 1, images))
+                    pool.submit(0, BatchTask(bid, args.subnet, images))
                     service_s = await fut
                     if i >= args.warmup:
                         samples[k].append(service_s * 1e3)
@@ -137,6 +139,8 @@ def cli() -> int:
     ap.add_argument("--n", type=int, default=300, help="timed batches per size and pool")
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--subnet", type=int, choices=[0, 1], default=1,
+                    help="0: the table's smallest subnet, 1: its largest (default)")
     args = ap.parse_args()
     res = asyncio.run(main(args))
     for k, info in res["info"].items():
