@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -93,6 +94,7 @@ def test_short_soak_runs_at_the_measured_capacity():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rep = json.loads(proc.stdout)
     assert "measured" in proc.stderr and "nominal" in proc.stderr
+    assert Path(rep["samples_csv"]).read_text().startswith("t_s,router_rss")
     for key in ("rss_growth_after_warmup", "fd_growth", "requests", "lost", "outcomes",
                 "capacity_nominal", "capacity_measured", "capacity_probe"):
         assert key in rep

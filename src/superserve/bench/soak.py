@@ -327,7 +327,11 @@ def run(args: argparse.Namespace) -> int:
                 samples.append({"t_s": time.monotonic() - t0,
                                 "router_rss": _rss_bytes(router_pid),
                                 "worker_rss": sum(_rss_bytes(p) for p in workers),
-                                "router_fds": _fds(router_pid), "workers": len(workers)})
+                                "router_fds": _fds(router_pid), "workers": len(workers),
+                                # cumulative, so a step in RSS can be set beside the
+                                # requests that were refused or dropped around it
+                                "ok": statuses.get(200, 0),
+                                "not_ok": sum(statuses.values()) - statuses.get(200, 0)})
                 await asyncio.wait([load], timeout=args.sample_s)
             return load.result()
 
@@ -352,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
             _growth([s["worker_rss"] for s in samples], warm), 4),
         "fd_growth": int(fds[-1] - fds[warm]) if len(fds) > warm else 0,
         "router_rss_peak_mb": round(max(router_rss, default=0) / 2**20, 1),
-        "samples": len(samples), "server_exit_code": rc,
+        "samples": len(samples), "samples_csv": _write_samples(samples, logdir),
+        "server_exit_code": rc,
         "load_avg_1m": round(os.getloadavg()[0], 2), "server_log": str(logdir / "server.log"),
     }
     if args.plot is not None:
@@ -365,6 +370,18 @@ def run(args: argparse.Namespace) -> int:
         for k, v in report.items():
             print(f"{k:32s} {v}")
     return 0 if report["lost"] == 0 and rc == 0 else 1
+
+
+def _write_samples(samples: list[dict[str, float]], logdir: Path) -> str:
+    """Every sample, one CSV row (t_s, RSS in bytes, fds, cumulative 200s and others)."""
+    import csv
+
+    path = logdir / "samples.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(samples[0]) if samples else ["t_s"])
+        w.writeheader()
+        w.writerows(samples)
+    return str(path)
 
 
 def _plot(samples: list[dict[str, float]], warmup_s: float, path: str) -> None:
