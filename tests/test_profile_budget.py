@@ -10,8 +10,13 @@ import random
 import pytest
 
 from superserve.errors import ConfigError
-from superserve.profiling.budget import (CostModel, estimate_seconds, repeats_for,
-                                         search_may_continue, warmup_for)
+from superserve.profiling.budget import (
+    CostModel,
+    estimate_seconds,
+    repeats_for,
+    search_may_continue,
+    warmup_for,
+)
 from superserve.profiling.profiler import ProfileConfig
 from superserve.profiling.search import Candidate, SearchConfig, evolve
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from superserve.errors import ConfigError

@@ -125,7 +125,7 @@ class CostModel:
                 with torch.inference_mode():
                     net(x[:1].to(dev), spec)
                     b1 = best_of_two(lambda s=spec: net(x[:1].to(dev), s))
-                    b8 = best_of_two(lambda s=spec: net(xb, s))
+                    b8 = best_of_two(lambda s=spec, xb=xb: net(xb, s))
                 rates[spec] = (cal / images, score / images, b1, b8 / 8, max(0.0, cold - cal))
         finally:
             torch.set_num_threads(before)

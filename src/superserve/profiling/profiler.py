@@ -151,10 +151,17 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     """Returns (table, NormStore of exactly the served subnets, or None for LayerNorm models).
     `on_estimate` receives the phases' estimated seconds (profiling/budget.py) before the work
     starts."""
-    from superserve.profiling.budget import (CostModel, after_search_seconds, estimate_seconds,
-                                             frontier_positions, phase_summary, repeats_for,
-                                             search_may_continue, warmup_for)
     from superserve.data import load_digits8, load_mnist
+    from superserve.profiling.budget import (
+        CostModel,
+        after_search_seconds,
+        estimate_seconds,
+        frontier_positions,
+        phase_summary,
+        repeats_for,
+        search_may_continue,
+        warmup_for,
+    )
     from superserve.runtime.devices import Stager, worker_device
 
     t_start = time.perf_counter()
