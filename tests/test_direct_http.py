@@ -203,3 +203,14 @@ def test_a_large_body_that_trickles_in_takes_the_task_path(srv):
         status, _, out = read_response(f)
     assert status == 200, out
     assert json.loads(out)["outputs"][0]["shape"][0] == 25
+
+
+def test_the_installed_uvicorn_supports_the_direct_route():
+    """The direct route leans on uvicorn's protocol internals; with a uvicorn that moved
+    them the server falls back to ASGI (and says so). This uvicorn must still support it."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from superserve.server.direct_http import uvicorn_supports_direct
+
+    assert uvicorn_supports_direct(HttpToolsProtocol)
+    assert not uvicorn_supports_direct(object)

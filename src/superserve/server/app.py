@@ -94,7 +94,12 @@ def _stamped_protocol(direct: Any = None) -> type:
 
     if direct is None:
         return StampedHttpToolsProtocol
-    from superserve.server.direct_http import direct_protocol
+    from superserve.server.direct_http import direct_protocol, uvicorn_supports_direct
+
+    if not uvicorn_supports_direct(HttpToolsProtocol):  # a uvicorn whose internals moved
+        log.warning("this uvicorn's HTTP protocol lacks what the direct infer route relies "
+                    "on; infer requests take the ASGI route (slower)")
+        return StampedHttpToolsProtocol
 
     # infer requests answered by the protocol itself, without ASGI (server/direct_http.py)
     return direct_protocol(StampedHttpToolsProtocol, direct)

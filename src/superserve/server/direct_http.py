@@ -281,6 +281,23 @@ def _nothing() -> None:
     return None
 
 
+def uvicorn_supports_direct(protocol: type) -> bool:
+    """Whether uvicorn's httptools protocol still has what `direct_protocol` relies on (its
+    internals, not its API): the per-request cycle and task set-up, the pipeline queue."""
+    import inspect
+
+    needed = ("_start_asgi_task", "on_headers_complete", "on_message_complete",
+              "on_response_complete", "on_body")
+    if not all(callable(getattr(protocol, n, None)) for n in needed):
+        return False
+    try:
+        src = inspect.getsource(protocol.__init__)
+    except (OSError, TypeError):
+        return False
+    return all(f"self.{a}" in src for a in ("pipeline", "cycle", "flow", "server_state",
+                                             "limit_concurrency"))
+
+
 def direct_protocol(base: type, handler: Any) -> type:
     """A subclass of uvicorn's httptools protocol `base` that answers infer requests with
     `DirectInfer` (handler: http_api.InferFastPath)."""
