@@ -210,8 +210,10 @@ class DirectInfer:
             except Exception as e:  # noqa: BLE001
                 status, content, extra = self.handler.error_response(e)
             if self.flow.write_paused:  # a client that reads slowly: wait for it off here
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._write_later(status, extra, content, done))
+                _LATER.add(task)  # the loop holds tasks weakly
+                task.add_done_callback(_LATER.discard)
                 return
             sent = False
             try:
@@ -275,6 +277,9 @@ class DirectInfer:
         on_response, self.on_response = self.on_response, _nothing
         on_response()
         return True
+
+
+_LATER: set[asyncio.Task[None]] = set()  # fast-lane answers waiting for a slow reader
 
 
 def _nothing() -> None:
