@@ -159,3 +159,26 @@ def test_bad_images_are_400_and_invalid_argument(srv, payload, words):
     with pytest.raises(InferenceServerException, match=words) as e:
         g.infer("colours", [ginp])
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_a_small_jpeg_request_is_decoded_once(srv, monkeypatch):
+    """A small image request takes the HTTP fast lane's checks, then the task path for the
+    off-loop image decoding, with the request it already parsed (its JSON is read once)."""
+    import superserve.server.http_api as http_api
+
+    calls = []
+    real = http_api.decode_http
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(http_api, "decode_http", counting)
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                        "parameters": {"content_type": "base64"},
+                        "data": [base64.b64encode(jpeg((250, 10, 10))).decode()]}],
+            "outputs": [{"name": "logits", "parameters": {"classification": 1}}]}
+    r = httpx.post(f"{srv.http}/v2/models/colours/infer", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"][0].endswith(":red")
+    assert len(calls) == 1

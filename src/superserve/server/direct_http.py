@@ -131,10 +131,10 @@ class DirectInfer:
     async def _run(self) -> None:
         handler = self.handler
         scope = self.scope
-        if not self._authorized():
+        if self.decoded is None and not self._authorized():  # (answer_now checked it)
             return
         answered = await handler.answer_until_gone(scope, self.model, self.version,
-                                                   self._read_body)
+                                                   self._read_body, self.decoded)
         if answered is None:
             return  # the client left: nobody to answer
         status, content, extra, result = answered
@@ -174,8 +174,9 @@ class DirectInfer:
             try:
                 decoded = handler.decode_small(self.model, self.version,
                                                dict(scope["headers"]), bytes(self.body))
-                if decoded is None:
-                    return False  # encoded images: decoded off the loop, in run_asgi
+                if decoded.encoded is not None:
+                    self.decoded = decoded  # encoded images: decoded off the loop, in run_asgi
+                    return False
                 future = service.submit(decoded.images, decoded.slo_s,
                                         scope.get(FIRST_BYTE_KEY))
             except Exception as e:  # noqa: BLE001  (bad input: a 4xx; a bug: a logged 500)

@@ -115,26 +115,30 @@ class InferFastPath:
 
     async def answer(self, model: str, version: str, headers: dict[bytes, bytes],
                      read_body: Callable[[bytes | None], Awaitable[bytes]],
-                     arrival_s: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]],
-                                                       InferenceResult | None]:
+                     arrival_s: float | None, decoded: Decoded | None = None
+                     ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult | None]:
         """One infer request, transport aside: (status, body, headers, result). `read_body`
         gets the declared Content-Length and returns the whole body (refusing an oversized
-        one with 413 as it arrives). Never raises but for cancellation; a cancelled request
-        whose result was ready counts as a miss (its answer never went out)."""
+        one with 413 as it arrives); `decoded`: the request already checked and decoded
+        (`decode_small`), the body is not read again. Never raises but for cancellation; a
+        cancelled request whose result was ready counts as a miss (its answer never went
+        out)."""
         service = self.service
         result = None
         try:
-            service.check_model(model, version)
-            body = await read_body(headers.get(b"content-length"))
-            ce = headers.get(b"content-encoding")
-            if ce is not None:
-                limit = service.max_body_bytes
-                body = (await run_blocking(decode_content, body, ce.decode("latin-1"), limit)
-                        if should_offload(len(body)) else
-                        decode_content(body, ce.decode("latin-1"), limit))
-            hl = headers.get(_HEADER_LENGTH_KEY)
-            decoded = await _decode(body, hl.decode("latin-1") if hl is not None else None,
-                                    service)
+            if decoded is None:
+                service.check_model(model, version)
+                body = await read_body(headers.get(b"content-length"))
+                ce = headers.get(b"content-encoding")
+                if ce is not None:
+                    limit = service.max_body_bytes
+                    body = (await run_blocking(decode_content, body, ce.decode("latin-1"),
+                                               limit)
+                            if should_offload(len(body)) else
+                            decode_content(body, ce.decode("latin-1"), limit))
+                hl = headers.get(_HEADER_LENGTH_KEY)
+                decoded = await _decode(body, hl.decode("latin-1") if hl is not None else None,
+                                        service)
             images = await request_images(decoded, service.io)  # JPEG/PNG: off the loop
             result = await service.infer(images, decoded.slo_s, arrival_s)
             # JSON text of float32 logits is ~3x their bytes
@@ -151,7 +155,8 @@ class InferFastPath:
             return (*self.error_response(e), result)
 
     async def answer_until_gone(self, scope: Scope, model: str, version: str,
-                                read_body: Callable[[bytes | None], Awaitable[bytes]]
+                                read_body: Callable[[bytes | None], Awaitable[bytes]],
+                                decoded: Decoded | None = None
                                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]],
                                            InferenceResult | None] | None:
         """`answer`, cancelled if the client disconnects first (limits.py calls the hook it
@@ -168,7 +173,7 @@ class InferFastPath:
         scope[ON_DISCONNECT_KEY] = disconnected
         try:
             return await self.answer(model, version, dict(scope["headers"]), read_body,
-                                     scope.get(FIRST_BYTE_KEY))
+                                     scope.get(FIRST_BYTE_KEY), decoded)
         except asyncio.CancelledError:
             if not gone:
                 raise
@@ -177,17 +182,17 @@ class InferFastPath:
             scope.pop(ON_DISCONNECT_KEY, None)  # from here on a disconnect fails the write
 
     def decode_small(self, model: str, version: str, headers: dict[bytes, bytes],
-                     body: bytes) -> Decoded | None:
-        """The synchronous part of `answer` for a small request with FP32 data and no
-        Content-Encoding: the checked, decoded request; None when it needs the general
-        path (encoded images to decode off the loop). Raises SuperServeError."""
+                     body: bytes) -> Decoded:
+        """The synchronous part of `answer` for a small request without Content-Encoding:
+        the checked, decoded request (encoded images still to decode, off the loop, by
+        `answer`). Raises SuperServeError."""
         service = self.service
         service.check_model(model, version)
         service.check_size(len(body))
         hl = headers.get(_HEADER_LENGTH_KEY)
         decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
                               service.io)
-        return decoded if decoded.encoded is None else None
+        return decoded
 
     def encoded(self, decoded: Decoded, result: InferenceResult
                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult]:
