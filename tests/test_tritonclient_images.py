@@ -164,7 +164,7 @@ def test_bad_images_are_400_and_invalid_argument(srv, payload, words):
 def test_a_small_jpeg_request_is_decoded_once(srv, monkeypatch):
     """A small image request takes the HTTP fast lane's checks, then the task path for the
     off-loop image decoding, with the request it already parsed (its JSON is read once)."""
-    import superserve.server.http_api as http_api
+    from superserve.server import http_api
 
     calls = []
     real = http_api.decode_http
