@@ -47,7 +47,20 @@ def test_pareto_front_and_thinning():
     front = pareto_front(cands)
     assert [c.spec for c in front] == [(0, y) for y in range(10)] + [(x, 9) for x in range(1, 10)]
     thin = thin_front(front, 5)
-    assert len(thin) <= 5 and thin[0].spec == (0, 0) and thin[-1].spec == (9, 9)
+    assert len(thin) == 5 and thin[0].spec == (0, 0) and thin[-1].spec == (9, 9)
+
+
+def test_thinning_a_clustered_front_still_gives_n_distinct_points():
+    # most of the front sits at the dear end: evenly spaced targets in log cost fall on the
+    # same few points there, and each must still take a different one
+    front = ([Candidate(("cheap", i), score=i, cost=1.0 + 0.01 * i) for i in range(3)]
+             + [Candidate(("dear", i), score=10 + i, cost=100.0 + i) for i in range(40)])
+    for n in (2, 5, 10, 30, 43):
+        thin = thin_front(front, n)
+        assert len(thin) == n == len({c.spec for c in thin})
+        assert thin[0] is front[0] and thin[-1] is front[-1]
+        assert [c.cost for c in thin] == sorted(c.cost for c in thin)
+    assert thin_front(front, 100) == front and thin_front(front, 0) == []
 
 
 def test_evolution_beats_random_sampling_on_a_known_frontier():

@@ -70,20 +70,30 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
 
 
 def thin_front(front: Sequence[Candidate], n: int) -> list[Candidate]:
-    """At most n frontier points spread evenly in cost (log scale keeps the cheap end dense
-    enough), always keeping both ends."""
+    """Exactly min(n, len(front)) distinct frontier points spread evenly in cost (log scale
+    keeps the cheap end dense enough), always keeping both ends. Each of the n evenly spaced
+    targets takes the nearest point not yet taken, so a front whose points cluster (a few
+    cheap, many dear) still yields n subnets rather than n targets collapsing onto the same
+    few."""
     if len(front) <= n:
         return list(front)
+    if n <= 0:
+        return []
     import math
 
-    lo, hi = math.log(front[0].cost), math.log(front[-1].cost)
-    picked: list[Candidate] = []
-    for k in range(n):
-        target = lo + (hi - lo) * k / (n - 1)
-        c = min(front, key=lambda c: abs(math.log(c.cost) - target))
-        if c not in picked:
-            picked.append(c)
-    return sorted(picked, key=lambda c: c.cost)
+    pts = sorted(front, key=lambda c: c.cost)
+    if n == 1:
+        return [pts[-1]]
+    lo, hi = math.log(pts[0].cost), math.log(pts[-1].cost)
+    targets = [lo + (hi - lo) * k / (n - 1) for k in range(n)]
+    order = [0, n - 1] + list(range(1, n - 1))  # the ends first: they are always kept
+    free = list(range(len(pts)))
+    taken: list[int] = []
+    for k in order:
+        j = min(free, key=lambda i: (abs(math.log(pts[i].cost) - targets[k]), i))
+        free.remove(j)
+        taken.append(j)
+    return [pts[i] for i in sorted(taken)]
 
 
 def evolve(space: Space, evaluate: Callable[[Hashable], tuple[float, float]],
