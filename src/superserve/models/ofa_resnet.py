@@ -159,7 +159,7 @@ class _Residual(nn.Module):
         self.conv = ConvBN(channels, channels, 3, 1)
 
     def forward(self, x: torch.Tensor, ctx: NormContext) -> torch.Tensor:
-        return x + F.relu(self.conv(x, ctx, x.shape[1]))
+        return x + F.relu(self.conv(x, ctx, x.shape[1]), inplace=True)
 
 
 class _Bottleneck(nn.Module):
@@ -179,10 +179,10 @@ class _Bottleneck(nn.Module):
         else:
             xs = x if self.stride == 1 else F.avg_pool2d(x, self.stride, self.stride, 0, True)
             res = self.downsample(xs, ctx, out)
-        h = F.relu(self.conv1(x, ctx, mid))
-        h = F.relu(self.conv2(h, ctx, mid))
+        h = F.relu(self.conv1(x, ctx, mid), inplace=True)  # in place: a fresh BN output
+        h = F.relu(self.conv2(h, ctx, mid), inplace=True)
         h = self.conv3(h, ctx, out)
-        return F.relu(h + res)
+        return F.relu(h + res, inplace=True)
 
 
 class _Classifier(nn.Module):
@@ -239,10 +239,10 @@ class OFAResNet50(SupernetMixin, nn.Module):
         """x: (B, 3, H, W) in [0, 1] -> logits (B, classes)."""
         h = prepare_input(x, spec.r, self.mean, self.std)
         c0, c2 = self.stem_mid[spec.w[0]], self.stem_out[spec.w[1]]
-        h = F.relu(self.input_stem[0](h, ctx, c0))  # (B, c0, r/2, r/2)
+        h = F.relu(self.input_stem[0](h, ctx, c0), inplace=True)  # (B, c0, r/2, r/2)
         if spec.d[0] == self.config.depth_choices[-1]:
             h = self.input_stem[1](h, ctx)
-        h = F.relu(self.input_stem[2](h, ctx, c2))
+        h = F.relu(self.input_stem[2](h, ctx, c2), inplace=True)
         h = F.max_pool2d(h, 3, 2, 1)  # (B, c2, r/4, r/4)
         for i, mid, out in self._plan(spec):
             h = self.blocks[i](h, mid, out, ctx)
