@@ -217,12 +217,13 @@ def test_timing_calls_sync_inside_the_timed_region():
 
 
 def test_profiler_validates_its_device():
-    from superserve.profiling.profiler import ProfileConfig, _device_description, profile_supernet
+    from superserve.profiling.passes import device_description
+    from superserve.profiling.profiler import ProfileConfig, profile_supernet
 
     with pytest.raises(ConfigError, match="device"):
         ProfileConfig(device="gpu")
     assert ProfileConfig(device="cuda:1").device == "cuda:1"
-    assert _device_description(torch.device("cpu")) == "cpu"
+    assert device_description(torch.device("cpu")) == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             profile_supernet(tiny("resnet"), ProfileConfig(device="cuda"))

@@ -90,7 +90,7 @@ class CostModel:
     def measure(cls, net, eval_threads: int, threads: int, images: int = 16,
                 seed: int = 0, sync: Callable[[], Any] | None = None,
                 samples: int = 3) -> CostModel:
-        from superserve.profiling.profiler import _scores
+        from superserve.profiling.passes import scores as _scores
 
         space, spec_in = net.space, net.input_spec
         dev = next(net.parameters()).device

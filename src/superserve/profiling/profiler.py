@@ -26,121 +26,30 @@
 from __future__ import annotations
 
 import logging
-import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from superserve.errors import ConfigError
+from superserve.profiling.config import ProfileConfig
+from superserve.profiling.passes import Progress, device_description, fit_latency, load_times
+from superserve.profiling.passes import layers as _layers
+from superserve.profiling.passes import scores as _scores
 from superserve.profiling.predictor import AccuracyPredictor, SpecEncoder, spearman
-from superserve.profiling.scoring import Scores, scores_from_logits
-from superserve.profiling.search import Candidate, SearchConfig, evolve, pareto_front, thin_front
+from superserve.profiling.scoring import Scores
+from superserve.profiling.search import Candidate, evolve, pareto_front, thin_front
 from superserve.profiling.table import ProfileTable, SubnetProfile
-from superserve.profiling.timing import LatencyModel, measure, measure_interleaved
+from superserve.profiling.timing import measure, measure_interleaved
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ProfileConfig", "measure", "profile_supernet", "run_profile"]
 
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    threads: int = 1  # torch threads while timing: the live worker's
-    device: str = "cpu"  # where latencies are timed (and calibration runs): cpu, cuda, cuda:N
-    eval_threads: int = 2  # torch threads for calibration and accuracy passes (untimed)
-    repeats: int = 15  # timed runs per subnet at batch 1 (fewer at larger batches: budget.py)
-    min_repeats: int = 5  # timed runs at the largest batches
-    warmup: int = 3
-    search_calib_images: int = 64  # SubnetNorm calibration per search candidate
-    search_val_images: int = 128  # validation images scoring a search candidate (the search
-    # split; the measured frontier is scored on the whole validation and test splits)
-    calib_images: int = 2000  # SubnetNorm calibration of the measured frontier (OFA's 2000)
-    max_subnets: int = 48  # predicted-frontier points measured (plus both ends)
-    predictor_samples: int = 24  # random subnets timed to fit the latency predictor
-    probe_repeats: int = 7  # timed batch-1 runs of each of those
-    # the search; None: sized by max_subnets (population 2 x, children 1 x per generation,
-    # 4 generations), cut short by the time budget
-    search: SearchConfig | None = None
-    time_budget_s: float | None = 1800.0  # the whole profile's target; the search gets what
-    # the other phases (fixed by max_subnets and the data) leave; None: no bound
-    min_search_candidates: int = 24  # evaluated whatever the budget (the accuracy predictor)
-    # the second search runs on the fitted predictor: no forward passes, so it can be large
-    predictor_search: SearchConfig = field(default_factory=lambda: SearchConfig(
-        population=2000, generations=8, children=1000))
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        bs = list(self.batch_sizes)
-        if not bs or bs != sorted(set(bs)) or bs[0] < 1:
-            raise ConfigError(f"batch_sizes must be strictly increasing and >= 1, got {bs}")
-        for name in ("threads", "eval_threads", "repeats", "min_repeats", "search_calib_images",
-                     "search_val_images", "calib_images", "max_subnets", "predictor_samples",
-                     "probe_repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
-        if self.max_subnets < 2:
-            raise ConfigError(f"max_subnets must be >= 2, got {self.max_subnets!r}")
-        if self.min_search_candidates < 8:
-            raise ConfigError(f"min_search_candidates must be >= 8 (the accuracy predictor's "
-                              f"minimum), got {self.min_search_candidates!r}")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ConfigError(f"time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
-        from superserve.runtime.devices import check_device
-
-        check_device(self.device)
-
-    def search_config(self) -> SearchConfig:
-        """The search as configured, or sized by max_subnets."""
-        if self.search is not None:
-            return self.search
-        return SearchConfig(population=max(24, 2 * self.max_subnets), generations=4,
-                            children=max(16, self.max_subnets), seed=self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _layers(net, spec) -> int:
-    return net.num_layers(spec)  # the model contract (superserve.models.contract.Supernet)
-
-
-def _scores(net, spec, x: torch.Tensor, y: torch.Tensor, chunk: int = 250) -> Scores:
-    # chunks: one 1000-image batch runs ~3x slower on this CPU than four of 250 (cache misses)
-    chunk = min(chunk, getattr(net, "eval_batch_size", chunk))  # ImageNet-size inputs: smaller
-    dev = next(net.parameters()).device
-    with torch.inference_mode():
-        return scores_from_logits(torch.cat([net(x[i:i + chunk].to(dev), spec).cpu()
-                                             for i in range(0, len(x), chunk)]), y)
-
-
-def _fit_latency(net, cfg: ProfileConfig, xtr: torch.Tensor, x1: torch.Tensor,
-                 step: Progress, sync: Callable[[], Any] | None = None) -> LatencyModel:
-    rng = random.Random(cfg.seed)
-    space = net.space
-    probe = list(dict.fromkeys([space.largest(), space.smallest()] +
-                               [space.sample(rng) for _ in range(cfg.predictor_samples)]))
-    # the statistics' values do not change the time; any calibration lets the forward run
-    net.calibrate([s for s in probe if not net.norm_store.has(s)], xtr, n=8, seed=cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    step("latency model", 0, len(probe))
-    with torch.inference_mode():
-        meds = measure_interleaved([lambda s=s: net(x1, s) for s in probe], cfg.probe_repeats,
-                                   2, sync=sync)
-    step("latency model", len(probe), len(probe))
-    return LatencyModel.fit([(_layers(net, s), net.flops(s) / 1e6) for s in probe],
-                            [m for m, _ in meds])
 
 
 def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progress | None = None,
@@ -196,7 +105,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             on_estimate(est)
         # 1. latency predictor
         t0 = time.perf_counter()
-        lat_model = _fit_latency(net, cfg, xtr, x1, step, sync)
+        lat_model = fit_latency(net, cfg, xtr, x1, step, sync)
         phase_s["latency_model"] = time.perf_counter() - t0
 
         # 2. evolutionary search on (score, predicted latency)
@@ -338,7 +247,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             log.warning("accuracy fit has slope %.3g <= 0; using raw validation top-1", slope)
         rho = spearman(pred_score, measured)
         t0 = time.perf_counter()
-        load_ms = _load_times(net, [specs[k] for k in kept], x1)
+        load_ms = load_times(net, [specs[k] for k in kept], x1)
         phase_s["load_times"] = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads_before)
@@ -361,7 +270,7 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
     provenance = dict(meta or {})
     provenance.update({
         "machine": machine_description(),
-        "device": _device_description(dev),
+        "device": device_description(dev),
         "profile_seconds": round(elapsed, 1),
         "phase_seconds": {k: round(v, 1) for k, v in phase_s.items()},
         "candidates_evaluated": len(cands),
@@ -392,36 +301,6 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         torch_version=str(torch.__version__), config=cfg.to_dict(), provenance=provenance,
         load_ms=float(statistics.median(load_ms)) if load_ms else None)
     return table, served
-
-
-def _device_description(dev: torch.device) -> str:
-    """'cpu', or 'cuda:0 (NVIDIA H200)': what the table's latencies were timed on."""
-    if dev.type != "cuda":
-        return str(dev)
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-
-
-def _load_times(net, specs, x1: torch.Tensor) -> list[float]:
-    """ms to torch.load each materialized subnet from disk into a ready module on x1's device
-    (one forward included: what a model-loading baseline such as INFaaS pays on a switch, as
-    runtime/runners._separate_models_runner does it)."""
-    from superserve.subnetact.materialize import materialize
-
-    out = []
-    with tempfile.TemporaryDirectory() as d:
-        for i, s in enumerate(specs):
-            path = Path(d) / f"{i}.pt"
-            torch.save(materialize(net, s), path)
-            ts = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                m = torch.load(path, weights_only=False).eval().to(x1.device)
-                with torch.inference_mode():
-                    m(x1).cpu()
-                ts.append(time.perf_counter() - t0)
-            out.append(statistics.median(ts) * 1e3)
-    return out
 
 
 def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(),
