@@ -121,16 +121,19 @@ def test_decision_reads_only_the_view_not_the_queue():
 
 def test_plain_slackfit_means_the_measured_defaults():
     """`slackfit` = the paper's rule + the adaptive burst guard + early drop;
-    `slackfit:cap=1,early_drop=0` is the paper's rule exactly; cap=F a fixed guard."""
+    `slackfit:cap=1,early_drop=0,rate=0` is the paper's rule exactly; cap=F a fixed guard."""
     from conftest import synthetic_table
     from superserve.scheduling.registry import make_policy
 
     t = synthetic_table()
     p = make_policy("slackfit", t, slo_s=0.040, workers=2)
     assert p.cap_s is None and p.burst_window_s == pytest.approx(0.040)
-    assert p.early_drop is True and p.workers == 2
-    paper = make_policy("slackfit:cap=1,early_drop=0", t, slo_s=0.040)
+    assert p.early_drop is True and p.workers == 2 and p.rate_headroom == pytest.approx(1.2)
+    paper = make_policy("slackfit:cap=1,early_drop=0,rate=0", t, slo_s=0.040)
     assert paper.cap_s is None and paper.burst_window_s is None and paper.early_drop is False
+    assert paper.rate_headroom is None
+    with pytest.raises(ConfigError, match="rate"):
+        make_policy("slackfit:rate=0.1", t, slo_s=0.040)
     fixed = make_policy("slackfit:cap=0.5", t, slo_s=0.040)
     assert fixed.cap_s == pytest.approx(0.020) and fixed.burst_window_s is None
     none = make_policy("slackfit", t)  # no SLO known: no guard
@@ -201,3 +204,35 @@ def test_burst_guard_uses_the_head_requests_own_slo():
 
 def _plan(p):
     return p.subnet, p.batch_size
+
+
+def test_rate_guard_plans_only_subnets_that_keep_up_with_the_arrival_rate():
+    """T3's sustained throughputs at their largest batch (4): id0 4/3 ms = 1333/s, id1 667/s,
+    id2 333/s. Slack alone picks the accurate id2; the rate guard keeps only subnets that
+    sustain headroom x the arrival rate at the calibrated cost, and falls back to the one
+    with the most throughput when none can."""
+    t = table(T3)
+    plain = SlackFit(t, buckets=12)
+    guarded = SlackFit(t, buckets=12, rate_headroom=1.0)
+    ample = {"length": 4, "slack_ms": 12.5}
+    assert decide(plain, ample["length"], ample["slack_ms"], arrival_rate_qps=900)[0] == 2
+    # no rate known, or a rate every subnet sustains: SlackFit's own choice
+    assert decide(guarded, 4, 12.5)[0] == 2
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=300) == decide(plain, 4, 12.5)
+    # 500/s: id2 (333/s) cannot keep up -> the most accurate that can, within the slack
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=500)[0] == 1
+    # 900/s: only id0 keeps up
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=900)[0] == 0
+    # the calibrated cost counts: at x2 latency id1 sustains only 333/s
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=500, latency_scale=2.0)[0] == 0
+    # so does the cycle overhead (not the tail reserve): 4 / (6 + 2 ms) = 500/s for id1
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=490, cycle_overhead_s=2 * MS)[0] == 1
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=510, cycle_overhead_s=2 * MS)[0] == 0
+    # nothing sustains 5,000/s: the subnet with the most throughput
+    assert decide(guarded, 4, 12.5, arrival_rate_qps=5000)[0] == 0
+    # per worker: two workers share the rate
+    two = SlackFit(t, buckets=12, rate_headroom=1.0, workers=2)
+    assert decide(two, 4, 12.5, arrival_rate_qps=900)[0] == 1
+    # a short queue's "more accurate at the covering size" obeys the guard too
+    assert decide(plain, 1, 12.5, arrival_rate_qps=900)[0] == 2
+    assert decide(guarded, 1, 12.5, arrival_rate_qps=900)[0] == 0

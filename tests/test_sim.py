@@ -82,7 +82,7 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
             free.append(w)
 
 
-@pytest.mark.parametrize("policy", ["slackfit:cap=1,early_drop=0", "maxacc", "maxbatch", "clipper:1", "infaas",
+@pytest.mark.parametrize("policy", ["slackfit:cap=1,early_drop=0,rate=0", "maxacc", "maxbatch", "clipper:1", "infaas",
                                     "infaas:min_accuracy=0.94,load_ms=3", "slackfit:buckets=4,early_drop=0",
                                     "slackfit:cap=0.45,early_drop=0"])
 @pytest.mark.parametrize("workers", [1, 3])
@@ -260,10 +260,10 @@ def test_early_drop_keeps_slackfit_from_collapsing_under_overload():
         arr = bursty(rate / 2, rate / 2, 4.0, 60.0, np.random.default_rng(0))
         return simulate(arr, table, make_policy(spec, table, slo_s=0.05), cfg).slo_attainment
 
-    plain = attainment("slackfit:cap=1,early_drop=0", 3300)  # the paper's rule
+    plain = attainment("slackfit:cap=1,early_drop=0,rate=0", 3300)  # the paper's rule
     early = attainment("slackfit:cap=1,early_drop=1", 3300)
     assert plain < 0.9 < 0.99 < early
-    low = [attainment(s, 1000) for s in ("slackfit:cap=1,early_drop=0",
+    low = [attainment(s, 1000) for s in ("slackfit:cap=1,early_drop=0,rate=0",
                                          "slackfit:cap=1,early_drop=1")]
     assert low[0] == pytest.approx(low[1], abs=1e-3) and min(low) > 0.999
 

@@ -285,6 +285,15 @@ class Router:
                 + self.response_tail_s)
 
     @property
+    def cycle_overhead_s(self) -> float:
+        """The typical per-batch cost beyond latency_scale x profiled (the fit's fixed part
+        plus the median transport; overhead_s holds reserves for the tail on top)."""
+        if not self.config.calibrate:
+            return self.config.overhead_s
+        m = self.calibration
+        return self.config.overhead_s + m.overhead_s + m.transport_s
+
+    @property
     def latency_scale(self) -> float:
         """Planned cost of a batch = this x its profiled latency + overhead_s."""
         return self.calibration.plan_scale if self.config.calibrate else 1.0
@@ -600,7 +609,8 @@ class Router:
                              arrival_rate_qps=rate, overhead_s=self.overhead_s,
                              latency_scale=self.latency_scale,
                              burst_images=self._bursts.peak(now) if self._bursts else 0.0,
-                             head_slo_s=head.deadline_s - head.arrival_s)
+                             head_slo_s=head.deadline_s - head.arrival_s,
+                             cycle_overhead_s=self.cycle_overhead_s)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries

@@ -49,6 +49,10 @@ class QueueView:
     burst_images: float = 0.0
     # the head request's own SLO (deadline - arrival); None: the policy's default SLO
     head_slo_s: float | None = None
+    # the TYPICAL (median) per-batch cost beyond latency_scale x profiled, where overhead_s is
+    # a reserve for the tail: what a worker's batch cycle really costs on average, for
+    # throughput (SlackFit's rate guard); None: take overhead_s
+    cycle_overhead_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,7 +249,7 @@ class LatencyModel:
         if not self.warm:
             return c.initial_transport_s
         if c.linear_tail:
-            slope, fixed = self._tail_line()
+            _slope, fixed = self._tail_line()
             return min(fixed, c.max_overhead_s)
         return min(max(self._resid.value(0.0), 0.0), c.max_overhead_s)
 

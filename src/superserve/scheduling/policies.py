@@ -39,8 +39,10 @@ class Lookup:
         self.table = table
         self.lat: list[list[float]] = []  # per batch-size column: sorted latencies
         self.best: list[list[int]] = []  # per column: most accurate subnet among the first k+1
+        self.order: list[list[int]] = []  # per column: subnets in that latency order
         for j in range(len(table.batch_sizes)):
             order = sorted(range(len(table)), key=lambda i: table.lat_s[i][j])
+            self.order.append(order)
             lat, best, b = [], [], -1
             for i in order:
                 if b < 0 or table.acc[i] > table.acc[b]:
@@ -59,6 +61,20 @@ class Lookup:
         """Most accurate subnet whose latency at column j fits the slack; -1 if none."""
         k = bisect.bisect_right(self.lat[j], slack_s) - 1
         return self.best[j][k] if k >= 0 else -1
+
+    def most_accurate_of(self, j: int, slack_s: float, ok: list[bool]) -> int:
+        """Most accurate subnet with ok[subnet] whose latency at column j fits the slack;
+        -1 if none. O(subnets): for the rate guard only, when it binds."""
+        k = bisect.bisect_right(self.lat[j], slack_s)
+        acc, out = self.table.acc, -1
+        for i in self.order[j][:k]:
+            if ok[i] and (out < 0 or acc[i] > acc[out]):
+                out = i
+        return out
+
+    def fastest_of(self, j: int, ok: list[bool]) -> int:
+        """The fastest subnet with ok[subnet] at column j."""
+        return next(i for i in self.order[j] if ok[i])
 
     def largest_batch(self, subnet: int, slack_s: float, j_max: int) -> int:
         """Largest column <= j_max at which `subnet` fits the slack; -1 if none."""
@@ -99,7 +115,8 @@ class SlackFit:
 
     def __init__(self, table: ProfileTable, buckets: int = DEFAULT_BUCKETS,
                  cap_s: float | None = None, early_drop: bool = False,
-                 burst_guard_slo_s: float | None = None, workers: int = 1) -> None:
+                 burst_guard_slo_s: float | None = None, workers: int = 1,
+                 rate_headroom: float | None = None) -> None:
         if buckets < 1:
             raise ConfigError(f"slackfit buckets must be >= 1, got {buckets}")
         if cap_s is not None and not cap_s > 0:
@@ -108,7 +125,13 @@ class SlackFit:
             raise ConfigError(f"slackfit burst_guard_slo_s must be > 0, got {burst_guard_slo_s}")
         if workers < 1:
             raise ConfigError(f"slackfit workers must be >= 1, got {workers}")
+        if rate_headroom is not None and not rate_headroom > 0:
+            raise ConfigError(f"slackfit rate_headroom must be > 0, got {rate_headroom}")
         self.table, self.buckets = table, buckets
+        self.rate_headroom = rate_headroom
+        self._col = {b: j for j, b in enumerate(table.batch_sizes)}
+        self._rate_key: tuple[int, int, int] | None = None
+        self._rate_mask: list[bool] | None = None
         # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
         # arrives just after a batch starts still finds a worker within cap_s
         self.cap_s = cap_s
@@ -178,6 +201,32 @@ class SlackFit:
         floor = col[-1] * latency_scale + overhead_s
         return max(floor, (self.burst_window_s if slo_s is None else slo_s) - clear)
 
+    def rate_ok(self, view: QueueView) -> list[bool] | None:
+        """Per subnet: can it sustain rate_headroom x the arrival rate per worker at the
+        view's calibrated cost? None when the guard is off or every subnet can. Cached: the
+        inputs move slowly, so it is recomputed only when one moves by about 1%."""
+        h, rate = self.rate_headroom, view.arrival_rate_qps
+        if h is None or rate <= 0:
+            return None
+        need = h * rate / self.workers
+        cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
+        scale = view.latency_scale
+        key = (round(math.log(need) * 100), round(math.log(max(scale, 1e-9)) * 100),
+               round(cyc * 2e4))
+        if key == self._rate_key:
+            return self._rate_mask
+        sizes = self.table.batch_sizes
+        thr = [max(b / (scale * lat + cyc) for b, lat in zip(sizes, row) if scale * lat + cyc > 0)
+               for row in self.table.lat_s]
+        mask: list[bool] | None = [t >= need for t in thr]
+        if all(mask):
+            mask = None
+        elif not any(mask):
+            top = max(range(len(thr)), key=thr.__getitem__)
+            mask = [i == top for i in range(len(thr))]
+        self._rate_key, self._rate_mask = key, mask
+        return mask
+
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         cap = self.cap_s
         if self.burst_window_s is not None:
@@ -197,9 +246,16 @@ class SlackFit:
         if choice is None:
             return Plan(self.lookup.fastest, 1)
         subnet, batch, _ = choice
+        ok = self.rate_ok(view) if self.rate_headroom is not None else None
+        if ok is not None and not ok[subnet]:  # the rate guard: a subnet that keeps up
+            j = self._col[batch]
+            subnet = self.lookup.most_accurate_of(j, slack, ok)
+            if subnet < 0:
+                subnet = self.lookup.fastest_of(j, ok)
         if view.length < batch:
             j = self.lookup.cover(view.length)
-            better = self.lookup.most_accurate(j, slack)
+            better = (self.lookup.most_accurate(j, slack) if ok is None
+                      else self.lookup.most_accurate_of(j, slack, ok))
             if better >= 0 and self.table.acc[better] > self.table.acc[subnet]:
                 return Plan(better, self.table.batch_sizes[j])
             return Plan(subnet, min(batch, self.table.batch_sizes[j]))

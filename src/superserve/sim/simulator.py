@@ -132,8 +132,9 @@ class _View:
     """A mutable stand-in for scheduling.base.QueueView with the same fields, reused for
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
-    __slots__ = ("arrival_rate_qps", "burst_images", "head_deadline_s", "head_slo_s",
-                 "latency_scale", "length", "overhead_s", "worker_id", "worker_subnet")
+    __slots__ = ("arrival_rate_qps", "burst_images", "cycle_overhead_s", "head_deadline_s",
+                 "head_slo_s", "latency_scale", "length", "overhead_s", "worker_id",
+                 "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -142,6 +143,7 @@ class _View:
         self.latency_scale = 1.0
         self.burst_images = 0.0
         self.head_slo_s: float | None = None  # one SLO for every request: the policy's
+        self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
@@ -227,6 +229,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             scale = model.plan_scale
             plan_ovh = model.plan_overhead_s + client_ovh
             view.latency_scale, view.overhead_s = scale, plan_ovh
+            view.cycle_overhead_s = model.overhead_s + model.transport_s
         while free and (requeue or head < tail):
             # the shared drop rule, in bulk on the main range: deadline - now - overhead <
             # bar x scale <=> arrival < now + overhead + bar x scale - slo; the bar is the
