@@ -154,11 +154,12 @@ def defaults_grid(args: argparse.Namespace) -> dict:
     """SlackFit's options under calibration in the drifting world: attainment and accuracy
     per rate, and the highest rate (of a ladder) at >= 0.99."""
     table = ProfileTable.load(default_table_path("resnet"))
-    specs = ["slackfit:cap=1,early_drop=0",  # the paper's rule
+    specs = ["slackfit:cap=1,early_drop=0,rate=0",  # the paper's rule
              "slackfit:cap=1,early_drop=1", "slackfit:cap=0.5,early_drop=0",
              "slackfit:cap=0.5,early_drop=1",  # the previous default
              "slackfit:cap=0.75,early_drop=1",
-             "slackfit:cap=auto,early_drop=1",  # = plain "slackfit", the default
+             "slackfit:cap=auto,early_drop=1,rate=0",  # the previous default
+             "slackfit:cap=auto,early_drop=1",  # = plain "slackfit", the default (rate=1.2)
              "clipper:0"]  # the fastest fixed subnet: the attainment to match
     cells = [("bursty", r) for r in (500, 1000, 1500, 2000, 2250, 2500)] + \
         [("azure-code", r) for r in (1000, 1500)]
