@@ -236,3 +236,15 @@ def test_rate_guard_plans_only_subnets_that_keep_up_with_the_arrival_rate():
     # a short queue's "more accurate at the covering size" obeys the guard too
     assert decide(plain, 1, 12.5, arrival_rate_qps=900)[0] == 2
     assert decide(guarded, 1, 12.5, arrival_rate_qps=900)[0] == 0
+
+
+def test_rate_guard_never_trades_the_batch_deadline_for_throughput():
+    """id1 sustains more (4 / 3.6 ms = 1,111/s) than id0 (1 / 1 ms = 1,000/s at batch 1), so
+    at 1,100/s only id1 passes the guard; but with 1.5 ms of slack only id0 at batch 1 fits:
+    SlackFit's own choice stands rather than a plan that misses its deadline."""
+    t = table([([1, 2, 8], 0.90), ([3, 3.5, 3.6], 0.95)])
+    guarded = SlackFit(t, buckets=12, rate_headroom=1.0)
+    assert guarded.rate_ok(QueueView(length=1, head_deadline_s=1.0, arrival_rate_qps=1100)) \
+        == [False, True]
+    assert decide(guarded, 1, 1.5, arrival_rate_qps=1100) == (0, 1)
+    assert decide(guarded, 4, 4.0, arrival_rate_qps=1100) == (1, 4)  # id1 fits: it serves

@@ -72,10 +72,6 @@ class Lookup:
                 out = i
         return out
 
-    def fastest_of(self, j: int, ok: list[bool]) -> int:
-        """The fastest subnet with ok[subnet] at column j."""
-        return next(i for i in self.order[j] if ok[i])
-
     def largest_batch(self, subnet: int, slack_s: float, j_max: int) -> int:
         """Largest column <= j_max at which `subnet` fits the slack; -1 if none."""
         row = self.table.lat_s[subnet]
@@ -216,7 +212,8 @@ class SlackFit:
         if key == self._rate_key:
             return self._rate_mask
         sizes = self.table.batch_sizes
-        thr = [max(b / (scale * lat + cyc) for b, lat in zip(sizes, row) if scale * lat + cyc > 0)
+        thr = [max((b / (scale * lat + cyc) for b, lat in zip(sizes, row)
+                    if scale * lat + cyc > 0), default=math.inf)
                for row in self.table.lat_s]
         mask: list[bool] | None = [t >= need for t in thr]
         if all(mask):
@@ -247,11 +244,10 @@ class SlackFit:
             return Plan(self.lookup.fastest, 1)
         subnet, batch, _ = choice
         ok = self.rate_ok(view) if self.rate_headroom is not None else None
-        if ok is not None and not ok[subnet]:  # the rate guard: a subnet that keeps up
-            j = self._col[batch]
-            subnet = self.lookup.most_accurate_of(j, slack, ok)
-            if subnet < 0:
-                subnet = self.lookup.fastest_of(j, ok)
+        if ok is not None and not ok[subnet]:  # the rate guard: a subnet that keeps up ...
+            alt = self.lookup.most_accurate_of(self._col[batch], slack, ok)
+            if alt >= 0:  # ... within the slack; else SlackFit's own choice, which fits it
+                subnet = alt
         if view.length < batch:
             j = self.lookup.cover(view.length)
             better = (self.lookup.most_accurate(j, slack) if ok is None
