@@ -11,6 +11,26 @@ from superserve.scheduling.base import Plan, QueueView
 BATCHES = (1, 2, 4, 8, 16)
 
 
+def serving_port(proc, model: str, lines: list[str], timeout_s: float) -> int | None:
+    """Read a `superserve serve` subprocess's output until it says it serves `model` over HTTP:
+    that port, or None when it exits or `timeout_s` passes first. Every line read is appended
+    to `lines` (for the failure message)."""
+    import re
+    import time
+
+    pattern = re.compile(rf"serving '{re.escape(model)}' on http://127\.0\.0\.1:(\d+)")
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            return None
+        lines.append(line)
+        m = pattern.search(line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def synthetic_table() -> ProfileTable:
     """Three subnets: fast/inaccurate to slow/accurate. Latency = base + per_image * B."""
     rows = [(0.90, 1.0, 0.25), (0.95, 2.0, 0.5), (0.99, 4.0, 1.0)]  # acc, base ms, ms/image

@@ -13,11 +13,9 @@ import dataclasses
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -25,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import serving_port
 from superserve.profiling.table import ProfileTable, SubnetProfile
 
 
@@ -76,16 +75,7 @@ def test_ofa_mbv3_serve_cli_jpeg_over_http(ofa_dir):
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     try:
-        port = None
-        end = time.monotonic() + 90
-        while port is None and time.monotonic() < end:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"serving 'ofa_mbv3' on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
+        port = serving_port(proc, "ofa_mbv3", lines, 90)
         assert port, "".join(lines)
         url = f"http://127.0.0.1:{port}/v2/models/ofa_mbv3"
         meta = httpx.get(url, timeout=10).json()

@@ -86,3 +86,16 @@ def test_scaled_keeps_ids_and_multiplies_every_latency():
     assert s.scaled(2.0).provenance["latency_scale"] == 2.5
     with pytest.raises(TableError, match="latency scale"):
         t.scaled(0)
+
+
+def test_cut_keeps_some_subnets_at_some_batch_sizes():
+    t = make_table([[1, 2, 3], [2, 3, 5], [4, 6, 9]], [0.9, 0.95, 0.99])
+    c = t.cut([2, 0], (1, 4))
+    assert c.batch_sizes == (1, 4) and [s.id for s in c.subnets] == [0, 1]
+    assert [s.spec for s in c.subnets] == [{"i": 0}, {"i": 2}]  # renumbered in latency order
+    assert c.lat_s == ((1e-3, 3e-3), (4e-3, 9e-3))
+    assert c.threads == 2 and c.load_ms == 5.0
+    with pytest.raises(TableError, match="batch sizes"):
+        t.cut([0], (1, 8))
+    with pytest.raises(TableError, match="subnet indices"):
+        t.cut([3], (1,))

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import synthetic_table
+from conftest import serving_port, synthetic_table
 
 BODY = json.dumps({"inputs": [{"name": "input", "shape": [4, 1, 28, 28], "datatype": "FP32",
                                "data": np.zeros(4 * 784).tolist()}],
@@ -36,16 +36,7 @@ def test_serve_cli_sigterm_drains_and_exits(tmp_path):
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []
     try:
-        port = None
-        end = time.monotonic() + 60
-        while port is None and time.monotonic() < end:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"serving 'resnet' on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
+        port = serving_port(proc, "resnet", lines, 60)
         assert port, "".join(lines)
         url = f"http://127.0.0.1:{port}/v2/models/resnet/infer"
         post = lambda: httpx.post(url, content=BODY, timeout=30)

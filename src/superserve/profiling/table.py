@@ -252,6 +252,28 @@ class ProfileTable:
                                   torch_version=self.torch_version, config=self.config,
                                   provenance=prov, load_ms=self.load_ms)
 
+    def cut(self, subnets: Sequence[int], batch_sizes: Sequence[int]) -> ProfileTable:
+        """A copy with only these subnets (by index, renumbered in latency order) at only these
+        of its batch sizes: a short warm-up where a test or a benchmark needs a real table."""
+        missing = sorted(set(batch_sizes) - set(self.batch_sizes))
+        if missing or not batch_sizes:
+            raise TableError(f"batch sizes {missing or list(batch_sizes)} are not all in the "
+                             f"table's {list(self.batch_sizes)}")
+        if not subnets or any(not 0 <= i < len(self) for i in subnets):
+            raise TableError(f"subnet indices must be in [0, {len(self)}), got {list(subnets)}")
+        bs = sorted(set(batch_sizes))
+
+        def only(m: Mapping[int, float]) -> dict[int, float]:
+            return {b: m[b] for b in bs if b in m}
+
+        keep = [replace(self.subnets[i], latency_ms=only(self.subnets[i].latency_ms),
+                        latency_p99_ms=only(self.subnets[i].latency_p99_ms))
+                for i in dict.fromkeys(subnets)]
+        return ProfileTable.build(self.family, keep, bs, device=self.device,
+                                  threads=self.threads, checkpoint_sha256=self.checkpoint_sha256,
+                                  torch_version=self.torch_version, config=self.config,
+                                  provenance=self.provenance, load_ms=self.load_ms)
+
     def scaled(self, factor: float) -> ProfileTable:
         """A copy with every latency (median, p99, load) multiplied by `factor`: a planning
         margin for a worker that shares its CPU, the same for the live server and the
