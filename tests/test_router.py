@@ -495,3 +495,30 @@ def test_an_answer_that_never_went_out_counts_as_a_miss(table):
         assert (metrics._met, metrics._total) == (1, 2)
         assert b"superserve_request_edge_latency_seconds_count 1.0" in metrics.render()
     run(body)
+
+
+def test_batch_log_writes_one_csv_line_per_finished_batch(table, tmp_path):
+    """--batch-log: a header, then per batch its worker, subnet, size and times (ms)."""
+    import csv
+
+    from superserve.runtime.router import BATCH_LOG_FIELDS
+
+    path = tmp_path / "batches.csv"
+
+    async def body():
+        clock, pool, router = make(table, policy=make_test_policy(table), batch_log=str(path))
+        futs = [router.submit(IMG, slo_s=0.050) for _ in range(5)]
+        clock.advance(0.2)
+        router.close()
+        return router, [f.result() for f in futs]
+
+    router, results = run(body)
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == BATCH_LOG_FIELDS
+    assert len(rows) == router.stats.batches >= 1
+    assert sum(int(r["batch"]) for r in rows) == 5
+    for r in rows:
+        assert float(r["observed_ms"]) > 0 and float(r["profiled_ms"]) > 0
+        assert float(r["planned_ms"]) >= float(r["profiled_ms"]) * 0.5
+        assert int(r["late"]) == 0
+    assert all(res.deadline_met for res in results)

@@ -248,3 +248,27 @@ def test_rate_guard_never_trades_the_batch_deadline_for_throughput():
         == [False, True]
     assert decide(guarded, 1, 1.5, arrival_rate_qps=1100) == (0, 1)
     assert decide(guarded, 4, 4.0, arrival_rate_qps=1100) == (1, 4)  # id1 fits: it serves
+
+
+def test_rate_guard_credits_only_batch_sizes_that_meet_the_slo_in_steady_state():
+    """T3, SLO 20 ms, id1 at batch 4 (6 ms): typical 6 ms + planned 6 ms fits, 667/s. With
+    a 10 ms reserve the plan of that batch is 16 ms, 6 + 16 > 20: only batch 2 counts
+    (2 / 4 ms = 500/s), so at 600/s id1 no longer keeps up."""
+    t = table(T3)
+    g = SlackFit(t, buckets=12, rate_headroom=1.0, burst_guard_slo_s=20 * MS)
+    view = dict(length=4, head_deadline_s=1.0, arrival_rate_qps=600, head_slo_s=20 * MS)
+    assert g.rate_ok(QueueView(**view)) == [True, True, False]
+    assert g.rate_ok(QueueView(**view, overhead_s=10 * MS, cycle_overhead_s=0.0)) \
+        == [True, False, False]
+    # no SLO known (neither the view's nor the policy's): throughput alone, as before
+    nameless = SlackFit(t, buckets=12, rate_headroom=1.0)
+    assert nameless.rate_ok(QueueView(length=4, head_deadline_s=1.0, arrival_rate_qps=600,
+                                      overhead_s=10 * MS, cycle_overhead_s=0.0)) \
+        == [True, True, False]
+
+
+def test_rate_boost_multiplies_the_guard_headroom():
+    """The miss feedback's boost: at 500/s id1 (667/s) keeps up; x1.5 asks for 750/s."""
+    g = SlackFit(table(T3), buckets=12, rate_headroom=1.0)
+    assert decide(g, 4, 12.5, arrival_rate_qps=500)[0] == 1
+    assert decide(g, 4, 12.5, arrival_rate_qps=500, rate_boost=1.5)[0] == 0

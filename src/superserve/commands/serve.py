@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                         help="plan with the table as profiled (plus the overrides) instead of "
                              "learning what batches really cost on this machine")
+    parser.add_argument("--batch-log", default=None, metavar="CSV",
+                        help="write one line per finished batch (time, worker, subnet, batch, "
+                             "profiled / planned / observed / compute ms, head slack, late "
+                             "requests) to this CSV, for studying the calibration offline")
     parser.add_argument("--worker-cpus", default=None,
                         help="CPU ids or ranges (1,2,4-7; Linux): worker i is pinned to the "
                              "i-th group of --threads-per-worker CPUs of the list (wrapping), "
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
                       calibrate=args.calibrate, calibration_tail=args.calibration_tail,
                       calibration_quantile=args.calibration_quantile,
+                      batch_log=args.batch_log,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind,
                       devices=parse_devices(args.devices) if args.devices else (),

@@ -44,7 +44,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import numpy as np
 
@@ -64,12 +64,24 @@ from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slac
 from superserve.scheduling.bursts import BurstTracker
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
 from superserve.scheduling.edf import EDFQueue
+from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
 from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferenceResult", "Router", "RouterConfig", "RouterListener"]
+# ends that count as misses for the feedback; a completion counts as one when it ends after
+# its deadline, or when its response is written after it (Router.response_written)
+_MISSES = (Outcome.DROPPED_DEADLINE, Outcome.REJECTED)
+
+__all__ = ["BATCH_LOG_FIELDS", "InferenceResult", "Router", "RouterConfig", "RouterListener"]
+
+# the columns of RouterConfig.batch_log: the router's clock at the result (s), the worker, the
+# subnet and batch size, then (ms) the table's latency (plus actuation), what the plan
+# reserved, what it took from dispatch to result, the worker's own compute, the head's slack
+# at dispatch (deadline - dispatch), and how many of its requests' deadlines had passed
+BATCH_LOG_FIELDS = ("t_s", "worker", "subnet", "batch", "profiled_ms", "planned_ms",
+                    "observed_ms", "compute_ms", "head_slack_ms", "late")
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,9 @@ class RouterConfig:
     # of it. Off: plan with the table as is, plus overhead_s.
     calibrate: bool = True
     calibration: CalibrationConfig | None = None  # None: CalibrationConfig()
+    # raise SlackFit's rate-guard headroom while requests miss their SLO on the client's
+    # clock, are dropped or refused (scheduling/feedback.py); None: no feedback
+    feedback: FeedbackConfig | None = field(default_factory=FeedbackConfig)
     # start-up check: when the workers' timed warm-up differs from the table by more than
     # this factor (either way), warn and start calibration from the measured factor
     probe_threshold: float = 1.2
@@ -100,6 +115,9 @@ class RouterConfig:
     # times an image may be in a batch that fails (worker crashed, hung or raised) before its
     # request is answered with an error instead of retried (3: two retries)
     max_batch_attempts: int = 3
+    # a CSV of every finished batch (BATCH_LOG_FIELDS), for studying the calibration and the
+    # policy offline; "" (default): none. Line-buffered: one short write per batch.
+    batch_log: str = ""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_queue, int) and self.max_queue >= 1):
@@ -239,6 +257,8 @@ class Router:
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
+        fb = self.config.feedback
+        self.feedback = MissFeedback(fb) if fb is not None else None
         # images per window (one SLO) at the peak of recent bursts, for SlackFit's guard
         window = getattr(policy, "burst_window_s", None)
         self._bursts = BurstTracker(window) if window else None
@@ -256,6 +276,10 @@ class Router:
         self._fastest_rate_qps = max(b / min(r[j] for r in t.lat_s)
                                      for j, b in enumerate(t.batch_sizes))
         self._started = False
+        self._batch_log: TextIO | None = None
+        if self.config.batch_log:
+            self._batch_log = open(self.config.batch_log, "w", buffering=1)  # noqa: SIM115
+            self._batch_log.write(",".join(BATCH_LOG_FIELDS) + "\n")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -316,6 +340,9 @@ class Router:
         """The front end wrote the last byte of `result`'s response at `written_s` (inf: it
         never went out whole)."""
         result.written_s = written_s
+        if (self.feedback is not None and result.deadline_met
+                and not result.met_on_client_clock):  # on time here, late at the client
+            self.feedback.reclassify(self.clock.now())
         if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
                 and math.isfinite(written_s)):
             self._response_tail.add(written_s, written_s - result.end_s)
@@ -353,13 +380,21 @@ class Router:
             log.info("start-up check: table latencies hold on this machine (x%.2f, %d probes)",
                      factor, len(ratios))
 
-    def _observe_batch(self, now: float, fl: _InFlight, compute_s: float) -> None:
+    def _observe_batch(self, now: float, worker_id: int, fl: _InFlight, compute_s: float
+                       ) -> None:
         m = self.calibration
         observed = now - fl.dispatched_s
         if self.listener is not None:  # against what the plan reserved for it
             self.listener.on_batch_timing(observed, fl.planned_s)
-        m.observe(now, self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s, observed,
-                  compute_s)
+        profiled = self.table.latency_s(fl.subnet, len(fl.jobs)) + fl.load_s
+        m.observe(now, profiled, observed, compute_s)
+        if self._batch_log is not None:
+            late = sum(j.request.result.deadline_s < now for j in fl.jobs)
+            slack = fl.jobs[0].request.result.deadline_s - fl.dispatched_s
+            self._batch_log.write(
+                f"{now:.6f},{worker_id},{fl.subnet},{len(fl.jobs)},{profiled * 1e3:.4f},"
+                f"{fl.planned_s * 1e3:.4f},{observed * 1e3:.4f},{compute_s * 1e3:.4f},"
+                f"{slack * 1e3:.4f},{late}\n")
         scale = m.plan_scale
         if abs(math.log(scale / self._logged_scale)) > math.log(1.25):
             log.info("calibration: batches now cost x%.2f of the table + %.2f ms (compute fit "
@@ -399,6 +434,12 @@ class Router:
         self._queue.clear()
         self._cancel_timer()
         return len(left)
+
+    def close(self) -> None:
+        """Release what the router holds beyond the loop (the batch log); after the pool."""
+        if self._batch_log is not None:
+            self._batch_log.close()
+            self._batch_log = None
 
     # ------------------------------------------------------------------ admission
     def submit(self, images: np.ndarray, slo_s: float,
@@ -490,6 +531,8 @@ class Router:
             r.deadline_met = r.end_s <= r.deadline_s
         self._open.pop(req.future, None)
         self.stats.terminal[outcome] += 1
+        if self.feedback is not None and (outcome is Outcome.COMPLETED or outcome in _MISSES):
+            self.feedback.observe(r.end_s, not r.deadline_met)
         if not req.future.done():
             req.future.set_result(r)
         if self.listener is not None:
@@ -610,7 +653,9 @@ class Router:
                              latency_scale=self.latency_scale,
                              burst_images=self._bursts.peak(now) if self._bursts else 0.0,
                              head_slo_s=head.deadline_s - head.arrival_s,
-                             cycle_overhead_s=self.cycle_overhead_s)
+                             cycle_overhead_s=self.cycle_overhead_s,
+                             rate_boost=1.0 if self.feedback is None
+                             else self.feedback.update(now))
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries
@@ -656,7 +701,7 @@ class Router:
             return
         now = self.clock.now()
         self.last_compute_s = service_s
-        self._observe_batch(now, fl, service_s)
+        self._observe_batch(now, worker_id, fl, service_s)
         acc = self.table.acc[fl.subnet]
         for k, job in enumerate(fl.jobs):
             req = job.request

@@ -53,6 +53,9 @@ class QueueView:
     # a reserve for the tail: what a worker's batch cycle really costs on average, for
     # throughput (SlackFit's rate guard); None: take overhead_s
     cycle_overhead_s: float | None = None
+    # multiplies SlackFit's rate-guard headroom: the caller's miss feedback
+    # (scheduling/feedback.py), > 1 while requests recently missed their SLO; 1: none
+    rate_boost: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,7 @@ class SlackFit:
         self.table, self.buckets = table, buckets
         self.rate_headroom = rate_headroom
         self._col = {b: j for j, b in enumerate(table.batch_sizes)}
-        self._rate_key: tuple[int, int, int] | None = None
+        self._rate_key: tuple[int | None, ...] | None = None
         self._rate_mask: list[bool] | None = None
         # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
         # arrives just after a batch starts still finds a worker within cap_s
@@ -199,29 +199,51 @@ class SlackFit:
 
     def rate_ok(self, view: QueueView) -> list[bool] | None:
         """Per subnet: can it sustain rate_headroom x the arrival rate per worker at the
-        view's calibrated cost? None when the guard is off or every subnet can. Cached: the
-        inputs move slowly, so it is recomputed only when one moves by about 3%."""
+        view's calibrated cost, at a batch size that also meets the SLO in that steady
+        state? None when the guard is off or every subnet can. Cached: the inputs move
+        slowly, so it is recomputed only when one moves by about 3%.
+
+        A batch of b costs typ(b) = latency_scale x profiled(b) + cycle overhead on average
+        and is planned at plan(b) = latency_scale x profiled(b) + overhead_s (the reserve).
+        In the steady state its head arrived about one cycle before it starts, so b counts
+        only if typ(b) + plan(b) <= SLO: the largest batches are worth their throughput
+        only when the slack left after one cycle still fits them. Without that bound, a
+        co-tenant that inflates the per-batch reserve (a CPU hog time-slicing the worker)
+        left the guard crediting subnets with batch-32 throughput that SlackFit could never
+        plan, and the worker ran saturated at batch ~10 of them."""
         h, rate = self.rate_headroom, view.arrival_rate_qps
         if h is None or rate <= 0:
             return None
-        need = h * rate / self.workers
+        need = h * view.rate_boost * rate / self.workers
         cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
-        scale = view.latency_scale
-        # ~3% steps (0.1 ms for the overhead): at 2,000 req/s the rate moves by 1% every few
-        # dozen arrivals, and recomputing on 1% steps cost 1.4% of the router's time
+        scale, reserve = view.latency_scale, view.overhead_s
+        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+        # ~3% steps (0.1 ms for the overheads and the SLO): at 2,000 req/s the rate moves by
+        # 1% every few dozen arrivals, and recomputing on 1% steps cost 1.4% of the router's
+        # time
         key = (round(math.log(need) * 33), round(math.log(max(scale, 1e-9)) * 33),
-               round(cyc * 1e4))
+               round(cyc * 1e4), round(reserve * 1e4), None if slo is None else round(slo * 1e4))
         if key == self._rate_key:
             return self._rate_mask
         sizes = self.table.batch_sizes
-        thr = [max((b / (scale * lat + cyc) for b, lat in zip(sizes, row)
-                    if scale * lat + cyc > 0), default=math.inf)
-               for row in self.table.lat_s]
+        thr, thr_any = [], []
+        for row in self.table.lat_s:
+            best = best_any = 0.0
+            for b, lat in zip(sizes, row):
+                typ = scale * lat + cyc
+                if typ <= 0:
+                    best = best_any = math.inf
+                    continue
+                best_any = max(best_any, b / typ)
+                if slo is None or typ + scale * lat + reserve <= slo:
+                    best = max(best, b / typ)
+            thr.append(best)
+            thr_any.append(best_any)
         mask: list[bool] | None = [t >= need for t in thr]
         if all(mask):
             mask = None
-        elif not any(mask):
-            top = max(range(len(thr)), key=thr.__getitem__)
+        elif not any(mask):  # none keeps up: the one with the most throughput, at any size
+            top = max(range(len(thr)), key=lambda i: (thr[i], thr_any[i]))
             mask = [i == top for i in range(len(thr))]
         self._rate_key, self._rate_mask = key, mask
         return mask

@@ -67,6 +67,7 @@ class RunningServer:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self._http_task, timeout=5.0)
         await self.pool.close()
+        self.router.close()
         log.info("server stopped (%d requests refused while draining)", refused)
         return refused
 
@@ -161,7 +162,8 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
         max_queue=cfg.max_queue, max_images_per_request=cfg.max_images,
         overhead_s=cfg.overhead_s, calibrate=cfg.calibrate,
         calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear",
-                                      quantile=cfg.calibration_quantile)))
+                                      quantile=cfg.calibration_quantile),
+        batch_log=cfg.batch_log or ""))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics
     service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)

@@ -229,6 +229,7 @@ class ServerMetrics:
 
     def _router_gauges(self, r: CollectorRegistry, router: Any) -> None:
         m = router.calibration
+        fb = getattr(router, "feedback", None)  # MissFeedback, or None when off
         gauges = [  # (name, help, read at scrape time)
             ("plan_scale", "Planned batch cost = this x profiled latency + plan overhead",
              lambda: router.latency_scale),
@@ -253,6 +254,10 @@ class ServerMetrics:
              lambda: router.last_compute_s),
             ("probe_factor", "Start-up check: measured / profiled latency (0: not measured)",
              lambda: router.probe_factor or 0.0),
+            ("rate_boost", "Miss feedback: multiplier on SlackFit's rate-guard headroom "
+             "(1: no recent misses)", lambda: 1.0 if fb is None else fb.boost),
+            ("miss_fraction", "Miss feedback: recent fraction of requests late, dropped or "
+             "refused", lambda: 0.0 if fb is None else fb.miss_fraction(router.clock.now())),
         ]
         for name, doc, fn in gauges:
             self._read_on_loop(Gauge(f"superserve_calibration_{name}", doc, registry=r), fn)

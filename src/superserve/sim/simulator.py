@@ -39,6 +39,7 @@ from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
 from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
+from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
 from superserve.scheduling.rate import ewma_levels
 
 __all__ = ["SimConfig", "SimResult", "simulate"]
@@ -72,6 +73,8 @@ class SimConfig:
     factor_steps: tuple[tuple[float, float], ...] = ()
     calibrate: bool = False  # plan with the online latency model, as the live router does
     calibration: CalibrationConfig | None = None
+    # the router's miss feedback on SlackFit's rate guard (RouterConfig.feedback; None: off)
+    feedback: FeedbackConfig | None = field(default_factory=FeedbackConfig)
 
     def __post_init__(self) -> None:
         if not (self.slo_s > 0 and math.isfinite(self.slo_s)):
@@ -133,8 +136,8 @@ class _View:
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
     __slots__ = ("arrival_rate_qps", "burst_images", "cycle_overhead_s", "head_deadline_s",
-                 "head_slo_s", "latency_scale", "length", "overhead_s", "worker_id",
-                 "worker_subnet")
+                 "head_slo_s", "latency_scale", "length", "overhead_s", "rate_boost",
+                 "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -144,6 +147,7 @@ class _View:
         self.burst_images = 0.0
         self.head_slo_s: float | None = None  # one SLO for every request: the policy's
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
+        self.rate_boost = 1.0
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
@@ -205,6 +209,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     if cfg.calibrate:
         model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
     client_ovh = overhead - busy_ovh  # reserved, never occupies a worker (live: the front end)
+    fb = MissFeedback(cfg.feedback) if cfg.feedback is not None else None
     step_t = [t for t, _ in cfg.factor_steps]
     step_f = [f for _, f in cfg.factor_steps]
     base_factor = cfg.latency_factor
@@ -238,10 +243,17 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
             cut = now + plan_ovh + bar * scale - slo
+            dropped = 0
             while requeue and arrl[requeue[0]] < cut:
                 requeue.pop(0)
+                dropped += 1
             if head < tail and arrl[head] < cut:
-                head = bisect_left(arrl, cut, head, tail)
+                new_head = bisect_left(arrl, cut, head, tail)
+                dropped += new_head - head
+                head = new_head
+            if fb is not None:
+                fb.add(now, dropped, dropped)
+                view.rate_boost = fb.update(now)
             qlen = len(requeue) + (tail - head)
             if qlen == 0:
                 break
@@ -307,6 +319,12 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             done, lo, hi, members, subnet, profiled, service, compute = in_flight.pop(w)
             if model is not None:
                 model.observe(done, profiled, service, compute)
+            if fb is not None:  # on time: arrival >= finish - slo, as _result counts it
+                late_before = done + client_ovh - slo - 1e-12
+                if members is None:
+                    fb.add(done, hi - lo, bisect_left(arrl, late_before, lo, hi) - lo)
+                else:
+                    fb.add(done, len(members), sum(arrl[k] < late_before for k in members))
             if members is None:
                 done_lo.append(lo)
                 done_hi.append(hi)

@@ -1,0 +1,117 @@
+"""Miss feedback: the rate guard's headroom, raised while requests miss their SLO.
+
+The rate guard (SlackFit.rate_ok) keeps out subnets whose modelled throughput is below
+`rate_headroom` x the arrival rate. A model is only a model: a co-tenant time-slicing the
+worker's core adds a few milliseconds of wake-up delay to every batch, at random, and shrinks
+the batches SlackFit can fit in the slack it leaves, so subnets that the model credits with
+enough throughput keep the worker saturated, and every burst ends in drops (measured live,
+a CPU hog on the worker's core at 1,000 req/s: the guard at 1.2 passed subnets 7-9 that ran at
+batch ~9, 100% busy; the fastest fixed subnet held the SLO). What the router does observe
+without a model is the outcome: how many requests recently missed their deadline on the
+client's clock, were dropped, or were refused for overload.
+
+`MissFeedback` turns that into a multiplier on the headroom, additive-increase style but
+multiplicative both ways: every `period_s`, while the recent miss fraction (exponentially
+weighted, time constant `tau_s`) is above `high`, the boost grows by `up` (up to `max_boost`);
+while it is below `low`, it relaxes by `down` toward 1. A quiet machine seldom misses, so the
+boost stays at 1 and the guard is as measured (docs/scheduling.md); a co-tenant that starts
+makes it rise within a second or two, and it relaxes within seconds of the co-tenant leaving.
+
+Pure: times are passed in. The live router and the simulator use the same class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from superserve.errors import ConfigError
+
+__all__ = ["FeedbackConfig", "MissFeedback"]
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    tau_s: float = 1.0  # time constant of the miss fraction
+    period_s: float = 0.5  # the boost moves at most once per period
+    high: float = 0.01  # a miss fraction above this raises the boost ...
+    low: float = 0.002  # ... below this relaxes it (in between: it holds)
+    up: float = 1.25  # factor per period while missing
+    down: float = 1.1  # factor per period while not
+    max_boost: float = 4.0
+    min_requests: float = 20.0  # fewer (weighted) recent requests: no move (too little evidence)
+
+    def __post_init__(self) -> None:
+        if not (self.tau_s > 0 and self.period_s > 0):
+            raise ConfigError(f"tau_s and period_s must be > 0, got {self.tau_s!r}, "
+                              f"{self.period_s!r}")
+        if not 0 <= self.low <= self.high < 1:
+            raise ConfigError(f"need 0 <= low <= high < 1, got {self.low!r}, {self.high!r}")
+        if not (self.up > 1 and self.down > 1 and self.max_boost >= 1):
+            raise ConfigError(f"need up > 1, down > 1, max_boost >= 1, got {self.up!r}, "
+                              f"{self.down!r}, {self.max_boost!r}")
+        if not self.min_requests >= 0:
+            raise ConfigError(f"min_requests must be >= 0, got {self.min_requests!r}")
+
+
+class MissFeedback:
+    """Recent miss fraction, and the headroom multiplier it sets."""
+
+    __slots__ = ("_misses", "_next_s", "_t", "_total", "boost", "config")
+
+    def __init__(self, config: FeedbackConfig | None = None) -> None:
+        self.config = config or FeedbackConfig()
+        self._misses = 0.0  # decayed counts
+        self._total = 0.0
+        self._t: float | None = None
+        self._next_s = -math.inf  # when the boost may move next
+        self.boost = 1.0
+
+    def _decay(self, now_s: float) -> None:
+        if self._t is not None and now_s > self._t:
+            k = math.exp(-(now_s - self._t) / self.config.tau_s)
+            self._misses *= k
+            self._total *= k
+        if self._t is None or now_s > self._t:
+            self._t = now_s
+
+    def observe(self, now_s: float, missed: bool) -> None:
+        """One request ended: `missed` when it did not get its answer within its deadline
+        (late, dropped, or refused for overload)."""
+        self.add(now_s, 1, 1 if missed else 0)
+
+    def add(self, now_s: float, requests: int, misses: int) -> None:
+        """`requests` ended at `now_s`, `misses` of them missed (the simulator's bulk form)."""
+        if requests <= 0:
+            return
+        self._decay(now_s)
+        self._total += requests
+        self._misses += misses
+        self.update(now_s)
+
+    def reclassify(self, now_s: float) -> None:
+        """A request observed as on time turned out to miss (its response was written after
+        its deadline): one more miss, no more requests."""
+        self._decay(now_s)
+        self._misses = min(self._misses + 1.0, self._total)
+        self.update(now_s)
+
+    def miss_fraction(self, now_s: float) -> float:
+        self._decay(now_s)
+        return self._misses / self._total if self._total > 0 else 0.0
+
+    def update(self, now_s: float) -> float:
+        """Move the boost if a period has passed; returns it."""
+        if now_s < self._next_s:
+            return self.boost
+        c = self.config
+        self._next_s = now_s + c.period_s
+        if self._total < c.min_requests:  # too little evidence (or silence): relax
+            self.boost = max(1.0, self.boost / c.down)
+            return self.boost
+        f = self._misses / self._total
+        if f > c.high:
+            self.boost = min(c.max_boost, self.boost * c.up)
+        elif f < c.low:
+            self.boost = max(1.0, self.boost / c.down)
+        return self.boost

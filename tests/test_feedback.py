@@ -1,0 +1,112 @@
+"""The miss feedback on SlackFit's rate guard (scheduling/feedback.py), on a fake clock, and
+in the router: what raises it, what relaxes it, and where it is bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from superserve.errors import ConfigError
+from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
+
+
+def feed(fb, t0, seconds, rate, miss_every=0):
+    """`rate` requests a second for `seconds` from t0; every `miss_every`-th one misses."""
+    n = int(seconds * rate)
+    for k in range(n):
+        fb.observe(t0 + k / rate, bool(miss_every) and k % miss_every == 0)
+    return t0 + seconds
+
+
+def test_no_misses_no_boost():
+    fb = MissFeedback()
+    feed(fb, 0.0, 5.0, 1000)
+    assert fb.boost == 1.0
+    assert fb.miss_fraction(5.0) == 0.0
+
+
+def test_misses_raise_the_boost_within_seconds_and_it_relaxes_after():
+    fb = MissFeedback()
+    t = feed(fb, 0.0, 2.0, 1000, miss_every=20)  # 5% missing
+    assert fb.boost >= 1.25 ** 3  # at least three raises in two seconds
+    assert fb.miss_fraction(t) == pytest.approx(0.05, abs=0.01)
+    t = feed(fb, t, 30.0, 1000, miss_every=20)
+    assert fb.boost == FeedbackConfig().max_boost  # bounded
+    feed(fb, t, 20.0, 1000)  # the co-tenant left: nothing misses
+    assert fb.boost == 1.0
+
+
+def test_a_miss_fraction_between_the_bounds_holds_the_boost():
+    fb = MissFeedback(FeedbackConfig(high=0.05, low=0.001))
+    t = feed(fb, 0.0, 2.0, 1000, miss_every=5)  # 20%: up
+    assert fb.boost > 1.0
+    t = feed(fb, t + 0.001, 5.0, 1000, miss_every=50)  # 2%, once the 20% has faded ...
+    held = fb.boost
+    feed(fb, t + 0.001, 5.0, 1000, miss_every=50)  # ... is between low and high: it holds
+    assert fb.boost == held > 1.0
+
+
+def test_too_few_requests_relax_instead_of_raising():
+    fb = MissFeedback()
+    for k in range(10):  # one request a second, every one missing: no evidence of a trend
+        fb.observe(float(k), True)
+    assert fb.boost == 1.0
+
+
+def test_reclassify_turns_an_on_time_request_into_a_miss():
+    fb = MissFeedback()
+    for k in range(100):
+        fb.observe(k * 1e-3, False)
+    fb.reclassify(0.1)
+    assert fb.miss_fraction(0.1) == pytest.approx(1 / 100, rel=0.1)
+
+
+def test_bulk_add_equals_single_observations():
+    a, b = MissFeedback(), MissFeedback()
+    a.add(0.5, 40, 4)
+    for k in range(40):
+        b.observe(0.5, k < 4)
+    assert a.miss_fraction(0.6) == pytest.approx(b.miss_fraction(0.6)) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kw", [dict(tau_s=0), dict(low=0.1, high=0.01), dict(up=1.0),
+                                dict(max_boost=0.5), dict(min_requests=-1)])
+def test_config_validation(kw):
+    with pytest.raises(ConfigError):
+        FeedbackConfig(**kw)
+
+
+def test_router_counts_drops_as_misses_and_raises_the_boost(table):
+    """A router whose worker is far slower than the table: requests are dropped or late,
+    the feedback sees it, and the boost it hands the policy rises; with feedback off the
+    router hands none."""
+    import asyncio
+
+    import numpy as np
+
+    from superserve.runtime.clock import ManualClock
+    from superserve.runtime.fake import FakePool
+    from superserve.runtime.router import Router, RouterConfig
+    from superserve.scheduling.registry import make_policy
+
+    img = np.zeros((1, 1, 28, 28), dtype=np.float32)
+
+    async def body(feedback):
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=1, latency_scale=4.0)
+        router = Router(make_policy("slackfit", table), pool, clock,
+                        RouterConfig(calibrate=False, max_queue=100_000, feedback=feedback))
+        router.start()
+        clock.run_until(0.0)
+        futs = []
+        for t in np.arange(0.0, 2.0, 1 / 1500):
+            clock.run_until(float(t))
+            futs.append(router.submit(img, slo_s=0.030))
+        clock.advance(1.0)
+        missed = sum(not f.result().deadline_met for f in futs)
+        return router, missed
+
+    router, missed = asyncio.run(body(FeedbackConfig()))
+    assert missed > 0.05 * 3000
+    assert router.feedback.boost > 1.0
+    router, _ = asyncio.run(body(None))
+    assert router.feedback is None
