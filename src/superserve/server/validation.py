@@ -271,15 +271,15 @@ def loads_bounded(head: bytes, io: ModelIO) -> Any:
 def may_hold_bools(head: bytes) -> bool:
     """Whether the `data` of a JSON request text may hold a `true` or `false` (False only when
     it surely does not). The span from the one `"data"` key to the next `}` holds the whole
-    array unless a string inside it holds a `}` (and a string fails the fast path anyway);
-    numbers have no `t` or `f`, so two byte searches decide it. Otherwise (`"data"` twice,
-    or a `t`/`f` there, e.g. a `"parameters"` key after the data) both words are searched in
-    the whole text."""
+    array unless a string inside it holds a `}`, so a span with a `"` in it proves nothing;
+    numbers have no `t`, `f` or `"`, so three byte searches decide it. Otherwise (`"data"`
+    twice, a string in the span, or a `t`/`f` there, e.g. a `"parameters"` key after the
+    data) both words are searched in the whole text."""
     i = head.find(b'"data"')
     if i >= 0 and head.find(b'"data"', i + 6) < 0:
         j = head.find(b"}", i)
         span = head[i + 6:j] if j >= 0 else head[i + 6:]
-        if b"t" not in span and b"f" not in span:
+        if b"t" not in span and b"f" not in span and b'"' not in span:
             return False
     return b"true" in head or b"false" in head
 
