@@ -6,7 +6,8 @@ table), plus 0.5 ms of dispatch/IPC per batch and relative jitter. The factor st
 co-tenant), and falls to 1.1 at two thirds. SlackFit plans either
 
   calibrated    with the router's online LatencyModel (the default of `superserve serve`),
-  table         with the table as profiled (no margins),
+  table         with the table as profiled (no margins; the miss feedback still on),
+  table-nofb    with the table as profiled and no miss feedback (nothing learned at all),
   hand-margins  with the hand margins the live experiments used before calibration
                 (latencies x1.25, 6 ms per batch),
 
@@ -54,9 +55,11 @@ def run_one(table: ProfileTable, arrivals: np.ndarray, mode: str, policy: str, d
     plan_table, reserve = table, BUSY_S
     if mode == "hand-margins":
         plan_table, reserve = table.scaled(1.25), 0.006
+    # `table-nofb`: the table as profiled and no miss feedback either (nothing learned at all)
+    extra = {"feedback": None} if mode == "table-nofb" else {}
     cfg = SimConfig(slo_s=SLO_S, overhead_s=reserve, busy_overhead_s=BUSY_S,
                     calibrate=mode == "calibrated", record_batches=True, seed=seed,
-                    **world(duration))
+                    **world(duration), **extra)
     return simulate(arrivals, table, make_policy(policy, plan_table, slo_s=SLO_S), cfg)
 
 
@@ -86,7 +89,7 @@ def compare(args: argparse.Namespace) -> dict:
     out: dict = {"world": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in world(args.duration).items()},
                  "slo_ms": SLO_S * 1e3, "rates": {}}
-    modes = ["calibrated", "table", "hand-margins", "ideal"]
+    modes = ["calibrated", "table", "table-nofb", "hand-margins", "ideal"]
     series = {}
     for rate in args.rates:
         tr = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2=4,"
@@ -117,8 +120,8 @@ def plot(series: dict, args: argparse.Namespace, table: ProfileTable) -> None:
     rates = args.rates
     fig, axes = plt.subplots(3, len(rates), figsize=(6 * len(rates), 8), sharex=True,
                              squeeze=False)
-    colors = {"calibrated": "tab:green", "table": "tab:red", "hand-margins": "tab:orange",
-              "ideal": "tab:gray"}
+    colors = {"calibrated": "tab:green", "table": "tab:red", "table-nofb": "tab:purple",
+              "hand-margins": "tab:orange", "ideal": "tab:gray"}
     for c, rate in enumerate(rates):
         for mode, color in colors.items():
             arr, r = series[(rate, mode)]

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                         help="plan with the table as profiled (plus the overrides) instead of "
                              "learning what batches really cost on this machine")
+    parser.add_argument("--no-miss-feedback", dest="miss_feedback", action="store_false",
+                        help="keep SlackFit's rate-guard headroom fixed instead of raising it "
+                             "while requests miss their SLO (docs/scheduling.md)")
     parser.add_argument("--batch-log", default=None, metavar="CSV",
                         help="write one line per finished batch (time, worker, subnet, batch, "
                              "profiled / planned / observed / compute ms, head slack, late "
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                       overhead_s=args.overhead_ms / 1e3, latency_scale=args.latency_scale,
                       calibrate=args.calibrate, calibration_tail=args.calibration_tail,
                       calibration_quantile=args.calibration_quantile,
-                      batch_log=args.batch_log,
+                      batch_log=args.batch_log, miss_feedback=args.miss_feedback,
                       drain_timeout_s=args.drain_timeout_s,
                       device=args.device, worker_kind=args.worker_kind,
                       devices=parse_devices(args.devices) if args.devices else (),

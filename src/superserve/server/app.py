@@ -23,6 +23,7 @@ from superserve.runtime.protocol import WorkerPool
 from superserve.runtime.router import Router, RouterConfig
 from superserve.scheduling.base import Policy
 from superserve.scheduling.calibration import CalibrationConfig
+from superserve.scheduling.feedback import FeedbackConfig
 from superserve.server.codec import ModelIO
 from superserve.server.config import ServeConfig
 from superserve.server.http_api import FIRST_BYTE_KEY
@@ -163,6 +164,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
         overhead_s=cfg.overhead_s, calibrate=cfg.calibrate,
         calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear",
                                       quantile=cfg.calibration_quantile),
+        feedback=FeedbackConfig() if cfg.miss_feedback else None,
         batch_log=cfg.batch_log or ""))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics

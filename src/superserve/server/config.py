@@ -34,6 +34,7 @@ class ServeConfig:
     calibrate: bool = True  # learn the real cost of batches online (scheduling/calibration.py)
     calibration_tail: str = "constant"  # the batch reserve: one constant, or linear in the batch
     calibration_quantile: float = 0.9  # the batch reserve: this quantile of observed - fit
+    miss_feedback: bool = True  # raise SlackFit's rate-guard headroom while requests miss
     batch_log: str | None = None  # a CSV of every finished batch (RouterConfig.batch_log)
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (every visible GPU in turn, else cpu), cpu, cuda
