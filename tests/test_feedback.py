@@ -69,7 +69,7 @@ def test_bulk_add_equals_single_observations():
 
 
 @pytest.mark.parametrize("kw", [dict(tau_s=0), dict(low=0.1, high=0.01), dict(up=1.0),
-                                dict(max_boost=0.5), dict(min_requests=-1)])
+                                dict(max_boost=0.5), dict(min_requests=-1), dict(hold_s=-1)])
 def test_config_validation(kw):
     with pytest.raises(ConfigError):
         FeedbackConfig(**kw)
@@ -110,3 +110,24 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
     assert router.feedback.boost > 1.0
     router, _ = asyncio.run(body(None))
     assert router.feedback is None
+
+
+def test_relaxing_waits_out_the_hold_after_the_last_raise():
+    """The stabilization window: misses stop, the fraction fades below `high` within ~2.5 s
+    (no more raises) and below `low` soon after, but the boost holds until `hold_s` after
+    the last raise; then it relaxes. Without a hold it relaxes as soon as the fraction does."""
+    fb = MissFeedback(FeedbackConfig(hold_s=5.0))
+    t = feed(fb, 0.0, 2.0, 1000, miss_every=10)
+    t = feed(fb, t, 3.0, 1000)  # the fraction fades below `high`: the last raise is behind
+    held = fb.boost
+    assert held > 1.0
+    t = feed(fb, t, 1.5, 1000)  # below `low` now, but within 5 s of the last raise
+    assert fb.boost == held
+    feed(fb, t, 10.0, 1000)
+    assert fb.boost < held
+    quick = MissFeedback(FeedbackConfig(hold_s=0.0))
+    t = feed(quick, 0.0, 2.0, 1000, miss_every=10)
+    t = feed(quick, t, 3.0, 1000)
+    top = quick.boost
+    feed(quick, t, 1.5, 1000)
+    assert quick.boost < top
