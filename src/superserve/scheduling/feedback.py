@@ -10,12 +10,13 @@ batch ~9, 100% busy; the fastest fixed subnet held the SLO). What the router doe
 without a model is the outcome: how many requests recently missed their deadline on the
 client's clock, were dropped, or were refused for overload.
 
-`MissFeedback` turns that into a multiplier on the headroom, moved
-multiplicatively both ways: every `period_s`, while the recent miss fraction (exponentially
-weighted, time constant `tau_s`) is above `high`, the boost grows by `up` (up to `max_boost`);
-while it is below `low`, and no raise came within `hold_s`, it relaxes by `down` toward 1. A quiet machine seldom misses, so the
-boost stays at 1 and the guard is as measured (docs/scheduling.md); a co-tenant that starts
-makes it rise within a second or two, and it relaxes within seconds of the co-tenant leaving.
+`MissFeedback` turns that into a multiplier on the headroom, moved multiplicatively both
+ways: every `period_s`, while the recent miss fraction (exponentially weighted, time constant
+`tau_s`) is above `high`, the boost grows by `up` (up to `max_boost`); while it is below
+`low`, and no raise came within `hold_s`, it relaxes by `down` toward 1. A quiet machine
+seldom misses, so the boost stays at 1 and the guard is as measured (docs/scheduling.md); a
+co-tenant that starts makes it rise within a second or two, and it relaxes over 5-15 s once
+the co-tenant has left.
 
 Pure: times are passed in. The live router and the simulator use the same class.
 """
