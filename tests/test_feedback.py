@@ -68,8 +68,8 @@ def test_bulk_add_equals_single_observations():
     assert a.miss_fraction(0.6) == pytest.approx(b.miss_fraction(0.6)) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("kw", [dict(tau_s=0), dict(low=0.1, high=0.01), dict(up=1.0),
-                                dict(max_boost=0.5), dict(min_requests=-1), dict(hold_s=-1)])
+@pytest.mark.parametrize("kw", [{"tau_s": 0}, {"low": 0.1, "high": 0.01}, {"up": 1.0},
+                                {"max_boost": 0.5}, {"min_requests": -1}, {"hold_s": -1}])
 def test_config_validation(kw):
     with pytest.raises(ConfigError):
         FeedbackConfig(**kw)

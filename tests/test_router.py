@@ -506,7 +506,7 @@ def test_batch_log_writes_one_csv_line_per_finished_batch(table, tmp_path):
     path = tmp_path / "batches.csv"
 
     async def body():
-        clock, pool, router = make(table, policy=make_test_policy(table), batch_log=str(path))
+        clock, _pool, router = make(table, policy=make_test_policy(table), batch_log=str(path))
         futs = [router.submit(IMG, slo_s=0.050) for _ in range(5)]
         clock.advance(0.2)
         router.close()

@@ -254,10 +254,11 @@ class ServerMetrics:
              lambda: router.last_compute_s),
             ("probe_factor", "Start-up check: measured / profiled latency (0: not measured)",
              lambda: router.probe_factor or 0.0),
-            ("rate_boost", "Miss feedback: multiplier on SlackFit's rate-guard headroom "
-             "(1: no recent misses)", lambda: 1.0 if fb is None else fb.boost),
-            ("miss_fraction", "Miss feedback: recent fraction of requests late, dropped or "
-             "refused", lambda: 0.0 if fb is None else fb.miss_fraction(router.clock.now())),
+            ("rate_boost", ("Miss feedback: multiplier on SlackFit's rate-guard headroom "
+                            "(1: no recent misses)"), lambda: 1.0 if fb is None else fb.boost),
+            ("miss_fraction", ("Miss feedback: recent fraction of requests late, dropped or "
+                               "refused"),
+             lambda: 0.0 if fb is None else fb.miss_fraction(router.clock.now())),
         ]
         for name, doc, fn in gauges:
             self._read_on_loop(Gauge(f"superserve_calibration_{name}", doc, registry=r), fn)
