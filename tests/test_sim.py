@@ -91,9 +91,9 @@ def test_fast_simulator_equals_the_plain_reference(policy, workers):
     arrivals = bursty(500.0 * workers, 700.0 * workers, 4.0, 2.0, np.random.default_rng(5))
     slo = 0.012
     pol = make_policy(policy, table, slo_s=slo, workers=workers)
-    # the reference is the plain event loop: no miss feedback on the rate guard
+    # the reference is the plain event loop: no miss feedback on the rate guard, no batch wait
     r = simulate(arrivals, table, pol, SimConfig(slo_s=slo, workers=workers, overhead_s=0.2 * MS,
-                                                 feedback=None))
+                                                 feedback=None, batch_wait=None))
     finish, acc = reference(arrivals.tolist(), table, make_policy(policy, table, slo_s=slo,
                             workers=workers), slo, workers, overhead_s=0.2 * MS)
     met = ~np.isnan(finish) & (finish - arrivals <= slo + 1e-12)

@@ -352,3 +352,79 @@ def test_bool_prescan_never_misses_a_boolean_in_data():
     plain = json.dumps({"inputs": [{"name": "input", "data": [0.5, 1e-05, -2.0]}],
                         "parameters": {"slo_ms": 50}}).encode()
     assert not may_hold_bools(plain)  # the common request takes the fast path
+
+
+def _decode_both(head: bytes, monkeypatch):
+    """decode_http's outcome (images, or the error message) with the flat-array fast path
+    and without it."""
+    from superserve.errors import SuperServeError
+    from superserve.server import validation
+    from superserve.server.codec import ModelIO, decode_http
+
+    io = ModelIO(image_shape=(1, 2, 2))
+
+    def once():
+        try:
+            d = decode_http(head, None, io)
+            return ("ok", d.images.tolist(), d.slo_s, d.request_id)
+        except SuperServeError as e:
+            return ("error", type(e).__name__, str(e))
+
+    fast = once()
+    with monkeypatch.context() as m:
+        m.setattr(validation, "simdjson", None)
+        plain = once()
+    return fast, plain
+
+
+def test_flat_data_fast_path_decodes_exactly_as_the_plain_path(monkeypatch):
+    """The simdjson fast path (`split_flat_data`) never changes what a request decodes to:
+    the same images, or the same error, whatever `data` holds (flat or nested numbers,
+    booleans, strings, nulls, the wrong count) and whatever else names `data`."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    num = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=32),
+                    st.integers(-(2 ** 70), 2 ** 70))
+    leaf = st.one_of(num, num, num, st.booleans(), st.text(max_size=3), st.none())
+    data = st.one_of(st.lists(num, min_size=3, max_size=5),
+                     st.lists(st.one_of(leaf, st.lists(leaf, max_size=2)), max_size=5))
+    extra = st.dictionaries(st.sampled_from(["parameters", "id", "data", "x"]),
+                            st.one_of(st.text(max_size=6), st.just("data"),
+                                      st.just({"slo_ms": 40}), st.lists(num, max_size=2)),
+                            max_size=2)
+
+    @settings(max_examples=300, deadline=None)
+    @given(data, extra, st.booleans(), st.booleans())
+    def check(values, more, spaced, escaped):
+        doc = {"inputs": [{"name": "input", "shape": [1, 1, 2, 2], "datatype": "FP32",
+                           "data": values}], **more}
+        head = json.dumps(doc, separators=None if spaced else (",", ":"),
+                          ensure_ascii=escaped).encode()
+        fast, plain = _decode_both(head, monkeypatch)
+        assert fast == plain
+
+    check()
+
+
+def test_flat_data_fast_path_takes_the_usual_request_only():
+    from superserve.server.validation import split_flat_data
+
+    usual = json.dumps(body(IMG.ravel().tolist(), slo_ms=50)).encode()
+    rest, arr = split_flat_data(usual)
+    assert np.array_equal(arr, IMG.ravel().astype(np.float64))
+    assert json.loads(rest)["inputs"][0]["data"] == []
+    assert json.loads(rest)["parameters"] == {"slo_ms": 50}
+    for head in [
+        b'{"inputs":[{"data":[[1,2],[3,4]]}]}',  # nested: shape checked on the plain path
+        b'{"inputs":[{"data":[1,true,2,3]}]}',  # a boolean: an error there
+        b'{"inputs":[{"data":[1,null,2,3]}]}',
+        b'{"inputs":[{"data":["1",2,3,4]}]}',
+        b'{"inputs":[{"data":[1,2,3,1e400]}]}',  # out of range: the plain path says so
+        b'{"inputs":[{"data":[1,2,3,4]}],"id":"data"}',  # `"data"` twice
+        b'{"inputs":[{"data":[1,2,3,4]}],"id":"a\\"b"}',  # a backslash: escapes elsewhere
+        b'{"inputs":[{"data":{"a":1}}]}',
+        b'{"inputs":[{"data": 5}]}',
+        b'{"inputs":[{"data":[1,2,3,4}]}',  # truncated
+    ]:
+        assert split_flat_data(head) is None, head

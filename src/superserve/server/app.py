@@ -22,6 +22,7 @@ from superserve.runtime.clock import LoopClock
 from superserve.runtime.protocol import WorkerPool
 from superserve.runtime.router import Router, RouterConfig
 from superserve.scheduling.base import Policy
+from superserve.scheduling.batching import BatchWaitConfig
 from superserve.scheduling.calibration import CalibrationConfig
 from superserve.scheduling.feedback import FeedbackConfig
 from superserve.server.codec import ModelIO
@@ -165,6 +166,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
         calibration=CalibrationConfig(linear_tail=cfg.calibration_tail == "linear",
                                       quantile=cfg.calibration_quantile),
         feedback=FeedbackConfig() if cfg.miss_feedback else None,
+        batch_wait=BatchWaitConfig(wait_s=cfg.batch_wait_s) if cfg.batch_wait_s > 0 else None,
         batch_log=cfg.batch_log or ""))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics

@@ -59,6 +59,7 @@ from superserve.server.validation import (
     json_values,
     loads_bounded,
     may_hold_bools,
+    split_flat_data,
     parse_slo_s,
     short,
 )
@@ -247,7 +248,9 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
         head, rest = body[:hlen], body[hlen:]
     else:
         head, rest = body, b""
-    req = loads_bounded(head, io)
+    # the usual request's one flat array of numbers, parsed straight into an array
+    split = split_flat_data(head) if not rest else None
+    req = loads_bounded(head if split is None else split[0], io)
     if not isinstance(req, dict):
         raise InvalidInputError("request body must be a JSON object")
     params = req.get("parameters")
@@ -286,6 +289,11 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
                 raise InvalidInputError(f"input binary_data_size={len(rest)} but shape {shape} "
                                         f"of FP32 needs {want} bytes")
             arr = np.frombuffer(rest, dtype="<f4")
+        elif split is not None and t["data"] == []:  # the array cut out of the text
+            arr = split[1]
+            if arr.size != math.prod(shape):
+                raise InvalidInputError(f"input has {arr.size} values but shape {shape} needs "
+                                        f"{math.prod(shape)}")
         else:
             arr = json_values(t["data"], shape,
                               may_hold_bools=may_hold_bools(head))

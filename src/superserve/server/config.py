@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from superserve.errors import ConfigError
+from superserve.scheduling.batching import BatchWaitConfig
 
 __all__ = ["ServeConfig"]
 
@@ -36,6 +37,7 @@ class ServeConfig:
     calibration_quantile: float = 0.9  # the batch reserve: this quantile of observed - fit
     miss_feedback: bool = True  # raise SlackFit's rate-guard headroom while requests miss
     batch_log: str | None = None  # a CSV of every finished batch (RouterConfig.batch_log)
+    batch_wait_s: float = BatchWaitConfig.wait_s  # an idle worker's hold for company (0: none)
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (every visible GPU in turn, else cpu), cpu, cuda
     devices: tuple[str, ...] = ()  # explicit devices; worker i uses devices[i mod n]
@@ -65,6 +67,7 @@ class ServeConfig:
                 raise ConfigError(f"{name} must be an integer port in [{lo}, 65535], got {v!r}")
         if not self.default_slo_s > 0:
             raise ConfigError(f"default_slo_s must be > 0, got {self.default_slo_s!r}")
+        BatchWaitConfig(wait_s=self.batch_wait_s)  # raises ConfigError when it is invalid
         if not self.overhead_s >= 0:
             raise ConfigError(f"overhead_s must be >= 0, got {self.overhead_s!r}")
         if not 0 < self.latency_scale < 100:

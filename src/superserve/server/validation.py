@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from superserve.server.codec import ModelIO
 
 __all__ = ["check_bytes_shape", "check_images", "check_shape", "decode_content", "flag", "json_values",
-           "loads_bounded", "parse_slo_s", "short"]
+           "loads_bounded", "parse_slo_s", "short", "split_flat_data"]
 
 
 def _positive(name: str, v: Any, unit: str, scale: float, max_s: float) -> float:
@@ -266,6 +267,62 @@ def loads_bounded(head: bytes, io: ModelIO) -> Any:
         raise InvalidInputError(f"request body is not valid JSON: {str(e)[:200]}") from None
     except RecursionError:  # unreachable past the depth scan; kept as a guard
         raise InvalidInputError("request JSON nests too deeply") from None
+
+
+try:  # a declared dependency; without it every body takes the orjson path
+    import simdjson
+except ImportError:  # pragma: no cover
+    simdjson = None
+
+_PARSERS = threading.local()  # a simdjson parser per thread (one is not thread-safe)
+_NOT_IN_FLAT = (b"[", b'"', b"{", b"t", b"f", b"n")
+
+
+def split_flat_data(head: bytes) -> tuple[bytes, np.ndarray] | None:
+    """The usual JSON request, `"data": [n, n, ...]` with one flat array of numbers, parsed
+    without a Python object per number: the text with that array cut out (`[]` in its
+    place, for the JSON decoder) and the array as float64, parsed by simdjson straight into a
+    buffer (a 28x28 request: ~10 us, against ~35 us for orjson's list of floats and
+    `np.array` of it). None (the caller decodes the whole text) unless the text holds exactly
+    one `"data"`, followed by `:` and `[`, its span up to the first `]` holds no nested array,
+    string, object, literal or backslash, simdjson reads it, and the text has no backslash
+    anywhere (so no key elsewhere is an escaped `"data"`). With one `"data"` in the text, the
+    input's `data` is the array cut out exactly when the decoded input's `data` is `[]`."""
+    if simdjson is None:
+        return None
+    i = head.find(b'"data"')
+    if i < 0 or head.find(b'"data"', i + 6) >= 0 or b"\\" in head:
+        return None
+    k = i + 6
+    n = len(head)
+    while k < n and head[k] in b" \t\r\n":
+        k += 1
+    if k >= n or head[k] != 58:  # ':'
+        return None
+    k += 1
+    while k < n and head[k] in b" \t\r\n":
+        k += 1
+    if k >= n or head[k] != 91:  # '['
+        return None
+    j = head.find(b"]", k)
+    if j < 0:
+        return None
+    span = head[k + 1:j]
+    for b in _NOT_IN_FLAT:
+        if b in span:
+            return None
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = simdjson.Parser()
+    try:
+        doc = parser.parse(head[k:j + 1])
+        try:
+            buf = doc.as_buffer(of_type="d")
+        finally:
+            del doc  # the parser holds one live document at a time
+    except (ValueError, TypeError, RuntimeError):  # a bad number, out of range, empty
+        return None
+    return head[:k] + b"[]" + head[j + 1:], np.frombuffer(buf, dtype=np.float64)
 
 
 def may_hold_bools(head: bytes) -> bool:

@@ -37,6 +37,7 @@ import numpy as np
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
+from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
 from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
@@ -75,6 +76,8 @@ class SimConfig:
     calibration: CalibrationConfig | None = None
     # the router's miss feedback on SlackFit's rate guard (RouterConfig.feedback; None: off)
     feedback: FeedbackConfig | None = field(default_factory=FeedbackConfig)
+    # an idle worker's hold for company (RouterConfig.batch_wait; None: every batch at once)
+    batch_wait: BatchWaitConfig | None = field(default_factory=BatchWaitConfig)
 
     def __post_init__(self) -> None:
         if not (self.slo_s > 0 and math.isfinite(self.slo_s)):
@@ -221,6 +224,9 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     bisect_left, bisect_right = bisect.bisect_left, bisect.bisect_right
     heappush, heappop = heapq.heappush, heapq.heappop
 
+    wait = cfg.batch_wait
+    hold_at = math.inf  # a held batch's end (a free worker waits for company until then)
+    held = -math.inf  # the last hold that ran out: not held again
     tail = 0
     while True:
         # requests arrived by now; time only moves forward, so search a short window first
@@ -257,6 +263,12 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             qlen = len(requeue) + (tail - head)
             if qlen == 0:
                 break
+            if wait is not None:
+                until = hold_until(wait, now if now > held else held,  # noqa: FURB136
+                                   arrl[requeue[0] if requeue else head], slo, qlen, rate, max_b)
+                if until is not None:
+                    hold_at = until
+                    break
             w = free[-1]
             view.length = qlen
             view.head_deadline_s = arrl[requeue[0] if requeue else head] + slo
@@ -311,10 +323,15 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         nxt = t_done if t_done < t_event else t_event  # noqa: FURB136
         if t_arr < nxt:  # noqa: PLR1730
             nxt = t_arr
+        t_hold = hold_at if free else math.inf
+        if t_hold < nxt:  # noqa: PLR1730
+            nxt = t_hold
         if nxt == math.inf:
             break
         now = nxt
-        if t_done <= nxt:
+        if t_hold <= nxt:  # the hold ran out: the next pass dispatches what is queued
+            held, hold_at = hold_at, math.inf
+        elif t_done <= nxt:
             w = heappop(busy)[2]
             done, lo, hi, members, subnet, profiled, service, compute = in_flight.pop(w)
             if model is not None:
