@@ -59,9 +59,9 @@ from superserve.server.validation import (
     json_values,
     loads_bounded,
     may_hold_bools,
-    split_flat_data,
     parse_slo_s,
     short,
+    split_flat_data,
 )
 
 __all__ = [
