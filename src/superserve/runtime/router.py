@@ -507,8 +507,7 @@ class Router:
         self._open[fut] = req
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
-        self._dispatch()
-        self._arm_timer()
+        self._dispatch()  # arms the expiry timer too
         return fut
 
     def _clear_time_s(self, images: int, scale: float, overhead: float) -> float:
@@ -627,7 +626,10 @@ class Router:
         # despite float rounding of large monotonic clock values.
         at = (self._queue.head_deadline_s() - self.overhead_s
               - self.min_latency_s * self.latency_scale + 1e-6)
-        if at == self._timer_at:
+        if self._timer_at <= at:
+            # armed for no later: it fires, drops nothing that can still be met, re-arms.
+            # (The reserve moves with every response written, so re-arming on every change
+            # would replace a loop timer per request.)
             return
         self._cancel_timer()
         self._timer_at = at
@@ -667,23 +669,25 @@ class Router:
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self) -> None:
         q = self._queue
+        wait = None if self._draining else self.config.batch_wait
         while self._idle and q:
             now = self.clock.now()
             queued = len(q)  # the early-drop threshold is for the queue as it stands
-            self._drop_expired_heads(now)
             rate = self._rate.rate(now)
+            if wait is not None:  # held: no drop pass now, the expiry timer answers meanwhile
+                head = q.peek().request.result
+                until = hold_until(wait, max(now, self._held_until), head.arrival_s,
+                                   head.deadline_s - head.arrival_s, queued, rate,
+                                   self.table.batch_sizes[-1])
+                if until is not None:
+                    self._arm_hold(until)
+                    break
+            self._drop_expired_heads(now)
             self._drop_early(now, queued, rate)
             if not q:
                 break
             wid = self._idle[-1]
             head = q.peek().request.result
-            if self.config.batch_wait is not None and not self._draining:
-                until = hold_until(self.config.batch_wait, max(now, self._held_until),
-                                   head.arrival_s, head.deadline_s - head.arrival_s, len(q),
-                                   rate, self.table.batch_sizes[-1])
-                if until is not None:
-                    self._arm_hold(until)
-                    break
             view = QueueView(length=len(q), head_deadline_s=head.deadline_s, worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
                              arrival_rate_qps=rate, overhead_s=self.overhead_s,
