@@ -4,11 +4,14 @@ uvicorn bounds idle keep-alive connections (`timeout_keep_alive`) and open conne
 tasks (`limit_concurrency`: 503 beyond), but not a request whose headers trickle in, a body
 that never finishes, or a fresh connection that sends nothing: each would hold a connection
 (and, with `limit_concurrency`, a slot) forever. `guarded_protocol` wraps uvicorn's protocol
-class with one timer per connection: armed when the connection opens and when a request's
-first byte arrives, cancelled when the request is complete. When it fires, a client that has
+class with one deadline per connection: set when the connection opens and when a request's
+first byte arrives, cleared when the request is complete. When it passes, a client that has
 not had a response yet gets `408 Request Timeout` and the connection is closed; the
 application, if it was waiting for the body, sees a disconnect (a 400 it cannot deliver).
-One `call_later` per request: no cost on the hot path beyond scheduling a timer.
+The deadline is a number on the hot path; one loop timer per connection enforces it, and is
+left armed when a request completes: when it fires with no request being read it goes idle,
+before a later deadline it re-arms for that one (a timer created and cancelled per request
+cost ~2-3% of the server's CPU at 2,000 req/s).
 
 Disconnects: uvicorn only marks a request's cycle disconnected when its connection is lost,
 so an application waiting for something else (the router) would compute an answer nobody
@@ -43,18 +46,36 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
     request) must arrive whole within `read_timeout_s`."""
 
     class GuardedProtocol(base):  # type: ignore[misc,valid-type]
-        _read_timer: Any = None
+        _read_timer: Any = None  # armed for _timer_at, or None
+        _timer_at = 0.0
+        _read_by: float | None = None  # loop time the request being read must be whole by
         timeouts = 0  # class-wide count (tests, logs)
         disconnects = 0  # requests whose client left before the answer (class-wide)
 
         def _arm(self) -> None:
-            if self._read_timer is None:
-                self._read_timer = self.loop.call_later(read_timeout_s, self._read_timed_out)
+            if self._read_by is None:
+                self._read_by = self.loop.time() + read_timeout_s
+                if self._read_timer is None or self._timer_at > self._read_by:
+                    self._set_timer(self._read_by)
 
-        def _disarm(self) -> None:
+        def _set_timer(self, at: float) -> None:
             if self._read_timer is not None:
                 self._read_timer.cancel()
-                self._read_timer = None
+            self._timer_at = at
+            self._read_timer = self.loop.call_at(at, self._read_timer_fired)
+
+        def _disarm(self) -> None:
+            self._read_by = None  # the timer, if armed, goes idle when it fires
+
+        def _read_timer_fired(self) -> None:
+            self._read_timer = None
+            if self._read_by is None:
+                return
+            if self.loop.time() < self._read_by:  # a later request's deadline
+                self._set_timer(self._read_by)
+                return
+            self._read_by = None
+            self._read_timed_out()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -74,6 +95,9 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
             cycle = getattr(self, "cycle", None)
             hook = None
             if cycle is not None and not getattr(cycle, "response_complete", True):
@@ -84,7 +108,6 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
                 hook()
 
         def _read_timed_out(self) -> None:
-            self._read_timer = None
             if self.transport is None or self.transport.is_closing():
                 return
             type(self).timeouts += 1
