@@ -274,8 +274,10 @@ class Router:
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
         # resolve -> last byte written (encode + write + a busy loop), a high quantile
+        # (fed per request: refreshed at most every 50 ms)
         self._response_tail = RecentQuantile(self.calibration.config.response_quantile, 1024,
-                                        self.calibration.config.tail_max_age_s)
+                                             self.calibration.config.tail_max_age_s,
+                                             min_interval_s=0.05)
         self._tail_s = 0.0
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch

@@ -136,12 +136,16 @@ def _quantiles(a: np.ndarray, q: float) -> tuple[float, float]:
 class RecentQuantile:
     """A high quantile (and the median) of recent samples, over a bounded window bounded in
     age, recomputed lazily: adding is O(1); the quantiles are refreshed every `every`
-    additions (default: every 1/32 of the window, at least 8)."""
+    additions (default: every 1/32 of the window, at least 8), and no more often than every
+    `min_interval_s` (a stream fed per request, thousands a second, needs no fresher
+    quantile than a few per second)."""
 
     def __init__(self, quantile: float, window: int, max_age_s: float,
-                 every: int | None = None) -> None:
+                 every: int | None = None, min_interval_s: float = 0.0) -> None:
         self.q, self.max_age_s = quantile, max_age_s
         self.every = max(8, window // 32) if every is None else every
+        self.min_interval_s = min_interval_s
+        self._refreshed_s = -math.inf
         self._t: deque[float] = deque(maxlen=window)
         self._v: deque[float] = deque(maxlen=window)
         self._value: float | None = None
@@ -155,11 +159,13 @@ class RecentQuantile:
         self._t.append(now_s)
         self._v.append(value)
         self._dirty += 1
-        if self._dirty >= self.every or self._value is None:
+        if self._value is None or (self._dirty >= self.every
+                                   and now_s - self._refreshed_s >= self.min_interval_s):
             self._refresh(now_s)
 
     def _refresh(self, now_s: float) -> None:
         self._dirty = 0
+        self._refreshed_s = now_s
         while self._t and now_s - self._t[0] > self.max_age_s:
             self._t.popleft()
             self._v.popleft()
