@@ -73,3 +73,18 @@ def test_idle_keep_alive_is_not_a_slow_request(srv):
         r2 = c.get(f"{srv.http}/v2/health/live")
     assert r1.status_code == r2.status_code == 200
     assert r2.extensions["network_stream"] is r1.extensions["network_stream"]  # same socket
+
+
+def test_a_slow_request_after_a_fast_one_gets_its_own_full_timeout(srv):
+    """One deadline per connection, enforced by a timer left armed across requests: a
+    request that starts trickling late in the first one's window still gets the whole read
+    timeout from its own first byte (not the leftover of the window), and then its 408."""
+    with socket.create_connection(("127.0.0.1", srv.running.http_port), timeout=5) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        time.sleep(TIMEOUT_S * 0.6)  # the connection's first timer is due in ~0.4 x timeout
+        reply, took = _until_closed(s, [b"GET /v2/health/live HTTP/1.1\r\n"]
+                                    + [b"X-Slow: 1\r\n"] * 40, 0.05)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert TIMEOUT_S * 0.8 < took < TIMEOUT_S + 3.0

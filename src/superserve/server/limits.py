@@ -111,8 +111,11 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
             if self.transport is None or self.transport.is_closing():
                 return
             type(self).timeouts += 1
+            # the cycle is the request being read, or (its headers not complete yet) the
+            # one before it on this connection: a 408 unless a response is half written
             cycle = getattr(self, "cycle", None)
-            if cycle is None or not getattr(cycle, "response_started", False):
+            if cycle is None or not getattr(cycle, "response_started", False) or \
+                    getattr(cycle, "response_complete", False):
                 self.transport.write(_408)
             log.info("closing a connection from %s: request not received within %.3g s",
                      getattr(self, "client", None), read_timeout_s)
