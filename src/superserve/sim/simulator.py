@@ -269,6 +269,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 if until is not None:
                     hold_at = until
                     break
+                hold_at = math.inf  # going now: any hold set before is void
             w = free[-1]
             view.length = qlen
             view.head_deadline_s = arrl[requeue[0] if requeue else head] + slo
@@ -323,7 +324,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         nxt = t_done if t_done < t_event else t_event  # noqa: FURB136
         if t_arr < nxt:  # noqa: PLR1730
             nxt = t_arr
-        t_hold = hold_at if free else math.inf
+        # a hold left from before a worker failure took the free worker away ends now at once
+        t_hold = (hold_at if hold_at > now else now) if free else math.inf  # noqa: FURB136
         if t_hold < nxt:  # noqa: PLR1730
             nxt = t_hold
         if nxt == math.inf:
