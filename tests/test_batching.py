@@ -84,15 +84,22 @@ def _router(table, batch_wait):
 
 
 def _drive(table, batch_wait, gap_s, n=3000):
-    """n requests `gap_s` apart to an idle, fast worker; (batches, results)."""
+    """n requests `gap_s` apart to an idle, fast worker; (batches, results). The holds
+    are counted, and exported as `superserve_batch_holds_total`."""
+    from superserve.server.metrics import ServerMetrics
+
     async def body():
         clock, pool, router = _router(table, batch_wait)
+        metrics = ServerMetrics(lambda: 0, lambda: 1, router)
         futs = []
         for k in range(n):
             clock.run_until(1.0 + k * gap_s)
             futs.append(router.submit(IMG, slo_s=0.050))
         clock.advance(1.0)
         assert router.open_requests == 0
+        held = router.stats.holds
+        assert (held > 0) == (batch_wait is not None and gap_s < 0.001)
+        assert f"superserve_batch_holds_total {float(held)}".encode() in metrics.render()
         return len(pool.submitted), [f.result() for f in futs]
     return asyncio.run(body())
 

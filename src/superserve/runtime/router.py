@@ -227,6 +227,7 @@ class _Stats:
     submitted: int = 0
     terminal: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
     batches: int = 0
+    holds: int = 0  # times an idle worker held its next batch for company (batch wait)
     requeued: int = 0
     hung: int = 0  # workers the watchdog killed
     workers_lost: int = 0  # deaths (crash, kill, hang); a removal is not one
@@ -658,6 +659,8 @@ class Router:
             if self._hold_at <= at:
                 return  # an earlier hold re-dispatches first
             self._hold.cancel()
+        else:
+            self.stats.holds += 1
         self._hold_at = at
         self._hold = self.clock.call_at(at, self._on_hold)
 

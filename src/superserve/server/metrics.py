@@ -228,6 +228,15 @@ class ServerMetrics:
             self._router_gauges(r, router)
 
     def _router_gauges(self, r: CollectorRegistry, router: Any) -> None:
+        holds = self._own.counter("superserve_batch_holds",
+                                  "Times an idle worker held its next batch for company "
+                                  "(the batch wait, --batch-wait-ms)")
+        stats = router.stats
+
+        def copy_holds() -> None:
+            holds.values[""] = float(stats.holds)
+
+        self._snapshots.insert(0, copy_holds)  # before the loop-owned series are copied
         m = router.calibration
         fb = getattr(router, "feedback", None)  # MissFeedback, or None when off
         gauges = [  # (name, help, read at scrape time)
