@@ -667,7 +667,8 @@ class Router:
     def _on_hold(self) -> None:
         # a loop timer may fire up to its resolution early (uvloop: 1 ms): the hold meant
         # to end at `_hold_at` has ended, whatever the clock says
-        self._held_until = self._hold_at
+        if self._hold_at < math.inf:  # (a call with no hold pending only dispatches)
+            self._held_until = self._hold_at
         self._hold, self._hold_at = None, math.inf
         self._dispatch()
 

@@ -231,10 +231,10 @@ class ServerMetrics:
         holds = self._own.counter("superserve_batch_holds",
                                   "Times an idle worker held its next batch for company "
                                   "(the batch wait, --batch-wait-ms)")
-        stats = router.stats
+        stats = getattr(router, "stats", None)  # duck-typed routers may keep none
 
         def copy_holds() -> None:
-            holds.values[""] = float(stats.holds)
+            holds.values[""] = float(getattr(stats, "holds", 0))
 
         self._snapshots.insert(0, copy_holds)  # before the loop-owned series are copied
         m = router.calibration
