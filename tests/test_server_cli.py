@@ -67,3 +67,11 @@ def test_serve_rejects_bad_worker_cpus(cpus, msg, capsys):
 
     assert main(["serve", "--worker-cpus", cpus, "--worker-kind", "noop"]) == 2
     assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ms", ["-1", "nan", "inf"])
+def test_serve_rejects_a_bad_batch_wait(ms, capsys):
+    from superserve.cli import main
+
+    assert main(["serve", "--batch-wait-ms", ms, "--worker-kind", "noop"]) == 2
+    assert "--batch-wait-ms must be >= 0" in capsys.readouterr().err

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
+    if args.batch_wait_ms is not None and not 0 <= args.batch_wait_ms < 1e6:  # nan: refused
+        raise ConfigError(f"--batch-wait-ms must be >= 0 (0: never hold), got "
+                          f"{args.batch_wait_ms}")
     if args.worker_cpus is not None:
         _pin_workers(args.worker_cpus)
     cfg = ServeConfig(model=args.model, weights=args.weights or "", table=args.table,
