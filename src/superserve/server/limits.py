@@ -46,8 +46,7 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
     request) must arrive whole within `read_timeout_s`."""
 
     class GuardedProtocol(base):  # type: ignore[misc,valid-type]
-        _read_timer: Any = None  # armed for _timer_at, or None
-        _timer_at = 0.0
+        _read_timer: Any = None  # armed for a deadline no later than _read_by, or None
         _read_by: float | None = None  # loop time the request being read must be whole by
         timeouts = 0  # class-wide count (tests, logs)
         disconnects = 0  # requests whose client left before the answer (class-wide)
@@ -55,14 +54,11 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
         def _arm(self) -> None:
             if self._read_by is None:
                 self._read_by = self.loop.time() + read_timeout_s
-                if self._read_timer is None or self._timer_at > self._read_by:
-                    self._set_timer(self._read_by)
+                if self._read_timer is None:  # else armed for an earlier deadline: re-arms
+                    self._set_timer()
 
-        def _set_timer(self, at: float) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-            self._timer_at = at
-            self._read_timer = self.loop.call_at(at, self._read_timer_fired)
+        def _set_timer(self) -> None:
+            self._read_timer = self.loop.call_at(self._read_by, self._read_timer_fired)
 
         def _disarm(self) -> None:
             self._read_by = None  # the timer, if armed, goes idle when it fires
@@ -72,7 +68,7 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
             if self._read_by is None:
                 return
             if self.loop.time() < self._read_by:  # a later request's deadline
-                self._set_timer(self._read_by)
+                self._set_timer()
                 return
             self._read_by = None
             self._read_timed_out()
