@@ -92,3 +92,72 @@ def test_a_slow_request_after_a_fast_one_gets_its_own_full_timeout(srv):
                                     + [b"X-Slow: 1\r\n"] * 40, 0.05)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert TIMEOUT_S * 0.8 < took < TIMEOUT_S + 3.0
+
+
+KEEP_ALIVE_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def short_keep_alive():
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
+                     request_read_timeout_s=5.0, keep_alive_timeout_s=KEEP_ALIVE_S)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _get_on(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\n\r\n")
+    got = b""
+    while b"}" not in got:  # the whole response (headers and body may part)
+        chunk = sock.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+def test_idle_keep_alive_connection_is_closed_after_its_timeout(short_keep_alive):
+    """The connection's one timer closes it once idle for keep_alive_timeout_s (no uvicorn
+    timer per response): quietly, with no 408, since no request was being read."""
+    with socket.create_connection(("127.0.0.1", short_keep_alive.running.http_port),
+                                  timeout=5) as s:
+        assert _get_on(s).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        s.settimeout(KEEP_ALIVE_S + 5)
+        rest = s.recv(4096)
+        took = time.monotonic() - t0
+    assert rest == b""  # closed, nothing said
+    assert KEEP_ALIVE_S * 0.8 < took < KEEP_ALIVE_S + 3.0
+
+
+def test_a_busy_keep_alive_connection_stays_open(short_keep_alive):
+    """Each response moves the idle deadline: requests every 0.6 x keep-alive for 3 x
+    keep-alive all go over one socket (the timer fires early, finds it busy, re-arms)."""
+    with socket.create_connection(("127.0.0.1", short_keep_alive.running.http_port),
+                                  timeout=5) as s:
+        for _ in range(5):
+            assert _get_on(s).startswith(b"HTTP/1.1 200")
+            time.sleep(KEEP_ALIVE_S * 0.6)
+        assert _get_on(s).startswith(b"HTTP/1.1 200")
+
+
+def test_keep_alive_timeout_is_validated():
+    from superserve.errors import ConfigError
+    from superserve.server.config import ServeConfig
+
+    for bad in (0, -1.0, 4000.0, float("nan")):
+        with pytest.raises(ConfigError, match="keep_alive_timeout_s"):
+            ServeConfig(keep_alive_timeout_s=bad)
+
+
+def test_uvicorn_keep_alive_is_replaced_with_this_uvicorn():
+    """The guard replaces uvicorn's per-response keep-alive timer only where uvicorn's
+    method is the one it knows (else uvicorn's runs unchanged): with the installed uvicorn,
+    it does, so a change there shows up here rather than as lost CPU."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from superserve.server.limits import _keeps_alive_per_request
+
+    assert _keeps_alive_per_request(HttpToolsProtocol)
+    assert not _keeps_alive_per_request(object)

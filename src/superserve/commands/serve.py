@@ -114,6 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-read-timeout-s", type=float, default=30.0,
                         help="a request's headers and body must arrive within it, else 408 "
                              "and the connection is closed (slow clients; default 30)")
+    parser.add_argument("--keep-alive-timeout-s", type=float, default=30.0,
+                        help="an idle keep-alive HTTP connection is closed after this many "
+                             "seconds (default 30; keep it above a load balancer's idle "
+                             "timeout)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
                       auth_token_file=args.auth_token_file,
                       auth_open_health=args.auth_open_health, tls_cert=args.tls_cert,
                       tls_key=args.tls_key, insecure=args.insecure,
-                      request_read_timeout_s=args.request_read_timeout_s)
+                      request_read_timeout_s=args.request_read_timeout_s,
+                      keep_alive_timeout_s=args.keep_alive_timeout_s)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""

@@ -122,7 +122,8 @@ class _Uvicorn:
 
     @staticmethod
     def make(app: Any, limit_concurrency: int | None = None,
-             read_timeout_s: float | None = None, **ssl: Any) -> Any:
+             read_timeout_s: float | None = None, keep_alive_s: float = 30.0,
+             **ssl: Any) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -135,7 +136,7 @@ class _Uvicorn:
         # proxy_headers off: nothing here reads the client address, and uvicorn's
         # X-Forwarded-* middleware would wrap every request
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                             timeout_keep_alive=30, limit_concurrency=limit_concurrency,
+                             timeout_keep_alive=keep_alive_s, limit_concurrency=limit_concurrency,
                              proxy_headers=False,
                              http=_guarded(_stamped_protocol(getattr(app, "direct", None)),
                                            read_timeout_s), **ssl)
@@ -185,6 +186,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
     server = _Uvicorn.make(build_app(service, metrics, auth),
                            limit_concurrency=2 * cfg.max_queue + 64,
                            read_timeout_s=cfg.request_read_timeout_s,
+                           keep_alive_s=cfg.keep_alive_timeout_s,
                            **uvicorn_ssl_kwargs(cfg.tls_cert, cfg.tls_key))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     grpc_server, grpc_port = None, -1

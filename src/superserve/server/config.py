@@ -53,6 +53,7 @@ class ServeConfig:
     tls_key: str | None = None  # PEM private key of tls_cert
     insecure: bool = False  # allow a non-loopback host without authentication
     request_read_timeout_s: float = 30.0  # a request's headers and body must arrive within it
+    keep_alive_timeout_s: float = 30.0  # an idle keep-alive HTTP connection is closed after it
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",
@@ -96,6 +97,9 @@ class ServeConfig:
         if not 0 < self.request_read_timeout_s <= 3600:
             raise ConfigError(f"request_read_timeout_s must be in (0, 3600], got "
                               f"{self.request_read_timeout_s!r}")
+        if not 0 < self.keep_alive_timeout_s <= 3600:
+            raise ConfigError(f"keep_alive_timeout_s must be in (0, 3600], got "
+                              f"{self.keep_alive_timeout_s!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together: pass both or neither")
         from superserve.server.tls import check_exposure
