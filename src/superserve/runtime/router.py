@@ -623,7 +623,8 @@ class Router:
 
     def _arm_timer(self) -> None:
         if not self._queue:
-            self._cancel_timer()
+            # left armed: it fires once, finds nothing to drop, and goes idle; cancelling
+            # it here would make and cancel a loop timer per batch
             return
         # 1 us past the exact drop point, so that `cannot_meet` is robustly true there
         # despite float rounding of large monotonic clock values.
