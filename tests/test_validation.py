@@ -422,6 +422,8 @@ def test_flat_data_fast_path_takes_the_usual_request_only():
         b'{"inputs":[{"data":["1",2,3,4]}]}',
         b'{"inputs":[{"data":[1,2,3,1e400]}]}',  # out of range: the plain path says so
         b'{"inputs":[{"data":[1,2,3,4]}],"id":"data"}',  # `"data"` twice
+        b'{"id":"data","inputs":[{"data":[1,2,3,4]}]}',  # ... the first not a key
+        b'{"x":{"data":[9]},"inputs":[{"data":[1,2,3,4]}]}',  # ... the first another array
         b'{"inputs":[{"data":[1,2,3,4]}],"id":"a\\"b"}',  # a backslash: escapes elsewhere
         b'{"inputs":[{"data":{"a":1}}]}',
         b'{"inputs":[{"data": 5}]}',

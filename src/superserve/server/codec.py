@@ -301,7 +301,7 @@ def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:
         else:
             arr = json_values(t["data"], shape,
                               may_hold_bools=may_hold_bools(head))
-        images = check_images(arr, shape, io)
+        images = check_images(arr, shape, io, shape_checked=True)
     default_binary = flag("binary_data_output", params["binary_data_output"]) \
         if "binary_data_output" in params else False
     names, binary, classification = _requested_outputs(req.get("outputs"), default_binary, io)
@@ -340,7 +340,7 @@ def decode_grpc_images(req: Any, io: ModelIO) -> np.ndarray | list[bytes]:
             raise InvalidInputError(f"input has {len(values)} values but shape {shape} needs "
                                     f"{want}")
         arr = np.asarray(values, dtype=np.float32)
-    return check_images(arr, shape, io)
+    return check_images(arr, shape, io, shape_checked=True)
 
 
 def grpc_outputs(req: Any, io: ModelIO) -> tuple[list[str], dict[str, int]]:

@@ -262,9 +262,7 @@ class DirectInfer:
         """The whole response in one write; False when the client is gone."""
         if self.disconnected or self.transport.is_closing():
             return False
-        parts = [STATUS_LINE[status]]
-        for name, value in self.default_headers:
-            parts += (name, b": ", value, b"\r\n")
+        parts = [STATUS_LINE[status], _header_block(self.default_headers)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
@@ -281,6 +279,19 @@ class DirectInfer:
 
 
 _LATER: set[asyncio.Task[None]] = set()  # fast-lane answers waiting for a slow reader
+_block: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers, as last written
+
+
+def _header_block(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (`date`, `server`) as written, made once per list (uvicorn
+    replaces the list each second; one tuple, so a server on another thread's loop never
+    reads one list's block for another's)."""
+    global _block
+    cached = _block
+    if cached[0] is not default_headers:
+        cached = _block = (default_headers,
+                           b"".join(b"%s: %s\r\n" % hv for hv in default_headers))
+    return cached[1]
 
 
 def _nothing() -> None:

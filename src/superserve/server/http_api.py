@@ -233,7 +233,12 @@ class InferFastPath:
             service.written(result, delivered=sent and status == 200)
 
 
+_JSON_ONLY = {"content-type": "application/json"}
+
+
 def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    if headers == _JSON_ONLY:  # the usual response's (a new list: callers append to it)
+        return [(b"content-type", b"application/json")]
     return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 

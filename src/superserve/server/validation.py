@@ -121,9 +121,15 @@ def check_bytes_shape(shape: Any, io: ModelIO) -> list[int]:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_images(arr: np.ndarray, shape: Sequence[int], io: ModelIO) -> np.ndarray:
-    """Validate a decoded FP32 tensor against its declared shape and the model's input."""
-    shape = check_shape(shape, io)
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce  # (arr.max() adds a Python-level wrapper)
+
+
+def check_images(arr: np.ndarray, shape: Sequence[int], io: ModelIO,
+                 shape_checked: bool = False) -> np.ndarray:
+    """Validate a decoded FP32 tensor against its declared shape and the model's input
+    (`shape_checked`: the caller already ran `check_shape` on it)."""
+    if not shape_checked:
+        shape = check_shape(shape, io)
     if arr.size != math.prod(shape):
         raise InvalidInputError(
             f"input has {arr.size} values but shape {shape} needs {math.prod(shape)}")
@@ -131,7 +137,7 @@ def check_images(arr: np.ndarray, shape: Sequence[int], io: ModelIO) -> np.ndarr
     if arr.dtype != np.float32:  # from JSON numbers: float64 or int64
         # two reductions decide it: within [-max, max] is finite and castable (NaN fails
         # both comparisons); the counts for the message only on the error path
-        if not (arr.max() <= _F32_MAX and arr.min() >= -_F32_MAX):
+        if not (_MAX(arr, axis=None) <= _F32_MAX and _MIN(arr, axis=None) >= -_F32_MAX):
             with np.errstate(over="ignore", invalid="ignore"):
                 big = int((np.abs(arr) > _F32_MAX).sum())
             if big:
@@ -291,7 +297,7 @@ def split_flat_data(head: bytes) -> tuple[bytes, np.ndarray] | None:
     if simdjson is None:
         return None
     i = head.find(b'"data"')
-    if i < 0 or head.find(b'"data"', i + 6) >= 0 or b"\\" in head:
+    if i < 0 or b"\\" in head:
         return None
     k = i + 6
     n = len(head)
@@ -311,6 +317,9 @@ def split_flat_data(head: bytes) -> tuple[bytes, np.ndarray] | None:
     for b in _NOT_IN_FLAT:
         if b in span:
             return None
+    # a second "data" can only follow the array: up to `]` there is no '"' past the first
+    if head.find(b'"data"', j + 1) >= 0:
+        return None
     parser = getattr(_PARSERS, "parser", None)
     if parser is None:
         parser = _PARSERS.parser = simdjson.Parser()
