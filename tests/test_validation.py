@@ -430,3 +430,32 @@ def test_flat_data_fast_path_takes_the_usual_request_only():
         b'{"inputs":[{"data":[1,2,3,4}]}',  # truncated
     ]:
         assert split_flat_data(head) is None, head
+
+
+def test_value_checks_take_the_exact_path_when_the_quick_one_cannot_decide():
+    """check_images decides float64 input by one sum of squares; a sum too large for that
+    (valid values near the FP32 limit) or one that overflows (values far outside it) goes
+    to the exact checks, which accept the first, refuse the second, and warn of nothing."""
+    import warnings
+
+    from superserve.errors import InvalidInputError
+    from superserve.server.codec import ModelIO
+    from superserve.server.validation import _OVERFLOW_IN_DOT, check_images
+
+    io = ModelIO()
+    shape = [1, 1, 28, 28]
+    near = np.full(784, 3.0e38)  # each value fits FP32; their squares sum past 1.2e77
+    out = check_images(near, shape, io, shape_checked=True)
+    assert out.dtype == np.float32 and out.shape == (1, 1, 28, 28)
+    assert np.all(out == np.float32(3.0e38))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the dot product's overflow is ours to expect
+        warnings.filterwarnings("ignore", **_OVERFLOW_IN_DOT)
+        for bad, said in ((1e200, "FP32 range"), (-1e39, "FP32 range"), (np.nan, "non-finite"),
+                          (np.inf, "FP32 range")):
+            a = np.zeros(784)
+            a[7] = bad
+            with pytest.raises(InvalidInputError, match=said):
+                check_images(a, shape, io, shape_checked=True)
+    ints = np.arange(784, dtype=np.int64) * 10 ** 15  # squares wrap in int64: not used
+    assert check_images(ints, shape, io).dtype == np.float32

@@ -716,7 +716,7 @@ class Router:
                 continue
             self._idle.pop()
             bid = next(self._batch_ids)
-            images = np.stack([j.image for j in jobs])
+            images = np.array([j.image for j in jobs])  # (np.stack: ~2.5 us more a batch)
             planned = ((self.table.latency_s(plan.subnet, len(jobs)) + plan.load_s)
                        * view.latency_scale + view.overhead_s)
             hang_at = now + max(planned * self.config.hang_factor,

@@ -384,8 +384,9 @@ def tensor_bytes(datatype: str, a: np.ndarray) -> bytes:
 
 
 def output_arrays(logits: np.ndarray) -> dict[str, np.ndarray]:
+    # (the method: np.argmax's Python-level dispatch costs ~1 us more per response)
     return {"logits": np.ascontiguousarray(logits, dtype=np.float32),
-            "predicted": np.argmax(logits, axis=1).astype(np.int64)}
+            "predicted": logits.argmax(axis=1).astype(np.int64)}
 
 
 def result_parameters(result: Any) -> dict[str, Any]:
