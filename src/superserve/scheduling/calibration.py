@@ -215,7 +215,9 @@ class LatencyModel:
         # relative weights are 1 / (prior cost + this)^2: sub-millisecond batches, whose
         # timing noise is mostly absolute, do not outweigh the rest
         self._w_floor = 0.0005
-        self._sums = np.zeros(5)  # decayed sums of w, p, p^2, y, p*y
+        # decayed sums of w, p, p^2, y, p*y (Python floats: numpy's per-call overhead
+        # on five numbers cost more than the arithmetic)
+        self._sums = [0.0] * 5
         self._t_last: float | None = None
         self.samples = 0
         self.scale, self.overhead_s = self._prior
@@ -332,7 +334,7 @@ class LatencyModel:
         forgets old ratios. Cheap when called often; acts once per half-life of silence."""
         if self._t_last is None or now_s - self._t_last < self.config.half_life_s:
             return
-        self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
+        self._decay(now_s)
         self._t_last = now_s
         for q in (self._resid, self._resid_lo, self._resid_hi, self._p_all, self._p_lo,
                   self._p_hi):
@@ -343,12 +345,22 @@ class LatencyModel:
 
     def _add(self, now_s: float, p: float, y: float, n: float = 1.0) -> None:
         if self._t_last is not None and now_s > self._t_last:
-            self._sums *= math.exp(-self._decay_per_s * (now_s - self._t_last))
+            self._decay(now_s)
         self._t_last = now_s if self._t_last is None else max(self._t_last, now_s)
         # relative least squares: each batch weighs by 1 / (its prior cost)^2, so a 0.4 ms
         # batch counts as much as a 30 ms one (the tail is a ratio; so is the fit's error)
         w = n / (self._prior[0] * p + self._prior[1] + self._w_floor) ** 2
-        self._sums += (w, w * p, w * p * p, w * y, w * p * y)
+        sums = self._sums
+        sums[0] += w
+        sums[1] += w * p
+        sums[2] += w * p * p
+        sums[3] += w * y
+        sums[4] += w * p * y
+
+    def _decay(self, now_s: float) -> None:
+        """Fade the evidence by the time since the last batch (half-life)."""
+        f = math.exp(-self._decay_per_s * (now_s - self._t_last))
+        self._sums = [x * f for x in self._sums]
 
     def observe(self, now_s: float, profiled_s: float, observed_s: float,
                 compute_s: float | None = None) -> None:
