@@ -37,7 +37,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from superserve.errors import InvalidInputError, SuperServeError
 from superserve.server.http_api import FIRST_BYTE_KEY, _error_parts
-from superserve.server.limits import ON_DISCONNECT_KEY
+from superserve.server.limits import ON_DISCONNECT_KEY, uvicorn_method_has
 
 log = logging.getLogger(__name__)
 
@@ -301,18 +301,12 @@ def _nothing() -> None:
 def uvicorn_supports_direct(protocol: type) -> bool:
     """Whether uvicorn's httptools protocol still has what `direct_protocol` relies on (its
     internals, not its API): the per-request cycle and task set-up, the pipeline queue."""
-    import inspect
-
-    needed = ("_start_asgi_task", "on_headers_complete", "on_message_complete",
-              "on_response_complete", "on_body")
-    if not all(callable(getattr(protocol, n, None)) for n in needed):
-        return False
-    try:
-        src = inspect.getsource(protocol.__init__)
-    except (OSError, TypeError):
-        return False
-    return all(f"self.{a}" in src for a in ("pipeline", "cycle", "flow", "server_state",
-                                             "limit_concurrency"))
+    return uvicorn_method_has(
+        protocol, "__init__",
+        ("_start_asgi_task", "on_headers_complete", "on_message_complete",
+         "on_response_complete", "on_body"),
+        tuple(f"self.{a}" for a in ("pipeline", "cycle", "flow", "server_state",
+                                    "limit_concurrency")))
 
 
 def direct_protocol(base: type, handler: Any) -> type:

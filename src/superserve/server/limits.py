@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ON_DISCONNECT_KEY", "guarded_protocol"]
+__all__ = ["ON_DISCONNECT_KEY", "guarded_protocol", "uvicorn_method_has"]
 
 # ASGI scope key: a callable the application sets while it would still answer the request;
 # called (on the loop) if the connection is lost before the response is complete
@@ -153,16 +153,26 @@ def guarded_protocol(base: type, read_timeout_s: float) -> type:
 
 def _keeps_alive_per_request(base: type) -> bool:
     """Whether uvicorn's protocol `base` arms its keep-alive timer per response the way
-    `GuardedProtocol.on_response_complete` replaces (its internals, not its API); otherwise
-    uvicorn's own method runs unchanged."""
+    `GuardedProtocol.on_response_complete` replaces; otherwise uvicorn's own method runs
+    unchanged."""
+    return uvicorn_method_has(
+        base, "on_response_complete",
+        ("_unset_keepalive_if_required", "timeout_keep_alive_handler"),
+        ("self.pipeline", "timeout_keep_alive_task = self.loop.call_later",
+         "total_requests += 1", "resume_reading"))
+
+
+def uvicorn_method_has(cls: type, method: str, callables: tuple[str, ...],
+                       snippets: tuple[str, ...]) -> bool:
+    """Whether uvicorn's class `cls` has the methods `callables` and `method`, and that
+    method's source holds every one of `snippets`: what a subclass here relies on (uvicorn's
+    internals, not its API) is still there."""
     import inspect
 
-    needed = ("_unset_keepalive_if_required", "timeout_keep_alive_handler")
-    if not all(callable(getattr(base, n, None)) for n in needed):
+    if not all(callable(getattr(cls, n, None)) for n in (*callables, method)):
         return False
     try:
-        src = inspect.getsource(base.on_response_complete)
+        src = inspect.getsource(getattr(cls, method))
     except (OSError, TypeError):
         return False
-    return all(k in src for k in ("self.pipeline", "timeout_keep_alive_task = self.loop"
-                                  ".call_later", "total_requests += 1", "resume_reading"))
+    return all(k in src for k in snippets)

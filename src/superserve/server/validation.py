@@ -126,8 +126,8 @@ _F32_MAX = float(np.finfo(np.float32).max)
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce  # (arr.max() adds a Python-level wrapper)
 _SQUARES_OK = _F32_MAX * _F32_MAX  # ~1.2e77, a float64
 # check_images' dot product overflows only on values far outside the FP32 range (a 400)
-_OVERFLOW_IN_DOT = dict(message="overflow encountered in dot", category=RuntimeWarning,
-                        module=re.escape(__name__))
+_OVERFLOW_IN_DOT = {"message": "overflow encountered in dot", "category": RuntimeWarning,
+                    "module": re.escape(__name__)}
 warnings.filterwarnings("ignore", **_OVERFLOW_IN_DOT)
 
 
