@@ -409,10 +409,10 @@ class Router:
         scale = m.plan_scale
         if abs(math.log(scale / self._logged_scale)) > math.log(1.25):
             log.info("calibration: batches now cost x%.2f of the table + %.2f ms (compute fit "
-                     "x%.2f + %.2f ms, p99 reserve %.2f ms, transport median %.2f ms, %d "
+                     "x%.2f + %.2f ms, q%g reserve %.2f ms, transport median %.2f ms, %d "
                      "batches); was x%.2f", scale, m.plan_overhead_s * 1e3, m.scale,
-                     m.overhead_s * 1e3, m.reserve_s * 1e3, m.transport_s * 1e3, m.samples,
-                     self._logged_scale)
+                     m.overhead_s * 1e3, m.config.quantile * 100, m.reserve_s * 1e3,
+                     m.transport_s * 1e3, m.samples, self._logged_scale)
             self._logged_scale = scale
 
     @property
