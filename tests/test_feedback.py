@@ -131,3 +131,40 @@ def test_relaxing_waits_out_the_hold_after_the_last_raise():
     top = quick.boost
     feed(quick, t, 1.5, 1000)
     assert quick.boost < top
+
+
+def test_a_raise_waits_for_evidence_that_arrived_after_it():
+    """Requests that arrived before the last raise (plus one SLO) still miss once it is
+    made: a backlog from a transient. They count in the miss fraction, but raise no more;
+    a fresh request that misses does, and a co-tenant that stays keeps raising it."""
+    slo = 0.05
+    fb = MissFeedback()
+    t = 0.0
+    for _ in range(2500):  # a transient: requests that arrived before 0.5 s miss
+        arrived = t - 0.04
+        fb.observe(t, arrived < 0.5, arrived, slo)
+        t += 1e-3
+    assert fb.raised_s == pytest.approx(0.5)  # the first period with evidence
+    assert fb.boost == 1.25  # the backlog kept the fraction high for 2 s, but raised no more
+    assert fb.miss_fraction(1.0) > 0.01
+    r = fb.raised_s
+    assert not fb.is_fresh(r + 0.04, slo) and fb.is_fresh(r + 0.05, slo) and fb.is_fresh(None)
+    for _ in range(3):  # fresh ones miss: each period raises again
+        for _ in range(500):
+            fb.observe(t, True, t - 0.04, slo)
+            t += 1e-3
+    assert fb.boost >= 1.25 ** 3
+
+
+def test_stale_reclassified_misses_do_not_raise():
+    fb = MissFeedback()
+    for k in range(501):  # half miss: raised at 0.5 s
+        fb.observe(k * 1e-3, k % 2 == 0, None)
+    assert fb.boost == 1.25
+    raised = fb.raised_s
+    for k in range(1000):  # on time here, late at the client; all arrived before the raise
+        t = 0.6 + k * 1e-3
+        fb.observe(t, False, raised - 0.01, 0.05)
+        fb.reclassify(t, raised - 0.01, 0.05)
+    assert fb.boost == 1.25
+    assert fb.miss_fraction(1.6) > 0.5

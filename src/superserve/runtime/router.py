@@ -353,7 +353,8 @@ class Router:
         result.written_s = written_s
         if (self.feedback is not None and result.deadline_met
                 and not result.met_on_client_clock):  # on time here, late at the client
-            self.feedback.reclassify(self.clock.now())
+            self.feedback.reclassify(self.clock.now(), result.arrival_s,
+                                     result.deadline_s - result.arrival_s)
         if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
                 and math.isfinite(written_s)):
             self._response_tail.add(written_s, written_s - result.end_s)
@@ -543,7 +544,8 @@ class Router:
         self._open.pop(req.future, None)
         self.stats.terminal[outcome] += 1
         if self.feedback is not None and (outcome is Outcome.COMPLETED or outcome in _MISSES):
-            self.feedback.observe(r.end_s, not r.deadline_met)
+            self.feedback.observe(r.end_s, not r.deadline_met, r.arrival_s,
+                                  r.deadline_s - r.arrival_s)
         if not req.future.done():
             req.future.set_result(r)
         if self.listener is not None:

@@ -249,16 +249,18 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
             cut = now + plan_ovh + bar * scale - slo
-            dropped = 0
+            dropped = fresh = 0  # fresh: evidence for the feedback's next raise (is_fresh)
+            fresh_from = fb.raised_s + slo if fb is not None else math.inf
             while requeue and arrl[requeue[0]] < cut:
-                requeue.pop(0)
+                fresh += arrl[requeue.pop(0)] >= fresh_from
                 dropped += 1
             if head < tail and arrl[head] < cut:
                 new_head = bisect_left(arrl, cut, head, tail)
                 dropped += new_head - head
+                fresh += new_head - max(head, bisect_left(arrl, fresh_from, head, new_head))
                 head = new_head
             if fb is not None:
-                fb.add(now, dropped, dropped)
+                fb.add(now, dropped, dropped, fresh, fresh)
                 view.rate_boost = fb.update(now)
             qlen = len(requeue) + (tail - head)
             if qlen == 0:
@@ -340,10 +342,15 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 model.observe(done, profiled, service, compute)
             if fb is not None:  # on time: arrival >= finish - slo, as _result counts it
                 late_before = done + client_ovh - slo - 1e-12
+                fresh_from = fb.raised_s + slo  # is_fresh: arrival >= this
                 if members is None:
-                    fb.add(done, hi - lo, bisect_left(arrl, late_before, lo, hi) - lo)
+                    late = bisect_left(arrl, late_before, lo, hi)
+                    first = bisect_left(arrl, fresh_from, lo, hi)
+                    fb.add(done, hi - lo, late - lo, hi - first, max(0, late - first))
                 else:
-                    fb.add(done, len(members), sum(arrl[k] < late_before for k in members))
+                    fb.add(done, len(members), sum(arrl[k] < late_before for k in members),
+                           sum(arrl[k] >= fresh_from for k in members),
+                           sum(fresh_from <= arrl[k] < late_before for k in members))
             if members is None:
                 done_lo.append(lo)
                 done_hi.append(hi)
