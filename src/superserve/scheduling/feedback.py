@@ -47,7 +47,7 @@ __all__ = ["FeedbackConfig", "MissFeedback"]
 class FeedbackConfig:
     tau_s: float = 1.0  # time constant of the miss fraction
     period_s: float = 0.5  # the boost moves at most once per period
-    high: float = 0.01  # a miss fraction above this raises the boost ...
+    high: float = 0.005  # a fresh miss fraction above this raises the boost ...
     low: float = 0.002  # ... below this relaxes it (in between: it holds)
     up: float = 1.25  # factor per period while missing
     down: float = 1.1  # factor per period while not
