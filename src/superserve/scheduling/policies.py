@@ -174,8 +174,7 @@ class SlackFit:
         return max(self.min_latency_s, self._fastest_col[j])
 
     def guard_s(self, burst_images: float, latency_scale: float = 1.0,
-                overhead_s: float = 0.0, slo_s: float | None = None,
-                cycle_overhead_s: float | None = None) -> float:
+                overhead_s: float = 0.0, slo_s: float | None = None) -> float:
         """The adaptive blocking guard (real seconds): the longest batch that still leaves
         time, within one SLO, to clear a burst of `burst_images` arriving just after it
         starts on the fastest choices (the workers sharing it, largest batches first):
@@ -194,8 +193,7 @@ class SlackFit:
         if rest:
             clear_table += col[self.lookup.cover(rest)]
             batches += 1
-        cyc = overhead_s if cycle_overhead_s is None else min(cycle_overhead_s, overhead_s)
-        clear = clear_table * latency_scale + batches * cyc + (overhead_s - cyc)
+        clear = clear_table * latency_scale + batches * overhead_s
         floor = col[-1] * latency_scale + overhead_s
         return max(floor, (self.burst_window_s if slo_s is None else slo_s) - clear)
 
@@ -256,7 +254,7 @@ class SlackFit:
             # the guard bounds a batch's whole cost; the cap bounds the slack left once the
             # per-batch overhead is taken off (base.table_slack_s), so take it off here too
             guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s,
-                                 view.head_slo_s, view.cycle_overhead_s)
+                                 view.head_slo_s)
             guard -= view.overhead_s
             cap = guard if cap is None else min(cap, guard)
         slack = table_slack_s(view, now_s, cap)
