@@ -147,6 +147,11 @@ def test_a_raise_waits_for_evidence_that_arrived_after_it():
     assert fb.raised_s == pytest.approx(0.5)  # the first period with evidence
     assert fb.boost == 1.25  # the backlog kept the fraction high for 2 s, but raised no more
     assert fb.miss_fraction(1.0) > 0.01
+    every = MissFeedback(FeedbackConfig(fresh_only=False, high=0.01))  # the rule before
+    for k in range(2500):
+        t = k * 1e-3
+        every.observe(t, t - 0.04 < 0.5, t - 0.04, slo)
+    assert every.boost >= 1.25 ** 3  # the backlog's misses raised it again and again
     r = fb.raised_s
     assert not fb.is_fresh(r + 0.04, slo) and fb.is_fresh(r + 0.05, slo) and fb.is_fresh(None)
     for _ in range(3):  # fresh ones miss: each period raises again

@@ -48,7 +48,11 @@ class FeedbackConfig:
     tau_s: float = 1.0  # time constant of the miss fraction
     period_s: float = 0.5  # the boost moves at most once per period
     high: float = 0.005  # a fresh miss fraction above this raises the boost ...
-    low: float = 0.002  # ... below this relaxes it (in between: it holds)
+    low: float = 0.002  # ... a miss fraction below this relaxes it (in between: it holds)
+    # raise on fresh evidence only (`MissFeedback.is_fresh`); False: every miss counts, the
+    # rule before 2026-11-29 (then with high = 0.01), kept for comparison
+    # (benchmarks/feedback_sim.py)
+    fresh_only: bool = True
     up: float = 1.25  # factor per period while missing
     down: float = 1.1  # factor per period while not
     max_boost: float = 4.0
@@ -109,7 +113,8 @@ class MissFeedback:
     def is_fresh(self, arrived_s: float | None, slo_s: float = 0.0) -> bool:
         """Whether a request that arrived at `arrived_s` with SLO `slo_s` is evidence for the
         next raise: it arrived at least one SLO after the last one (None: unknown, fresh)."""
-        return arrived_s is None or arrived_s - slo_s >= self._raised_s
+        return (arrived_s is None or not self.config.fresh_only
+                or arrived_s - slo_s >= self._raised_s)
 
     def observe(self, now_s: float, missed: bool, arrived_s: float | None = None,
                 slo_s: float = 0.0) -> None:
@@ -155,8 +160,9 @@ class MissFeedback:
         if self._total < c.min_requests:  # too little evidence (or silence): relax
             self.boost = max(1.0, self.boost / c.down)
             return self.boost
-        if (self._fresh_total >= c.min_requests
-                and self._fresh_misses > c.high * self._fresh_total):
+        fm, ft = ((self._fresh_misses, self._fresh_total) if c.fresh_only
+                  else (self._misses, self._total))
+        if ft >= c.min_requests and fm > c.high * ft:
             self.boost = min(c.max_boost, self.boost * c.up)
             self._raised_s = now_s
             self._fresh_misses = self._fresh_total = 0.0  # what arrives from now on
