@@ -54,6 +54,29 @@ def test_tracks_a_step_up_and_back_down():
     assert m.plan_scale < 1.25 * base  # the tail forgot the transition
 
 
+def test_a_step_is_detected_and_followed_within_a_few_batches():
+    """Seven of eight batches beyond x1.3 of the fit on one side (none on the other) cut the
+    old evidence (and again while the fit is still that far off): the fit follows a step
+    within ~40 batches, up and down, where the half-life alone takes seconds; 10% noise
+    never trips it."""
+    def after_step(keep: float, factor: float) -> tuple[float, int, int]:
+        m = LatencyModel(P_LO, P_HI, CalibrationConfig(step_keep=keep))
+        rng = np.random.default_rng(3)
+        t = _feed(m, 0.0, 3.0, scale=1.0, overhead=0.001, rng=rng, jitter=0.1)
+        quiet = m.steps_detected
+        _feed(m, t, 0.2, scale=factor, overhead=0.001, rng=rng, rate=200, jitter=0.0)
+        return m.scale, quiet, m.steps_detected
+
+    up, quiet, steps = after_step(0.1, 2.0)  # 40 batches after a step to x2
+    assert quiet == 0 and steps >= 1
+    assert up == pytest.approx(2.0, rel=0.1)
+    slow, _, none = after_step(0.0, 2.0)  # off: still far from it
+    assert none == 0 and slow < 1.3
+    down, _, steps = after_step(0.1, 0.5)
+    assert steps >= 1 and down < 0.7
+    assert after_step(0.0, 0.5)[0] > 0.9
+
+
 def test_learns_a_faster_machine_than_the_table():
     m = LatencyModel(P_LO, P_HI)
     _feed(m, 0.0, 4.0, scale=0.4, overhead=0.0002, rng=np.random.default_rng(2))
@@ -112,7 +135,8 @@ def test_ratio_tail_forgets_old_samples():
 
 @pytest.mark.parametrize("kw", [{"half_life_s": 0}, {"quantile": 1.0}, {"window": 2},
                                 {"initial_tail": 0.9}, {"prior_scale": 100.0},
-                                {"prior_weight": 0}])
+                                {"prior_weight": 0}, {"step_need": 9}, {"step_need": 0},
+                                {"step_ratio": 1.0}, {"step_keep": 1.0}])
 def test_config_is_validated(kw):
     with pytest.raises(ConfigError):
         CalibrationConfig(**kw)

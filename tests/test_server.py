@@ -147,7 +147,9 @@ def test_metrics_endpoint(srv):
     for name in ('superserve_requests_total{outcome="completed"}', "superserve_queue_depth",
                  "superserve_request_latency_seconds_bucket", "superserve_queue_time_seconds",
                  "superserve_batch_size_bucket", 'superserve_subnet_requests_total{subnet="2"}',
-                 "superserve_workers_alive 1.0", "superserve_slo_attainment"):
+                 "superserve_workers_alive 1.0", "superserve_slo_attainment",
+                 "superserve_calibration_plan_scale", "superserve_calibration_steps",
+                 "superserve_calibration_rate_boost"):
         assert name in text, name
 
 

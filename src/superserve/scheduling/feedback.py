@@ -51,7 +51,7 @@ class FeedbackConfig:
     low: float = 0.002  # ... a miss fraction below this relaxes it (in between: it holds)
     # raise on fresh evidence only (`MissFeedback.is_fresh`); False: every miss counts, the
     # rule before 2026-11-29 (then with high = 0.01), kept for comparison
-    # (benchmarks/feedback_sim.py)
+    # (benchmarks/transients_sim.py)
     fresh_only: bool = True
     up: float = 1.25  # factor per period while missing
     down: float = 1.1  # factor per period while not

@@ -255,6 +255,9 @@ class ServerMetrics:
             ("response_tail_seconds", "High quantile of resolve to last byte written",
              lambda: router.response_tail_s),
             ("batches", "Batches the calibration has seen", lambda: m.samples),
+            ("steps", ("Steps in the worker's compute cost detected (old evidence cut: a "
+                       "co-tenant started or stopped, the machine stalled)"),
+             lambda: m.steps_detected),
             ("last_predicted_seconds", "Planned time of the last batch",
              lambda: m.last_predicted_s),
             ("last_observed_seconds", "Observed time of the last batch",
