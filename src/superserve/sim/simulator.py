@@ -257,7 +257,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             if head < tail and arrl[head] < cut:
                 new_head = bisect_left(arrl, cut, head, tail)
                 dropped += new_head - head
-                fresh += new_head - max(head, bisect_left(arrl, fresh_from, head, new_head))
+                if fb is not None:
+                    fresh += new_head - bisect_left(arrl, fresh_from, head, new_head)
                 head = new_head
             if fb is not None:
                 fb.add(now, dropped, dropped, fresh, fresh)
