@@ -29,7 +29,7 @@ def test_capacity_at_the_planned_batch_cost():
 def test_reads_the_calibration_gauges_the_server_renders():
     cal = SimpleNamespace(scale=1.1, overhead_s=0.0002, tail=1.0, reserve_s=0.003,
                           transport_s=0.0005, samples=40, last_predicted_s=0.004,
-                          last_observed_s=0.0045)
+                          last_observed_s=0.0045, steps_detected=2)
     router = SimpleNamespace(calibration=cal, latency_scale=1.25, overhead_s=0.004,
                              response_tail_s=0.001, last_compute_s=0.003, probe_factor=None)
     m = ServerMetrics(lambda: 0.0, lambda: 1.0, router=router)
@@ -37,6 +37,7 @@ def test_reads_the_calibration_gauges_the_server_renders():
     assert g["plan_scale"] == pytest.approx(1.25)
     assert g["plan_overhead_seconds"] == pytest.approx(0.004)
     assert g["batches"] == 40
+    assert g["steps"] == 2
 
 
 def test_outcomes_by_terminal_status():

@@ -257,7 +257,7 @@ class ServerMetrics:
             ("batches", "Batches the calibration has seen", lambda: m.samples),
             ("steps", ("Steps in the worker's compute cost detected (old evidence cut: a "
                        "co-tenant started or stopped, the machine stalled)"),
-             lambda: m.steps_detected),
+             lambda: getattr(m, "steps_detected", 0)),
             ("last_predicted_seconds", "Planned time of the last batch",
              lambda: m.last_predicted_s),
             ("last_observed_seconds", "Observed time of the last batch",
