@@ -88,8 +88,9 @@ class CalibrationConfig:
     # a step (a co-tenant starts or stops, the machine stalls): when, of the last
     # `step_window` batches' compute times, those beyond x`step_ratio` of the fit on one side
     # outnumber those beyond it on the other by `step_need` (7 of 8, none the other way),
-    # the evidence before them is cut to `step_keep` of its weight, so the fit follows
-    # within a few batches instead of a half-life (0 turns it off). Simulated, mean of 8
+    # the evidence so far (those batches' too) is cut to `step_keep` of its weight, and
+    # again while the fit is still that far off, so the fit follows within a few dozen
+    # batches instead of seconds of half-lives (0 turns it off). Simulated, mean of 8
     # traces (benchmarks/transients_sim.py's world): the worker x2 for 1 s at 2,000 req/s
     # 0.9889 -> 0.9929 attainment; a CPU hog at 1,000 req/s 0.9963 / 0.9952 -> 0.9975 /
     # 0.9971 (run / last 10 s); steady load unchanged (10% jitter never trips it). 0.3 and
