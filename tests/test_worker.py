@@ -80,6 +80,38 @@ def test_killed_worker_detected_requeued_restarted(tmp_path):
     asyncio.run(body())
 
 
+@pytest.mark.parametrize("poll", [True, False])
+def test_a_finished_batch_is_read_between_requests_in_a_busy_loop_iteration(tmp_path, poll):
+    """A loop iteration busy with requests (here: one that blocks) still notices a worker's
+    finished batch: the next `submit` reads it (at most once a millisecond), so the batch's
+    request is answered before the iteration ends. Without the poll it waits for the loop's
+    reader callback."""
+    table = synthetic_table()
+    path = tmp_path / "table.json"
+    table.save(path)
+    cfg = WorkerConfig(kind="profile", table_path=str(path))
+
+    async def body():
+        pool = LocalProcessPool(cfg, n_workers=1)
+        router = Router(make_test_policy(table), pool, LoopClock(), RouterConfig())
+        if not poll:
+            router._poll = None
+        router.start()
+        try:
+            await wait_for(lambda: router.ready_workers == 1)
+            first = router.submit(IMG, slo_s=5.0)
+            await wait_for(lambda: router.busy_workers == 1)
+            time.sleep(0.5)  # the worker finishes meanwhile; the loop does not turn
+            second = router.submit(IMG, slo_s=5.0)
+            assert first.done() == poll
+            results = await asyncio.wait_for(asyncio.gather(first, second), timeout=30)
+            assert [r.outcome for r in results] == [Outcome.COMPLETED] * 2
+        finally:
+            await pool.close()
+
+    asyncio.run(body())
+
+
 def test_worker_that_cannot_start_reports_why_and_is_not_restarted_forever(tmp_path):
     cfg = WorkerConfig(kind="profile", table_path=str(tmp_path / "missing.json"))
     table = synthetic_table()

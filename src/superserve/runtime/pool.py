@@ -237,6 +237,14 @@ class LocalProcessPool:
         slot.unmapped.append(slab)  # unlinked once the worker has replied after mapping it
         _send(slot.conn, ("map", which, slab.path, slab.nbytes))
 
+    def poll(self) -> None:
+        """Read what the workers have written so far, now, as their reader callbacks would
+        (the router calls this between requests: in a loop iteration busy with hundreds of
+        requests, those callbacks run only when it ends)."""
+        for wid, slot in list(self._slots.items()):
+            if not slot.gone:
+                self._on_readable(wid, slot)
+
     def _on_readable(self, wid: int, slot: _Slot) -> None:
         """Everything the worker has written so far, in one or a few reads (not a poll and
         two reads per message), split into its messages."""

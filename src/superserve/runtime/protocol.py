@@ -56,7 +56,9 @@ class PoolListener(Protocol):
 
 class WorkerPool(Protocol):
     """N workers behind one interface. `submit` is only called for a worker that is ready and
-    has no batch in flight."""
+    has no batch in flight. A pool may also offer `poll()`: deliver what its workers have
+    reported so far, now, on the caller's thread (the local pool does; the router calls it
+    between requests, at most once a millisecond)."""
 
     n_workers: int
 
