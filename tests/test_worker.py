@@ -101,7 +101,7 @@ def test_a_finished_batch_is_read_between_requests_in_a_busy_loop_iteration(tmp_
             await wait_for(lambda: router.ready_workers == 1)
             first = router.submit(IMG, slo_s=5.0)
             await wait_for(lambda: router.busy_workers == 1)
-            time.sleep(0.5)  # the worker finishes meanwhile; the loop does not turn
+            time.sleep(0.5)  # noqa: ASYNC251  (on purpose: the worker finishes, the loop stays)
             second = router.submit(IMG, slo_s=5.0)
             assert first.done() == poll
             results = await asyncio.wait_for(asyncio.gather(first, second), timeout=30)
