@@ -15,7 +15,7 @@ CV^2 4 trace, 1 worker):
 in four scenarios: steady 2,000 req/s; the worker x4 for 0.3 s at 10 s (a stall); x2 for 1 s
 at 10 s; a CPU hog time-slicing the worker from 10 s of 30 at 1,000 req/s. Prints attainment,
 attainment over the last 10 s, and mean served accuracy: the mean over `--seeds` traces.
-Deterministic; about a minute at 8 seeds.
+Deterministic; ~20 s at 8 seeds on this machine.
 
     python benchmarks/transients_sim.py [--seeds 8] [--json]
 """
