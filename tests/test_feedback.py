@@ -152,6 +152,7 @@ def test_a_raise_waits_for_evidence_that_arrived_after_it():
         t = k * 1e-3
         every.observe(t, t - 0.04 < 0.5, t - 0.04, slo)
     assert every.boost >= 1.25 ** 3  # the backlog's misses raised it again and again
+    assert every.is_fresh(-1e9, slo)  # the old rule: every request is evidence
     r = fb.raised_s
     assert not fb.is_fresh(r + 0.04, slo) and fb.is_fresh(r + 0.05, slo) and fb.is_fresh(None)
     for _ in range(3):  # fresh ones miss: each period raises again

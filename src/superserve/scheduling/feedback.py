@@ -110,11 +110,15 @@ class MissFeedback:
         """When the boost was last raised (-inf: never)."""
         return self._raised_s
 
+    def fresh_from(self, slo_s: float = 0.0) -> float:
+        """The earliest arrival of a request with SLO `slo_s` that is evidence for the next
+        raise: one SLO after the last raise (-inf without `fresh_only`: every one is)."""
+        return self._raised_s + slo_s if self.config.fresh_only else -math.inf
+
     def is_fresh(self, arrived_s: float | None, slo_s: float = 0.0) -> bool:
-        """Whether a request that arrived at `arrived_s` with SLO `slo_s` is evidence for the
-        next raise: it arrived at least one SLO after the last one (None: unknown, fresh)."""
-        return (arrived_s is None or not self.config.fresh_only
-                or arrived_s - slo_s >= self._raised_s)
+        """Whether a request that arrived at `arrived_s` is evidence for the next raise
+        (`fresh_from`; None: unknown, fresh)."""
+        return arrived_s is None or arrived_s >= self.fresh_from(slo_s)
 
     def observe(self, now_s: float, missed: bool, arrived_s: float | None = None,
                 slo_s: float = 0.0) -> None:

@@ -250,7 +250,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 if early_drop else fastest
             cut = now + plan_ovh + bar * scale - slo
             dropped = fresh = 0  # fresh: evidence for the feedback's next raise (is_fresh)
-            fresh_from = fb.raised_s + slo if fb is not None else math.inf
+            fresh_from = fb.fresh_from(slo) if fb is not None else math.inf
             while requeue and arrl[requeue[0]] < cut:
                 fresh += arrl[requeue.pop(0)] >= fresh_from
                 dropped += 1
@@ -343,7 +343,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 model.observe(done, profiled, service, compute)
             if fb is not None:  # on time: arrival >= finish - slo, as _result counts it
                 late_before = done + client_ovh - slo - 1e-12
-                fresh_from = fb.raised_s + slo  # is_fresh: arrival >= this
+                fresh_from = fb.fresh_from(slo)
                 if members is None:
                     late = bisect_left(arrl, late_before, lo, hi)
                     first = bisect_left(arrl, fresh_from, lo, hi)
