@@ -17,9 +17,10 @@ metric at the end.
     python benchmarks/calibration_live.py                                  # the matrix
     python benchmarks/calibration_live.py --rates 1000 --duration-s 30 --hog-at 10
     python benchmarks/calibration_live.py --rates 1000 --hog-at 10 --duration-s 30 \\
-        --server-args "--no-calibration"                 # (whatever flag turns it off)
+        --server-args=--no-calibrate                     # the same without calibration
     python benchmarks/calibration_live.py --placement one-core --rates 100 250 500
     python benchmarks/calibration_live.py --protocol binary|grpc|grpc-stream  # superserve loadgen
+    python benchmarks/calibration_live.py --protocol grpc --client-args='--grpc-deadline timeout'
     python benchmarks/calibration_live.py --trace-kind azure-code --rates 1000
 
 --protocol json uses benchmarks/open_loop_client.py (aiohttp, KServe v2 JSON); binary (REST
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hog-at", type=float, default=None,
                    help="start a CPU hog on the worker's core this many seconds into the run")
     p.add_argument("--server-args", default="", help="extra `superserve serve` flags")
+    p.add_argument("--client-args", default="",
+                   help="extra `superserve loadgen` flags (binary, grpc), e.g. "
+                        "--client-args='--grpc-deadline timeout'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/calibration_live.json"))
     p.add_argument("--json", action="store_true", help="print the rows as JSON too")
@@ -224,7 +228,7 @@ def client_cmd(args: argparse.Namespace, srv: Server, spec: str, out_json: Path,
     return ["taskset", "-c", "0", sys.executable, "-m", "superserve.cli", "loadgen", "--url", url,
             "--protocol", "http" if args.protocol == "binary" else args.protocol, "--trace", spec,
             "--slo-ms", str(args.slo_ms), "--seed", str(args.seed), "--timeout-s", "5",
-            "--out", str(out_dir), "--json"]
+            "--out", str(out_dir), "--json", *shlex.split(args.client_args)]
 
 
 def run_client(cmd: list[str], timeout_s: float, hog_at: float | None, hog: list,
@@ -366,6 +370,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
     n_cpu = max(rep["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
     row = {"policy": policy, "rate": rate, "trace": spec, "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
+           "client_args": args.client_args,
            **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
                                   "realized_accuracy", "latency_ms_p50", "latency_ms_p99",
                                   "max_send_lag_ms")},

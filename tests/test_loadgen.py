@@ -95,7 +95,8 @@ def test_csv_and_plot(tmp_path):
 
 @pytest.mark.parametrize("kw,msg", [({"protocol": "udp"}, "protocol"),
                                     ({"slo_ms": 0}, "slo_ms"),
-                                    ({"url": "http://10.0.0.1:8000"}, "loopback")])
+                                    ({"url": "http://10.0.0.1:8000"}, "loopback"),
+                                    ({"grpc_deadline": "never"}, "grpc_deadline")])
 def test_config_errors(kw, msg):
     base = {"url": "http://127.0.0.1:8000"}
     base.update(kw)
@@ -111,3 +112,29 @@ def test_attainment_from_schedule_charges_the_generators_own_lag():
     assert s["slo_attainment"] == pytest.approx(3 / 4)  # from the actual send
     # 30 ms late + 30 ms > 50 ms; 1 ms late + 48 ms = 49 ms still within
     assert s["slo_attainment_from_schedule"] == pytest.approx(2 / 4)
+
+
+def test_grpc_call_deadline_is_the_slo_from_the_scheduled_send():
+    """--grpc-deadline slo: a call sent late gets that much less time (a client with an SLO
+    gives up at it); one sent past its SLO still goes out, with 1 ms; timeout: timeout_s."""
+    pytest.importorskip("grpc")
+    from superserve.bench.loadgen import _GrpcClient
+
+    def timeout_of(cfg, scheduled_s, sent_s):
+        async def go():
+            client = _GrpcClient(cfg)  # a channel connects lazily: nothing is sent
+            try:
+                return client.call_timeout_s(RequestRecord(index=0, scheduled_s=scheduled_s,
+                                                           sent_s=sent_s))
+            finally:
+                await client.close()
+        return asyncio.run(go())
+
+    cfg = LoadgenConfig(url="127.0.0.1:1", protocol="grpc", slo_ms=50.0, timeout_s=10.0)
+    assert cfg.grpc_deadline == "slo"  # the default
+    assert timeout_of(cfg, 1.0, 1.0) == pytest.approx(0.050)
+    assert timeout_of(cfg, 1.0, 1.012) == pytest.approx(0.038)
+    assert timeout_of(cfg, 1.0, 1.2) == pytest.approx(1e-3)
+    old = LoadgenConfig(url="127.0.0.1:1", protocol="grpc", slo_ms=50.0, timeout_s=10.0,
+                        grpc_deadline="timeout")
+    assert timeout_of(old, 1.0, 1.012) == 10.0

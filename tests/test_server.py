@@ -277,6 +277,54 @@ def test_subnet_parameters_shrink_as_load_rises():
         s.close()
 
 
+class _Ctx:
+    def __init__(self, left):
+        self.left = left
+
+    def time_remaining(self):
+        return self.left
+
+
+@pytest.mark.parametrize("slo_s,left,want", [
+    (0.050, None, 0.050),  # no deadline on the call
+    (0.050, 3600.0, 0.050),  # a deadline past the longest SLO: none
+    (0.050, 0.030, 0.032),  # 2 ms since the first byte + 30 ms left
+    (0.020, 0.030, 0.020),  # slo_ms is the tighter
+    (None, 0.030, 0.032),  # no slo_ms: the call's deadline is the SLO
+    (0.050, -0.010, 1e-6),  # already past: a deadline miss at once
+])
+def test_call_slo_is_capped_by_the_grpc_deadline(slo_s, left, want):
+    from superserve.server.grpc_api import call_slo_s
+    assert call_slo_s(slo_s, _Ctx(left), 0.002, 3600.0) == pytest.approx(want)
+    assert call_slo_s(slo_s, None, 0.002, 3600.0) == slo_s
+
+
+def test_grpc_call_deadline_is_what_the_router_plans_with():
+    """A call whose gRPC deadline is shorter than its slo_ms is planned against the
+    deadline: a subnet that answers before the client gives up, not the slow accurate one
+    that fits the parameter (before, it was served too late and the call failed)."""
+    # every batch 20x the table: subnet 2 takes ~100 ms at batch 1, subnet 1 ~50, subnet 0 ~25
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1, latency_scale=20))
+    pb = proto.pb2()
+    req = pb.ModelInferRequest(model_name="resnet")
+    req.parameters["slo_ms"].double_param = 10_000.0
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    req.raw_input_contents.append(IMAGES[:1].tobytes())
+    ch = grpc.insecure_channel(s.grpc)
+    try:
+        stub = proto.pb2_grpc().GRPCInferenceServiceStub(ch)
+
+        def subnet(timeout):
+            return stub.ModelInfer(req, timeout=timeout).parameters["subnet_id"].int64_param
+
+        roomy = [subnet(30) for _ in range(10)]  # and the calibration learns the x20
+        assert roomy[-1] == 2
+        assert subnet(0.080) < 2
+    finally:
+        ch.close()
+        s.close()
+
+
 def test_grpc_overload_is_resource_exhausted(slow_srv):
     pb = proto.pb2()
     req = pb.ModelInferRequest(model_name="resnet")

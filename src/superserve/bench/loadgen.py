@@ -8,7 +8,8 @@ achieved as well as the profiled accuracy of the subnets that served.
 Every request ends in exactly one terminal outcome as the client saw it:
 
     completed         HTTP 200 / gRPC OK (deadline_met says whether within the SLO)
-    dropped_deadline  HTTP 504 / DEADLINE_EXCEEDED
+    dropped_deadline  HTTP 504 / DEADLINE_EXCEEDED (for a unary gRPC call also its own
+                      deadline, the SLO from its scheduled send time, passing first)
     rejected          HTTP 429 or 503 / RESOURCE_EXHAUSTED or UNAVAILABLE
     failed            anything else, including a client-side timeout or a broken connection
 
@@ -44,6 +45,7 @@ OUTCOMES = ("completed", "dropped_deadline", "rejected", "failed")
 
 
 PROTOCOLS = ("http", "grpc", "grpc-stream")
+GRPC_DEADLINES = ("slo", "timeout")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class LoadgenConfig:
     protocol: str = "http"  # "http" | "grpc" | "grpc-stream" (one ModelStreamInfer call)
     model: str = "resnet"
     timeout_s: float = 10.0  # client-side bound per request; past it the request is `failed`
+    # gRPC unary calls: "slo" sets each call's deadline at its scheduled send time + the SLO
+    # (what a client with an SLO sets: the server plans and counts against it, and a late
+    # answer ends there as DEADLINE_EXCEEDED, a `dropped_deadline`); "timeout": timeout_s
+    # from the send, so a late answer still arrives and its latency is measured
+    grpc_deadline: str = "slo"
     max_duration_s: float = 900.0  # hard bound on a whole run (sending + draining)
     seed: int = 0  # picks which test images are sent
 
@@ -63,6 +70,9 @@ class LoadgenConfig:
             raise ConfigError(f"slo_ms must be > 0, got {self.slo_ms!r}")
         if not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        if self.grpc_deadline not in GRPC_DEADLINES:
+            raise ConfigError(f"grpc_deadline must be one of {GRPC_DEADLINES}, "
+                              f"got {self.grpc_deadline!r}")
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
             raise ConfigError(f"the load generator only targets loopback addresses, got {self.url!r}")
@@ -324,7 +334,8 @@ class _GrpcClient(_Client):
     async def infer(self, key: int, image: np.ndarray, rec: RequestRecord) -> None:
         grpc = self._grpc
         try:
-            resp = await self._stub.ModelInfer(self.request(key, image), timeout=self._cfg.timeout_s)
+            resp = await self._stub.ModelInfer(self.request(key, image),
+                                               timeout=self.call_timeout_s(rec))
         except grpc.aio.AioRpcError as e:
             code = e.code()
             rec.status = code.name
@@ -332,14 +343,24 @@ class _GrpcClient(_Client):
             rec.outcome = {grpc.StatusCode.DEADLINE_EXCEEDED: "dropped_deadline",
                            grpc.StatusCode.RESOURCE_EXHAUSTED: "rejected",
                            grpc.StatusCode.UNAVAILABLE: "rejected"}.get(code, "failed")
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and "client" in rec.message.lower():
-                rec.outcome = "failed"
+            if (code == grpc.StatusCode.DEADLINE_EXCEEDED and "client" in rec.message.lower()
+                    and self._cfg.grpc_deadline == "timeout"):
+                rec.outcome = "failed"  # the client's own bound, not a deadline it set
             return
         rec.status = "OK"
         params = {k: _param_value(v) for k, v in resp.parameters.items()}
         _fill_from_parameters(rec, params)
         rec.predicted = _predicted_from_grpc(resp)
         rec.outcome = "completed"
+
+    def call_timeout_s(self, rec: RequestRecord) -> float:
+        """The call's gRPC timeout (`LoadgenConfig.grpc_deadline`): with "slo", what is left
+        of the SLO counted from the scheduled send time (a call sent late gets that much
+        less; one past it still goes out, with 1 ms, and ends a miss)."""
+        if self._cfg.grpc_deadline == "timeout" or math.isnan(rec.sent_s):
+            return self._cfg.timeout_s
+        lag_s = rec.sent_s - rec.scheduled_s
+        return min(max(self._cfg.slo_ms / 1e3 - lag_s, 1e-3), self._cfg.timeout_s)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "request) or grpc-stream (every request on one ModelStreamInfer call)")
     p.add_argument("--model", default="resnet")
     p.add_argument("--timeout-s", type=float, default=10.0, help="client bound per request")
+    p.add_argument("--grpc-deadline", choices=["slo", "timeout"], default="slo",
+                   help="grpc: each call's deadline, at its scheduled send time + the SLO "
+                        "(slo: the server plans and counts against it; a late answer ends "
+                        "DEADLINE_EXCEEDED) or --timeout-s after the send (timeout: a late "
+                        "answer still arrives, and its latency is measured)")
     p.add_argument("--out", type=Path, default=None, help="write requests.csv and timeseries.png")
     p.add_argument("--seed", type=int, default=0, help="which test images are sent")
     p.add_argument("--json", action="store_true")
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     trace = load_trace(args.trace)
     cfg = LoadgenConfig(url=args.url, slo_ms=args.slo_ms, protocol=args.protocol,
                         model=args.model, timeout_s=args.timeout_s, seed=args.seed,
+                        grpc_deadline=args.grpc_deadline,
                         max_duration_s=trace.duration_s + 60.0)
     x, y = load_mnist().test
     bar = tqdm(total=len(trace), desc="requests", unit="req", file=sys.stderr, mininterval=0.5,

@@ -77,6 +77,23 @@ def _set_param(params: Any, key: str, value: Any) -> None:
         p.string_param = str(value)
 
 
+def call_slo_s(slo_s: float | None, context: Any, elapsed_s: float,
+               max_slo_s: float) -> float | None:
+    """A request's SLO counted from its arrival, `elapsed_s` ago: its `slo_ms` / `timeout`
+    parameter (`slo_s`; None: the server's default), capped by the call's own gRPC deadline,
+    past which the client has given up whatever the server does. grpc computes that
+    deadline when the call's headers arrive, before the handler runs (and a client that
+    counts its SLO from when it meant to send sets it that much shorter), so it is the
+    truer bound of the two: planning against it, and counting the SLO metric against it,
+    sees the time the server cannot (the client's own send lag, grpc's queueing before the
+    handler). A call without a deadline, or with one past `max_slo_s`, keeps `slo_s`."""
+    left = context.time_remaining() if context is not None else None
+    if left is None or left >= max_slo_s:
+        return slo_s
+    by_call = max(elapsed_s + left, 1e-6)  # already past: refused as a deadline miss
+    return by_call if slo_s is None else min(slo_s, by_call)
+
+
 class _Handlers:
     def __init__(self, service: InferenceService) -> None:
         self.s = service
@@ -135,12 +152,8 @@ class _Handlers:
         self.s.check_model(req.model_name, req.model_version)
         names, classification = grpc_outputs(req, self.s.io)
         images = await self._images(req)
-        slo_s = parse_slo_s(_params_to_dict(req.parameters), self.s.io.max_slo_s)
-        if slo_s is None and context is not None:
-            # no slo_ms / timeout: the call's own deadline is the SLO (the client gives up then)
-            left = context.time_remaining()
-            if left is not None and left < self.s.io.max_slo_s:
-                slo_s = max(left, 1e-6)  # already past: refused as a deadline miss
+        slo_s = call_slo_s(parse_slo_s(_params_to_dict(req.parameters), self.s.io.max_slo_s),
+                           context, self.s.now() - arrival_s, self.s.io.max_slo_s)
         result = await self.s.infer(images, slo_s, arrival_s)
         resp = self.pb.ModelInferResponse(model_name=self.s.model, model_version="1", id=req.id)
         for n, dt, a in output_tensors(result.logits, names, classification, self.s.io):
