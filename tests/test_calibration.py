@@ -77,6 +77,30 @@ def test_a_step_is_detected_and_followed_within_a_few_batches():
     assert after_step(0.0, 0.5)[0] > 0.9
 
 
+def test_a_strong_step_is_taken_after_two_batches():
+    """Two batches in a row beyond x2 of the fit (a co-tenant that takes most of the core)
+    cut the old evidence at once, without waiting for seven of eight; one alone does not,
+    and neither does 10% noise."""
+    def steps_after(factors: list[float], **kw) -> tuple[int, int, float]:
+        m = LatencyModel(P_LO, P_HI, CalibrationConfig(**kw))
+        rng = np.random.default_rng(5)
+        t = _feed(m, 0.0, 3.0, scale=1.0, overhead=0.001, rng=rng, jitter=0.1)
+        quiet = m.steps_detected
+        for f in factors:
+            t += 0.005
+            m.observe(t, 0.02, f * (0.02 + 0.001))
+        return quiet, m.steps_detected, m.scale
+
+    quiet, steps, _ = steps_after([4.0, 4.0])
+    assert quiet == 0 and steps == 1
+    assert steps_after([4.0, 1.0])[1] == 0  # one alone is an outlier
+    assert steps_after([4.0, 4.0], strong_need=0)[1] == 0  # off: waits for 7 of 8
+    # four batches into a x4 step (each counted at most x3 of the fit): the fit is near
+    # x2 (cut twice), where without the fast path it has barely moved
+    assert steps_after([4.0] * 4)[2] > 1.8 and steps_after([4.0] * 4, strong_need=0)[2] < 1.3
+    assert steps_after([0.3, 0.3])[1] == 1  # and down
+
+
 def test_learns_a_faster_machine_than_the_table():
     m = LatencyModel(P_LO, P_HI)
     _feed(m, 0.0, 4.0, scale=0.4, overhead=0.0002, rng=np.random.default_rng(2))
@@ -136,7 +160,8 @@ def test_ratio_tail_forgets_old_samples():
 @pytest.mark.parametrize("kw", [{"half_life_s": 0}, {"quantile": 1.0}, {"window": 2},
                                 {"initial_tail": 0.9}, {"prior_scale": 100.0},
                                 {"prior_weight": 0}, {"step_need": 9}, {"step_need": 0},
-                                {"step_ratio": 1.0}, {"step_keep": 1.0}])
+                                {"step_ratio": 1.0}, {"step_keep": 1.0},
+                                {"strong_need": -1}, {"strong_ratio": 1.0}])
 def test_config_is_validated(kw):
     with pytest.raises(ConfigError):
         CalibrationConfig(**kw)

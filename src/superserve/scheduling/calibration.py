@@ -100,6 +100,16 @@ class CalibrationConfig:
     step_need: int = 7
     step_ratio: float = 1.3
     step_keep: float = 0.1
+    # a strong step is taken sooner: `strong_need` batches in a row beyond x`strong_ratio` of
+    # the fit on the same side cut the evidence the same way (0 turns it off). Live, a CPU
+    # hog on the worker's core costs x5-x7 for ~0.5 s at its start and every few seconds
+    # after (the batch log), x1.5 between; with long batches, 7 of 8 took ~0.2 s to see
+    # the onset. Simulated, mean of 24 traces (benchmarks/transients_sim.py): such spikes
+    # at 1,000 req/s 0.9732 -> 0.9756; the worker x4 for 0.3 s 0.9881 -> 0.9890; x2 for 1 s
+    # 0.9918 -> 0.9912; the time-sliced hog 0.9973 / 0.9965 -> 0.9965 / 0.9970 (run / last
+    # 10 s); steady 2,000 req/s unchanged
+    strong_need: int = 2
+    strong_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
@@ -126,6 +136,10 @@ class CalibrationConfig:
         if not (isinstance(self.step_window, int) and 1 <= self.step_need <= self.step_window):
             raise ConfigError(f"need 1 <= step_need <= step_window, got {self.step_need!r}, "
                               f"{self.step_window!r}")
+        if not (isinstance(self.strong_need, int) and self.strong_need >= 0
+                and self.strong_ratio > 1):
+            raise ConfigError(f"need strong_need >= 0 and strong_ratio > 1, got "
+                              f"{self.strong_need!r}, {self.strong_ratio!r}")
         if not (self.step_ratio > 1 and 0 <= self.step_keep < 1):
             raise ConfigError(f"need step_ratio > 1 and 0 <= step_keep < 1, got "
                               f"{self.step_ratio!r}, {self.step_keep!r}")
@@ -254,6 +268,7 @@ class LatencyModel:
         self._p_hi = RecentQuantile(0.5, c.window, c.tail_max_age_s)
         self._transport = RecentQuantile(c.quantile, c.window, c.tail_max_age_s)
         self._steps: deque[int] = deque(maxlen=max(c.step_window, 1))
+        self._strong = 0  # signed run of batches beyond x strong_ratio on one side
         self.steps_detected = 0
         self.last_observed_s = 0.0
         self.last_compute_s = 0.0
@@ -411,7 +426,11 @@ class LatencyModel:
             r = compute_s / fit
             st = self._steps
             st.append(1 if r > c.step_ratio else (-1 if r * c.step_ratio < 1 else 0))
-            if len(st) == c.step_window and abs(sum(st)) >= c.step_need:
+            side = 1 if r > c.strong_ratio else (-1 if r * c.strong_ratio < 1 else 0)
+            self._strong = self._strong + side if side and self._strong * side >= 0 else side
+            if ((len(st) == c.step_window and abs(sum(st)) >= c.step_need)
+                    or (c.strong_need and abs(self._strong) >= c.strong_need)):
+                self._strong = 0
                 if self._t_last is not None and now_s > self._t_last:
                     self._decay(now_s)
                     self._t_last = now_s
