@@ -41,12 +41,15 @@ def _cfg(d, norm):
                         table_path=str(d / "T.json"), norm_path=str(norm), device="cpu")
 
 
-def test_worker_serves_the_users_weights_at_the_family_input_shape(ofa_files):
-    from superserve.runtime.runners import make_runner
+def test_worker_serves_the_users_weights_at_the_family_input_shape(ofa_files, monkeypatch):
+    from superserve.runtime.runners import ONEDNN_CACHE_CAPACITY, make_runner
 
     d, net, specs = ofa_files
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     run, info = make_runner(_cfg(d, d / "T.norm.pt"))
     assert tuple(info["image_shape"]) == (3, 224, 224) and info["family"] == "ofa_mbv3"
+    # oneDNN's kernel cache holds every subnet at every batch size (1,024 by default)
+    assert info["onednn_cache"] == str(ONEDNN_CACHE_CAPACITY)
     x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
     out = run(1, x)
     assert out.shape == (2, 1000)
