@@ -11,7 +11,7 @@ CV^2 4 trace, 1 worker):
   before          every miss counts toward a raise (1%), no step detector (until 2026-11-29)
   fresh           raises on fresh evidence only (0.5%), no step detector
   7 of 8          fresh evidence and the step detector without its fast path for strong
-                  steps (until 2026-11-30)
+                  steps (the default before the fast path, also 2026-11-29)
   default         fresh evidence and the step detector (what `superserve serve` runs)
 
 in five scenarios: steady 2,000 req/s; the worker x4 for 0.3 s at 10 s (a stall); x2 for 1 s
