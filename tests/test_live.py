@@ -117,3 +117,18 @@ def test_calibration_live_server_attainment_is_over_the_timed_run():
     tl = [{"t_s": s, "requests": 10, "met": 10 if s < 5 else 5} for s in range(10)]
     assert cal.last_attainment(tl, 5) == pytest.approx(0.5)
     assert cal.trace_spec("azure-code", 1000, 20, 0).startswith("azure-llm:name=code,rate=1000")
+
+
+def test_calibration_live_passes_client_args_to_the_load_generator(tmp_path):
+    """--client-args reaches `superserve loadgen` (binary, grpc), split like a shell would."""
+    import types
+
+    cal = _bench("calibration_live")
+    srv = types.SimpleNamespace(url="http://127.0.0.1:1", grpc=2)
+    args = cal.parse_args(["--protocol", "grpc", "--client-args=--grpc-deadline timeout"])
+    cmd = cal.client_cmd(args, srv, "poisson:rate=1,duration=1", tmp_path / "c.json", tmp_path)
+    assert cmd[cmd.index("--url") + 1] == "127.0.0.1:2"
+    assert cmd[-2:] == ["--grpc-deadline", "timeout"]
+    assert "--grpc-deadline" not in cal.client_cmd(cal.parse_args(["--protocol", "grpc"]), srv,
+                                                   "poisson:rate=1,duration=1",
+                                                   tmp_path / "c.json", tmp_path)
