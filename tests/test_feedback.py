@@ -90,15 +90,15 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
 
     img = np.zeros((1, 1, 28, 28), dtype=np.float32)
 
-    async def body(feedback):
+    async def body(feedback, rate=1500.0, scale=4.0):
         clock = ManualClock()
-        pool = FakePool(table, clock, n_workers=1, latency_scale=4.0)
+        pool = FakePool(table, clock, n_workers=1, latency_scale=scale)
         router = Router(make_policy("slackfit", table), pool, clock,
                         RouterConfig(calibrate=False, max_queue=100_000, feedback=feedback))
         router.start()
         clock.run_until(0.0)
         futs = []
-        for t in np.arange(0.0, 2.0, 1 / 1500):
+        for t in np.arange(0.0, 2.0, 1 / rate):
             clock.run_until(float(t))
             futs.append(router.submit(img, slo_s=0.030))
         clock.advance(1.0)
@@ -110,6 +110,26 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
     assert router.feedback.boost > 1.0
     router, _ = asyncio.run(body(None))
     assert router.feedback is None
+    # a slower worker still at 20 req/s: requests miss, but every subnet keeps up with the
+    # rate even at a raised headroom, so a raise would change no plan and none is taken
+    router, missed = asyncio.run(body(FeedbackConfig(), rate=20.0, scale=30.0))
+    assert missed > 0.05 * 40
+    assert router.feedback.boost == 1.0 and router.feedback.can_raise is False
+
+
+def test_a_raise_is_taken_only_where_it_can_change_a_plan():
+    fb = MissFeedback()
+    fb.set_can_raise(0.0, False)
+    for k in range(200):
+        fb.observe(k * 0.01, missed=True, arrived_s=k * 0.01 - 0.05)
+    assert fb.boost == 1.0  # misses, but the caller says a raise changes nothing
+    fb.set_can_raise(2.0, True)
+    for k in range(100):  # those that arrived before it would are no evidence ...
+        fb.observe(2.0 + k * 0.01, missed=True, arrived_s=1.99)
+    assert fb.boost == 1.0 and fb.fresh_from(0.05) == 2.0
+    for k in range(100):  # ... those after are
+        fb.observe(3.0 + k * 0.01, missed=True, arrived_s=3.0)
+    assert fb.boost == 1.25
 
 
 def test_relaxing_waits_out_the_hold_after_the_last_raise():

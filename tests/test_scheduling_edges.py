@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -156,8 +158,12 @@ def test_burst_guard_follows_the_measured_burst():
     assert sf.guard_s(1000) == pytest.approx(3 * MS)  # floor: one b4 batch of id0
     two = SlackFit(t, buckets=11, burst_guard_slo_s=13 * MS, workers=2)
     assert two.guard_s(8) == pytest.approx(10 * MS)  # 4 images each
-    view = QueueView(length=16, head_deadline_s=12.5 * MS)
+    view = QueueView(length=4, head_deadline_s=12.5 * MS)
     assert sf.decide(view, 0.0) == SlackFit(t, buckets=11).decide(view, 0.0)  # no burst yet
+    # ... but a backlog beyond one batch is cleared before any burst: it caps the plan too
+    backlog = QueueView(length=16, head_deadline_s=12.5 * MS)
+    assert sf.guard_s(0, queued=12) == pytest.approx(4 * MS)
+    assert t.latency_s(*_plan(sf.decide(backlog, 0.0))) <= 4 * MS
     bursty = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000)
     assert sf.decide(bursty, 0.0) == Plan(0, 4)
     # with a per-batch overhead the guard still means the batch's whole cost: at the floor,
@@ -165,6 +171,28 @@ def test_burst_guard_follows_the_measured_burst():
     heavy = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000,
                       overhead_s=3 * MS)
     assert sf.decide(heavy, 0.0) == Plan(0, 4)
+
+
+def test_burst_guard_reads_the_bursts_shape():
+    """With a peak per window (fractions 1/8 .. 1 of the SLO), n images seen within w seconds
+    are due by w + SLO, so the guard is the least w + SLO - clear(n) over the windows: 8
+    images spread over the whole window leave 13 ms more than 8 at once; a clump (8 within
+    every window) is the same as `burst_images` alone, less the shortest window."""
+    t = table(T3)  # id0: 1/2/3 ms at b1/b2/b4; SLO 13 ms
+    sf = SlackFit(t, buckets=11, burst_guard_slo_s=13 * MS)
+    assert sf.burst_fractions == (0.125, 0.25, 0.5, 1.0)
+    spread = (1.0, 2.0, 4.0, 8.0)  # per 1.625 / 3.25 / 6.5 / 13 ms
+    # 1 image: 1.625 + 13 - 1; 2: 3.25 + 13 - 2; 4: 6.5 + 13 - 3; 8: 13 + 13 - 6
+    assert sf.guard_s(8, peaks=spread) == pytest.approx(13.625 * MS)
+    assert sf.guard_s(8, peaks=(8.0,) * 4) == pytest.approx(7 * MS + 1.625 * MS)
+    assert sf.guard_s(8) == pytest.approx(7 * MS)  # the whole window only: all at once
+    assert sf.guard_s(1000, peaks=(1000.0,) * 4) == pytest.approx(3 * MS)  # the floor holds
+    # a spread burst lets SlackFit plan past the clump's cap
+    clump = QueueView(length=4, head_deadline_s=12.5 * MS, burst_images=8,
+                      burst_peaks=(8.0,) * 4)
+    smooth = QueueView(length=4, head_deadline_s=12.5 * MS, burst_images=8, burst_peaks=spread)
+    assert t.latency_s(*_plan(sf.decide(clump, 0.0))) <= 8.625 * MS
+    assert t.latency_s(*_plan(sf.decide(smooth, 0.0))) > 8.625 * MS
 
 
 def test_burst_tracker_counts_the_window_and_decays():
@@ -185,6 +213,19 @@ def test_burst_tracker_counts_the_window_and_decays():
         tr.observe(t_s)
         seen.append(tr.peak(t_s))
     np.testing.assert_allclose(burst_levels(ts, 0.05, 2.0), seen, rtol=1e-9)
+    # per window at once: each fraction's peak equals a tracker of that window alone
+    ts = np.sort(rng.exponential(0.001, 10_000).cumsum())  # long enough to compact
+    multi, rows = BurstTracker(0.05, 2.0, fractions=(0.125, 0.5, 1.0)), []
+    for t_s in ts:
+        multi.observe(t_s, 2)
+        rows.append(multi.peaks(t_s))
+    assert multi.peak(ts[-1]) == rows[-1][-1]
+    for k, f in enumerate(multi.fractions):
+        np.testing.assert_allclose(burst_levels(ts, 0.05 * f, 2.0, np.full(ts.size, 2.0)),
+                                   [r[k] for r in rows], rtol=1e-9)
+    for bad in ((0.5,), (1.0, 0.5), (0.0, 1.0), ()):
+        with pytest.raises(ValueError, match="fractions"):
+            BurstTracker(0.05, fractions=bad)
 
 
 def test_burst_guard_uses_the_head_requests_own_slo():
@@ -265,6 +306,18 @@ def test_rate_guard_credits_only_batch_sizes_that_meet_the_slo_in_steady_state()
     assert nameless.rate_ok(QueueView(length=4, head_deadline_s=1.0, arrival_rate_qps=600,
                                       overhead_s=10 * MS, cycle_overhead_s=0.0)) \
         == [True, True, False]
+
+
+def test_rate_guard_binds_says_whether_a_raised_headroom_keeps_a_subnet_out():
+    """T3's slowest subnet, id2, sustains 4/12 ms = 333/s: at 100/s with headroom 1 it keeps
+    up even at x3 (a raise there changes no plan), at x4 it does not; off: never."""
+    t = table(T3)
+    g = SlackFit(t, buckets=12, rate_headroom=1.0)
+    view = QueueView(length=4, head_deadline_s=12.5 * MS, arrival_rate_qps=100)
+    assert not g.rate_guard_binds(view) and not g.rate_guard_binds(view, 3.0)
+    assert g.rate_guard_binds(view, 4.0)
+    assert g.rate_guard_binds(dataclasses.replace(view, rate_boost=4.0))
+    assert not SlackFit(t, buckets=12).rate_guard_binds(view, 100.0)
 
 
 def test_rate_boost_multiplies_the_guard_headroom():

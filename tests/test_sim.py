@@ -34,14 +34,14 @@ def table3(load_ms=None):
 
 def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0):
     """Slow and plain: one EDF queue of request ids, a real QueueView per decision, a
-    RateEstimator and a BurstTracker (for SlackFit's guard) fed every arrival. Returns
+    RateEstimator and a BurstTracker (for SlackFit's guard, every window) fed every arrival. Returns
     per-request (finish time or nan, accuracy)."""
     n = len(arrivals)
     finish, acc = np.full(n, np.nan), np.zeros(n)
     q: EDFQueue[int] = EDFQueue()
     rate = RateEstimator(tau_s)
     window = getattr(policy, "burst_window_s", None)
-    bursts = BurstTracker(window) if window else None
+    bursts = BurstTracker(window, fractions=policy.burst_fractions) if window else None
     free = list(range(workers - 1, -1, -1))
     loaded: list[int | None] = [None] * workers
     busy: list[tuple[float, int, int, list[int], int]] = []
@@ -60,9 +60,11 @@ def reference(arrivals, table, policy, slo_s, workers, overhead_s=0.0, tau_s=1.0
             if not q:
                 break
             w = free[-1]
+            peaks = bursts.peaks(now) if bursts else ()
             plan = policy.decide(QueueView(len(q), q.head_deadline_s(), w, loaded[w],
                                            rate.rate(now), overhead_s,
-                                           burst_images=bursts.peak(now) if bursts else 0.0),
+                                           burst_images=peaks[-1] if peaks else 0.0,
+                                           burst_peaks=peaks),
                                  now)
             free.pop()
             batch = q.pop_n(plan.batch_size)

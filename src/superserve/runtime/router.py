@@ -40,6 +40,7 @@ with an error: a poison batch cannot take workers down forever.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import math
@@ -275,9 +276,11 @@ class Router:
         self._rate = RateEstimator(rate_tau_s)
         fb = self.config.feedback
         self.feedback = MissFeedback(fb) if fb is not None else None
-        # images per window (one SLO) at the peak of recent bursts, for SlackFit's guard
+        # images per window (one SLO, and shorter ones) at the peak of recent bursts, for
+        # SlackFit's guard
         window = getattr(policy, "burst_window_s", None)
-        self._bursts = BurstTracker(window) if window else None
+        self._bursts = (BurstTracker(window, fractions=getattr(policy, "burst_fractions", (1.0,)))
+                        if window else None)
         t = self.table
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
@@ -686,6 +689,17 @@ class Router:
         self._dispatch()
 
     # ------------------------------------------------------------------ dispatch
+    def _with_feedback(self, view: QueueView, now: float) -> QueueView:
+        """The view with the miss feedback's boost as of now. The boost may be raised only
+        where a raise changes a plan (SlackFit.rate_guard_binds; a policy without the rate
+        guard: never)."""
+        fb = self.feedback
+        assert fb is not None
+        binds = getattr(self.policy, "rate_guard_binds", None)
+        fb.set_can_raise(now, binds is not None and binds(view, fb.config.up))
+        boost = fb.update(now)
+        return view if boost == view.rate_boost else dataclasses.replace(view, rate_boost=boost)
+
     def _dispatch(self) -> None:
         q = self._queue
         wait = None if self._draining else self.config.batch_wait
@@ -707,15 +721,17 @@ class Router:
                 break
             wid = self._idle[-1]
             head = q.peek().request.result
+            peaks = self._bursts.peaks(now) if self._bursts else ()
             view = QueueView(length=len(q), head_deadline_s=head.deadline_s, worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
                              arrival_rate_qps=rate, overhead_s=self.overhead_s,
                              latency_scale=self.latency_scale,
-                             burst_images=self._bursts.peak(now) if self._bursts else 0.0,
+                             burst_images=peaks[-1] if peaks else 0.0, burst_peaks=peaks,
                              head_slo_s=head.deadline_s - head.arrival_s,
                              cycle_overhead_s=self.cycle_overhead_s,
-                             rate_boost=1.0 if self.feedback is None
-                             else self.feedback.update(now))
+                             rate_boost=1.0 if self.feedback is None else self.feedback.boost)
+            if self.feedback is not None:
+                view = self._with_feedback(view, now)
             plan = self.policy.decide(view, now)
             if plan is None:
                 break  # the policy prefers to wait; the next arrival or timer retries

@@ -47,6 +47,9 @@ class QueueView:
     # the most images seen arriving within one window (the policy's `burst_window_s`)
     # recently, decayed (scheduling/bursts.py); 0 when the caller does not track bursts
     burst_images: float = 0.0
+    # the same peak for each of the policy's `burst_fractions` of that window (the last is
+    # burst_images): how the burst is shaped; empty when the caller counts the whole window only
+    burst_peaks: tuple[float, ...] = ()
     # the head request's own SLO (deadline - arrival); None: the policy's default SLO
     head_slo_s: float | None = None
     # the TYPICAL (median) per-batch cost beyond latency_scale x profiled, where overhead_s is

@@ -81,8 +81,8 @@ class FeedbackConfig:
 class MissFeedback:
     """Recent miss fraction, and the headroom multiplier it sets."""
 
-    __slots__ = ("_fresh_misses", "_fresh_total", "_misses", "_next_s", "_raised_s", "_t",
-                 "_total", "boost", "config")
+    __slots__ = ("_binds_s", "_fresh_misses", "_fresh_total", "_misses", "_next_s",
+                 "_raised_s", "_t", "_total", "boost", "can_raise", "config")
 
     def __init__(self, config: FeedbackConfig | None = None) -> None:
         self.config = config or FeedbackConfig()
@@ -94,6 +94,9 @@ class MissFeedback:
         self._next_s = -math.inf  # when the boost may move next
         self._raised_s = -math.inf  # when it was last raised
         self.boost = 1.0
+        # whether a raise would change any plan now (`set_can_raise`)
+        self.can_raise = True
+        self._binds_s = -math.inf  # when it last became so
 
     def _decay(self, now_s: float) -> None:
         if self._t is not None and now_s > self._t:
@@ -110,10 +113,25 @@ class MissFeedback:
         """When the boost was last raised (-inf: never)."""
         return self._raised_s
 
+    def set_can_raise(self, now_s: float, can: bool) -> None:
+        """The caller says whether a raise would change any plan now (SlackFit's rate guard,
+        raised, keeps out some subnet: `SlackFit.rate_guard_binds`). While it would not, no
+        raise is taken; once it would, only requests that arrive from then on are evidence.
+        Live, the misses of a burst of new connections at 50 req/s (where every subnet
+        keeps up even at x4) raised the boost as soon as the load rose, and its 5 s hold cost
+        the first seconds at 1,500 req/s 0.3 points of accuracy."""
+        if can and not self.can_raise:
+            self._binds_s = now_s
+            self._fresh_misses = self._fresh_total = 0.0
+        self.can_raise = can
+
     def fresh_from(self, slo_s: float = 0.0) -> float:
         """The earliest arrival of a request with SLO `slo_s` that is evidence for the next
-        raise: one SLO after the last raise (-inf without `fresh_only`: every one is)."""
-        return self._raised_s + slo_s if self.config.fresh_only else -math.inf
+        raise: one SLO after the last raise, and not before a raise could change a plan
+        (-inf without `fresh_only`: every one is)."""
+        if not self.config.fresh_only:
+            return -math.inf
+        return max(self._raised_s + slo_s, self._binds_s)
 
     def is_fresh(self, arrived_s: float | None, slo_s: float = 0.0) -> bool:
         """Whether a request that arrived at `arrived_s` is evidence for the next raise
@@ -166,7 +184,7 @@ class MissFeedback:
             return self.boost
         fm, ft = ((self._fresh_misses, self._fresh_total) if c.fresh_only
                   else (self._misses, self._total))
-        if ft >= c.min_requests and fm > c.high * ft:
+        if ft >= c.min_requests and fm > c.high * ft and self.can_raise:
             self.boost = min(c.max_boost, self.boost * c.up)
             self._raised_s = now_s
             self._fresh_misses = self._fresh_total = 0.0  # what arrives from now on

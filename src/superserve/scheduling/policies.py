@@ -23,6 +23,7 @@ import math
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Plan, QueueView, table_slack_s
+from superserve.scheduling.bursts import BURST_FRACTIONS
 
 __all__ = ["DEFAULT_BUCKETS", "Clipper", "Infaas", "Lookup", "MaxAcc", "MaxBatch", "SlackFit"]
 
@@ -126,7 +127,9 @@ class SlackFit:
         self.table, self.buckets = table, buckets
         self.rate_headroom = rate_headroom
         self._col = {b: j for j, b in enumerate(table.batch_sizes)}
-        self._rate_key: tuple[int | None, ...] | None = None
+        self._rate_key: tuple | None = None
+        self._thr_key: tuple[int | None, ...] | None = None
+        self._thr: tuple[list[float], list[float]] | None = None
         self._rate_mask: list[bool] | None = None
         # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
         # arrives just after a batch starts still finds a worker within cap_s
@@ -134,6 +137,7 @@ class SlackFit:
         # the adaptive guard (not in the paper; the default): the cap follows the bursts
         # the caller measures, see `guard_s`. The caller tracks images per this window.
         self.burst_window_s = burst_guard_slo_s
+        self.burst_fractions = BURST_FRACTIONS  # ... and per these shares of it
         self.workers = workers
         self.lookup = Lookup(table)
         self.min_latency_s = table.fastest_s
@@ -173,29 +177,87 @@ class SlackFit:
             return self.min_latency_s
         return max(self.min_latency_s, self._fastest_col[j])
 
-    def guard_s(self, burst_images: float, latency_scale: float = 1.0,
-                overhead_s: float = 0.0, slo_s: float | None = None) -> float:
-        """The adaptive blocking guard (real seconds): the longest batch that still leaves
-        time, within one SLO, to clear a burst of `burst_images` arriving just after it
-        starts on the fastest choices (the workers sharing it, largest batches first):
-        SLO - clear(burst), clear = latency_scale x profiled time + overhead per batch.
-        Never below the fastest subnet's largest batch, so throughput is never capped
-        below the table's best. Smooth traffic (a few images per window) leaves it near
-        the SLO; a trace whose bursts pile hundreds of images into one window pulls it down
-        to that floor, where SlackFit plans like the fastest fixed subnet. `slo_s`: the SLO
-        the burst must be cleared within (the head request's own; default: the window)."""
-        assert self.burst_window_s is not None
+    def _clear_s(self, images: float, latency_scale: float, overhead_s: float) -> float:
+        """Real seconds for the workers to clear `images` on the fastest subnet, largest
+        batches first, each worker its share."""
         sizes, col = self.table.batch_sizes, self._fastest_col
-        per_worker = -(-math.ceil(burst_images) // self.workers)
+        per_worker = -(-math.ceil(images) // self.workers)
         full, rest = divmod(per_worker, sizes[-1])
         clear_table = full * col[-1]
         batches = full
         if rest:
             clear_table += col[self.lookup.cover(rest)]
             batches += 1
-        clear = clear_table * latency_scale + batches * overhead_s
-        floor = col[-1] * latency_scale + overhead_s
-        return max(floor, (self.burst_window_s if slo_s is None else slo_s) - clear)
+        return clear_table * latency_scale + batches * overhead_s
+
+    def guard_s(self, burst_images: float, latency_scale: float = 1.0,
+                overhead_s: float = 0.0, slo_s: float | None = None,
+                peaks: tuple[float, ...] = (), queued: float = 0.0) -> float:
+        """The adaptive blocking guard (real seconds): the longest batch that still leaves
+        time to clear a burst arriving just after it starts on the fastest choices (the
+        workers sharing it, largest batches first), clear = latency_scale x profiled time +
+        overhead per batch. `peaks`: the most images seen within each of `burst_fractions`
+        of the window; n images within w seconds are due by w + SLO, so the guard is the
+        least of w + SLO - clear(n) over the windows. Without them, `burst_images` within
+        the window is taken to arrive at once: SLO - clear(burst_images).
+        Never below the fastest subnet's largest batch, so throughput is never capped
+        below the table's best. Smooth traffic (a few images per window) leaves it near
+        the SLO; a trace whose bursts pile hundreds of images into a few milliseconds pulls
+        it down to that floor, where SlackFit plans like the fastest fixed subnet. `slo_s`:
+        the SLO the burst must be cleared within (the head request's own; default: the
+        window). `queued`: images already waiting beyond this batch, cleared before any
+        burst that follows (EDF), so added to every burst."""
+        window = self.burst_window_s
+        assert window is not None
+        slo = window if slo_s is None else slo_s
+        if peaks:
+            guard = min(f * window + slo - self._clear_s(queued + n, latency_scale, overhead_s)
+                        for f, n in zip(self.burst_fractions, peaks))
+        else:
+            guard = slo - self._clear_s(queued + burst_images, latency_scale, overhead_s)
+        floor = self._fastest_col[-1] * latency_scale + overhead_s
+        return max(floor, guard)
+
+    def _throughputs(self, view: QueueView) -> tuple[list[float], list[float]]:
+        """Per subnet: its sustained throughput per worker (images / s) at the view's
+        calibrated cost, at batch sizes that meet the SLO in steady state, and at any size
+        (`rate_ok`). Cached: recomputed only when the cost or the SLO moves by about 3%."""
+        cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
+        scale, reserve = view.latency_scale, view.overhead_s
+        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+        # ~3% steps (0.1 ms for the overheads and the SLO): recomputing on 1% steps cost
+        # 1.4% of the router's time at 2,000 req/s
+        key = (round(math.log(max(scale, 1e-9)) * 33), round(cyc * 1e4), round(reserve * 1e4),
+               None if slo is None else round(slo * 1e4))
+        if key == self._thr_key and self._thr is not None:
+            return self._thr
+        sizes = self.table.batch_sizes
+        thr, thr_any = [], []
+        for row in self.table.lat_s:
+            best = best_any = 0.0
+            for b, lat in zip(sizes, row):
+                typ = scale * lat + cyc
+                if typ <= 0:
+                    best = best_any = math.inf
+                    continue
+                best_any = max(best_any, b / typ)
+                if slo is None or typ + scale * lat + reserve <= slo:
+                    best = max(best, b / typ)
+            thr.append(best)
+            thr_any.append(best_any)
+        self._thr_key, self._thr = key, (thr, thr_any)
+        return self._thr
+
+    def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
+        """Whether the rate guard, its headroom times `factor` (and the view's boost), keeps
+        out any subnet at the view's arrival rate: a raise of the miss feedback's boost
+        changes a plan only then (at 50 req/s every subnet keeps up even at x4, and misses
+        there are no throughput problem)."""
+        h, rate = self.rate_headroom, view.arrival_rate_qps
+        if h is None or rate <= 0:
+            return False
+        need = h * factor * view.rate_boost * rate / self.workers
+        return min(self._throughputs(view)[0]) < need
 
     def rate_ok(self, view: QueueView) -> list[bool] | None:
         """Per subnet: can it sustain rate_headroom x the arrival rate per worker at the
@@ -215,30 +277,11 @@ class SlackFit:
         if h is None or rate <= 0:
             return None
         need = h * view.rate_boost * rate / self.workers
-        cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
-        scale, reserve = view.latency_scale, view.overhead_s
-        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
-        # ~3% steps (0.1 ms for the overheads and the SLO): at 2,000 req/s the rate moves by
-        # 1% every few dozen arrivals, and recomputing on 1% steps cost 1.4% of the router's
-        # time
-        key = (round(math.log(need) * 33), round(math.log(max(scale, 1e-9)) * 33),
-               round(cyc * 1e4), round(reserve * 1e4), None if slo is None else round(slo * 1e4))
+        thr, thr_any = self._throughputs(view)
+        # at 2,000 req/s the rate moves by 1% every few dozen arrivals: ~3% steps
+        key = (round(math.log(need) * 33), self._thr_key)
         if key == self._rate_key:
             return self._rate_mask
-        sizes = self.table.batch_sizes
-        thr, thr_any = [], []
-        for row in self.table.lat_s:
-            best = best_any = 0.0
-            for b, lat in zip(sizes, row):
-                typ = scale * lat + cyc
-                if typ <= 0:
-                    best = best_any = math.inf
-                    continue
-                best_any = max(best_any, b / typ)
-                if slo is None or typ + scale * lat + reserve <= slo:
-                    best = max(best, b / typ)
-            thr.append(best)
-            thr_any.append(best_any)
         mask: list[bool] | None = [t >= need for t in thr]
         if all(mask):
             mask = None
@@ -253,8 +296,10 @@ class SlackFit:
         if self.burst_window_s is not None:
             # the guard bounds a batch's whole cost; the cap bounds the slack left once the
             # per-batch overhead is taken off (base.table_slack_s), so take it off here too
+            # the queue beyond one largest batch stays queued whatever this batch takes
+            queued = max(0, view.length - self.table.max_batch)
             guard = self.guard_s(view.burst_images, view.latency_scale, view.overhead_s,
-                                 view.head_slo_s)
+                                 view.head_slo_s, view.burst_peaks, queued)
             guard -= view.overhead_s
             cap = guard if cap is None else min(cap, guard)
         slack = table_slack_s(view, now_s, cap)

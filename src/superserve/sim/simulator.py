@@ -138,9 +138,9 @@ class _View:
     """A mutable stand-in for scheduling.base.QueueView with the same fields, reused for
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
-    __slots__ = ("arrival_rate_qps", "burst_images", "cycle_overhead_s", "head_deadline_s",
-                 "head_slo_s", "latency_scale", "length", "overhead_s", "rate_boost",
-                 "worker_id", "worker_subnet")
+    __slots__ = ("arrival_rate_qps", "burst_images", "burst_peaks", "cycle_overhead_s",
+                 "head_deadline_s", "head_slo_s", "latency_scale", "length", "overhead_s",
+                 "rate_boost", "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -148,6 +148,7 @@ class _View:
         self.arrival_rate_qps, self.overhead_s = 0.0, overhead_s
         self.latency_scale = 1.0
         self.burst_images = 0.0
+        self.burst_peaks: tuple[float, ...] = ()
         self.head_slo_s: float | None = None  # one SLO for every request: the policy's
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
         self.rate_boost = 1.0
@@ -171,7 +172,11 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     tau = cfg.rate_tau_s
     # SlackFit's adaptive guard: the router's BurstTracker, for every arrival at once
     burst_window = getattr(policy, "burst_window_s", None)
-    bursts: list[float] = burst_levels(arr, burst_window).tolist() if burst_window else []
+    fractions = getattr(policy, "burst_fractions", (1.0,))
+    # per arrival: the peak per window (one row per arrival)
+    bursts: list[tuple[float, ...]] = (
+        list(zip(*(burst_levels(arr, f * burst_window).tolist() for f in fractions)))
+        if burst_window and n else [])
     burst_tau = DEFAULT_BURST_HALF_LIFE_S / math.log(2)
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
     preempt, preempt_from = cfg.preempt_s, cfg.preempt_from_s
@@ -213,6 +218,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
     client_ovh = overhead - busy_ovh  # reserved, never occupies a worker (live: the front end)
     fb = MissFeedback(cfg.feedback) if cfg.feedback is not None else None
+    binds = getattr(policy, "rate_guard_binds", None)
+    fb_up = cfg.feedback.up if cfg.feedback is not None else 1.0
     step_t = [t for t, _ in cfg.factor_steps]
     step_f = [f for _, f in cfg.factor_steps]
     base_factor = cfg.latency_factor
@@ -280,7 +287,12 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             view.worker_subnet = worker_subnet[w]
             view.arrival_rate_qps = rate
             if bursts and tail:
-                view.burst_images = bursts[tail - 1] * exp((arrl[tail - 1] - now) / burst_tau)
+                decay = exp((arrl[tail - 1] - now) / burst_tau)
+                view.burst_peaks = peaks = tuple(p * decay for p in bursts[tail - 1])
+                view.burst_images = peaks[-1]
+            if fb is not None:  # a raise only where it changes a plan (Router._with_feedback)
+                fb.set_can_raise(now, binds is not None
+                                 and binds(view, fb_up))  # type: ignore[arg-type]
             plan = decide(view, now)  # type: ignore[arg-type]  # duck-typed QueueView
             if plan is None:
                 break
