@@ -20,6 +20,12 @@ live() {  # name, then calibration_live.py arguments
 if [[ $WHICH == 11 || $WHICH == all ]]; then
   # clipper:18 (97.30%): the fixed subnet just above slackfit's accuracy at 1,000-2,000 req/s
   live json_split --policies slackfit clipper:0 clipper:18 --rates 500 1000 1500 2000
+  # the most accurate fixed subnet that still holds ~1.0 at each rate (found by trying the
+  # neighbours in session 13: clipper:21 at 1,500 gave 0.42, clipper:25 0.28)
+  live json_best_fixed_500 --policies clipper:30 --rates 500
+  live json_best_fixed_1000 --policies clipper:25 --rates 1000
+  live json_best_fixed_1500 --policies clipper:20 --rates 1500
+  live json_best_fixed_2000 --policies clipper:12 --rates 2000
   live binary_split --protocol binary --policies slackfit clipper:0 --rates 1000 2000
   live grpc_split --protocol grpc --policies slackfit clipper:0 --rates 500 1000
   live json_onecore --placement one-core --policies slackfit clipper:0 --rates 250 500 1000
