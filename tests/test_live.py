@@ -106,6 +106,48 @@ def test_independent_open_loop_client_reports_every_request(tmp_path, table_path
     assert sum(t["requests"] for t in rep["timeline"]) == rep["requests"]
 
 
+def test_open_loop_client_paces_its_warm_up(tmp_path):
+    """The warm-up requests go 20 ms apart, not all at once (a clump at the start that the
+    server's burst guard remembers into the timed run), then the burst of --warmup-burst."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[float] = []
+    reply = json.dumps({"outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10],
+                                     "data": [0.0] * 10}],
+                        "parameters": {"subnet_accuracy": 0.9}}).encode()
+
+    class Stub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802  (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(time.perf_counter())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = _bench("open_loop_client")
+        assert client.main(["--url", f"http://127.0.0.1:{srv.server_port}", "--trace",
+                            "poisson:rate=50,duration=0.2", "--warmup", "10",
+                            "--warmup-burst", "0", "--out", str(tmp_path / "r.json")]) == 0
+    finally:
+        srv.shutdown()
+    warm = seen[:10]
+    assert len(seen) > 10
+    assert min(b - a for a, b in zip(warm, warm[1:])) >= 0.010  # 20 ms apart, none at once
+
+
 def test_calibration_live_server_attainment_is_over_the_timed_run():
     cal = _bench("calibration_live")
     before = {'superserve_requests_total{outcome="completed"}': 10.0,
