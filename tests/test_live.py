@@ -109,6 +109,7 @@ def test_independent_open_loop_client_reports_every_request(tmp_path, table_path
 def test_open_loop_client_paces_its_warm_up(tmp_path):
     """The warm-up requests go 20 ms apart, not all at once (a clump at the start that the
     server's burst guard remembers into the timed run), then the burst of --warmup-burst."""
+    import itertools
     import json
     import threading
     import time
@@ -122,7 +123,7 @@ def test_open_loop_client_paces_its_warm_up(tmp_path):
     class Stub(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self):  # noqa: N802  (http.server's name)
+        def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             seen.append(time.perf_counter())
             self.send_response(200)
@@ -145,7 +146,7 @@ def test_open_loop_client_paces_its_warm_up(tmp_path):
         srv.shutdown()
     warm = seen[:10]
     assert len(seen) > 10
-    assert min(b - a for a, b in zip(warm, warm[1:])) >= 0.010  # 20 ms apart, none at once
+    assert min(b - a for a, b in itertools.pairwise(warm)) >= 0.010  # 20 ms apart, none at once
 
 
 def test_calibration_live_server_attainment_is_over_the_timed_run():
