@@ -117,9 +117,9 @@ class MissFeedback:
         """The caller says whether a raise would change any plan now (SlackFit's rate guard,
         raised, keeps out some subnet: `SlackFit.rate_guard_binds`). While it would not, no
         raise is taken; once it would, only requests that arrive from then on are evidence.
-        Live, the misses of a burst of new connections at 50 req/s (where every subnet
-        keeps up even at x4) raised the boost as soon as the load rose, and its 5 s hold cost
-        the first seconds at 1,500 req/s 0.3 points of accuracy."""
+        Live, the misses of a clump of warm-up requests at a low rate (where every subnet
+        keeps up even at x4) raised the boost as soon as the load rose, and its 5 s hold
+        narrowed the choice for the first seconds at 1,500 req/s."""
         if can and not self.can_raise:
             self._binds_s = now_s
             self._fresh_misses = self._fresh_total = 0.0
