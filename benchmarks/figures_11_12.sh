@@ -12,6 +12,22 @@ OUT=${OUT:-results/figs}
 mkdir -p "$OUT"
 WHICH=${1:-all}
 BEFORE=${2:-}
+# a live figure needs a quiet machine: another job on these 2 cores (a test run, say) ruins
+# it without any error. Refuse to start while the CPUs are less than 80% idle over 2 s
+# (FORCE=1 starts anyway).
+"$PY" - <<'PYEOF' || [[ ${FORCE:-0} == 1 ]] || exit 3
+import sys, time
+def idle():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[3] + v[4], sum(v)
+i0, t0 = idle(); time.sleep(2.0); i1, t1 = idle()
+share = (i1 - i0) / max(t1 - t0, 1)
+if share < 0.8:
+    print(f"figures_11_12.sh: the CPUs were only {share:.0%} idle over 2 s; another job is "
+          "running (FORCE=1 to start anyway)", file=sys.stderr)
+    sys.exit(1)
+PYEOF
 live() {  # name, then calibration_live.py arguments
   local name=$1; shift
   echo "== $name: $*" | tee "$OUT/$name.txt"
