@@ -276,6 +276,7 @@ class Router:
         self._rate = RateEstimator(rate_tau_s)
         fb = self.config.feedback
         self.feedback = MissFeedback(fb) if fb is not None else None
+        self._rate_guard_binds = getattr(policy, "rate_guard_binds", None)  # _with_feedback
         # images per window (one SLO, and shorter ones) at the peak of recent bursts, for
         # SlackFit's guard
         window = getattr(policy, "burst_window_s", None)
@@ -695,7 +696,7 @@ class Router:
         guard: never)."""
         fb = self.feedback
         assert fb is not None
-        binds = getattr(self.policy, "rate_guard_binds", None)
+        binds = self._rate_guard_binds
         fb.set_can_raise(now, binds is not None and binds(view, fb.config.up))
         boost = fb.update(now)
         return view if boost == view.rate_boost else dataclasses.replace(view, rate_boost=boost)

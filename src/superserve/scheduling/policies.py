@@ -130,6 +130,7 @@ class SlackFit:
         self._rate_key: tuple | None = None
         self._thr_key: tuple[int | None, ...] | None = None
         self._thr: tuple[list[float], list[float]] | None = None
+        self._thr_min = 0.0  # min(self._thr[0]): the slowest subnet's (rate_guard_binds)
         self._rate_mask: list[bool] | None = None
         # optional (not in the paper): never plan a batch longer than cap_s, so a burst that
         # arrives just after a batch starts still finds a worker within cap_s
@@ -245,7 +246,7 @@ class SlackFit:
                     best = max(best, b / typ)
             thr.append(best)
             thr_any.append(best_any)
-        self._thr_key, self._thr = key, (thr, thr_any)
+        self._thr_key, self._thr, self._thr_min = key, (thr, thr_any), min(thr)
         return self._thr
 
     def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
@@ -257,7 +258,8 @@ class SlackFit:
         if h is None or rate <= 0:
             return False
         need = h * factor * view.rate_boost * rate / self.workers
-        return min(self._throughputs(view)[0]) < need
+        self._throughputs(view)  # refreshes the cached minimum when the cost moved
+        return self._thr_min < need
 
     def rate_ok(self, view: QueueView) -> list[bool] | None:
         """Per subnet: can it sustain rate_headroom x the arrival rate per worker at the
