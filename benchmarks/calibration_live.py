@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start a CPU hog on the worker's core this many seconds into the run")
     p.add_argument("--server-args", default="", help="extra `superserve serve` flags")
     p.add_argument("--client-args", default="",
-                   help="extra `superserve loadgen` flags (binary, grpc), e.g. "
-                        "--client-args='--grpc-deadline timeout'")
+                   help="extra client flags: `superserve loadgen` (binary, grpc), e.g. "
+                        "--client-args='--grpc-deadline timeout', or open_loop_client.py "
+                        "(json), e.g. --client-args='--warmup-burst 64'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/calibration_live.json"))
     p.add_argument("--json", action="store_true", help="print the rows as JSON too")
@@ -223,7 +224,8 @@ def client_cmd(args: argparse.Namespace, srv: Server, spec: str, out_json: Path,
     if args.protocol == "json":  # its own warm-up: 50 req/s for warmup_s, then 32 at once
         return ["taskset", "-c", "0", sys.executable, str(HERE / "open_loop_client.py"),
                 "--url", srv.url, "--trace", spec, "--slo-ms", str(args.slo_ms), "--warmup",
-                str(round(50 * args.warmup_s)), "--seed", str(args.seed), "--out", str(out_json)]
+                str(round(50 * args.warmup_s)), "--seed", str(args.seed), "--out", str(out_json),
+                *shlex.split(args.client_args)]
     url = srv.url if args.protocol == "binary" else f"127.0.0.1:{srv.grpc}"
     return ["taskset", "-c", "0", sys.executable, "-m", "superserve.cli", "loadgen", "--url", url,
             "--protocol", "http" if args.protocol == "binary" else args.protocol, "--trace", spec,

@@ -36,6 +36,8 @@ def test_worker_config_validation():
         WorkerConfig(threads=0, table_path="x")
     with pytest.raises(ConfigError, match="table_path"):
         WorkerConfig(kind="profile")
+    with pytest.raises(ConfigError, match="warmup_budget_s"):
+        WorkerConfig(table_path="x", warmup_budget_s=-1.0)
 
 
 def test_killed_worker_detected_requeued_restarted(tmp_path):
@@ -191,6 +193,9 @@ def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate, transpo
         try:
             await wait_for(lambda: router.ready_workers == 1, timeout_s=120)
             assert pool.info(0)["kind"] == "torch" and pool.info(0)["subnets"] == 2
+            # the warm-up ran every batch size of the subnets that cover all layer shapes
+            done, total = pool.info(0)["warmup_extra_calls"]
+            assert pool.info(0)["warmup_covering"] and done == total > 0
             out = []
             for sid, n in ((0, 1), (1, 5), (0, 8)):  # a growing batch remaps the input slab
                 policy.subnet = sid

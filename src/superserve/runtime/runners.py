@@ -86,6 +86,7 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = N
 
     from superserve.models import load_supernet
     from superserve.profiling.table import ProfileTable
+    from superserve.runtime.warmup import cover, kernel_signature, warm_plan
 
     # read by oneDNN when it builds its first kernel, so setting it here still counts
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
@@ -134,14 +135,32 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = N
 
     t0 = time.perf_counter()
     shape = image_shape
-    # first calls of a shape allocate and build kernels (measured: up to 2x the profiled time
-    # for the first seconds of serving); keep that out of serving latency: every subnet at
-    # every profiled batch size, and every batch size up to the largest on one subnet
-    sizes = sorted(set(table.batch_sizes) | set(range(1, table.max_batch + 1)))
-    for i in range(len(specs)):
-        for b in (sizes if i == len(specs) - 1 else table.batch_sizes):
-            run(i, np.zeros((b, *shape), dtype=np.float32))
+    # first calls of a shape build kernels (3-7 ms each on a CPU); keep that out of serving
+    # latency: every subnet at every profiled size, and a few subnets whose layer shapes cover
+    # all the others' at every size up to the largest (runtime/warmup.py)
+    def forward(spec: Any) -> Callable[[int], Any]:
+        return lambda b: supernet(stager.to_device(np.zeros((b, *shape), np.float32)), spec)
+
+    with torch.inference_mode():
+        sigs = [kernel_signature(forward(s)) for s in specs]
+    covering = cover(sigs, [table.latency_s(i, table.max_batch) for i in range(len(specs))])
+    base, extra = warm_plan(len(specs), table.batch_sizes, table.max_batch, covering)
+    for i, b in base:
+        run(i, np.zeros((b, *shape), dtype=np.float32))
+    t_extra, done = time.perf_counter(), 0
+    for i, b in extra:
+        if time.perf_counter() - t_extra > cfg.warmup_budget_s:
+            break
+        run(i, np.zeros((b, *shape), dtype=np.float32))
+        done += 1
     warmup_s = time.perf_counter() - t0
+    if done < len(extra):
+        log.warning("warm-up: the budget (%.0f s) ran out after %d of %d calls at batch sizes "
+                    "beyond the profiled ones; the first batches of the others pay their kernel "
+                    "builds (warmup_budget_s)", cfg.warmup_budget_s, done, len(extra))
+    log.info("warm-up: every subnet at the profiled batch sizes, subnets %s at every size up to "
+             "%d (their layer shapes cover all %d subnets'), in %.1f s", covering,
+             table.max_batch, len(specs), warmup_s)
     t0 = time.perf_counter()
     measured = probe(run, table, shape)
     # the threads and CPUs this process really runs with (local worker and Ray actor alike)
@@ -152,7 +171,9 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = N
             "onednn_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "family": getattr(supernet, "family", cfg.model), "subnets": len(specs),
-            "image_shape": image_shape, "warmup_s": warmup_s, "probe": measured,
+            "image_shape": image_shape, "warmup_s": warmup_s,
+            "warmup_covering": covering, "warmup_extra_calls": [done, len(extra)],
+            "probe": measured,
             "probe_s": time.perf_counter() - t0}
     return run, info
 

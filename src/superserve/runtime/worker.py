@@ -55,6 +55,9 @@ class WorkerConfig:
     # the family's weights, load_supernet(model, weights=...): a published OFA checkpoint
     # ({"state_dict": ...} or bare) or a SuperServe checkpoint; "": the model's own checkpoint
     weights: str = ""
+    # the warm-up's calls at batch sizes beyond the profiled ones (runtime/warmup.py) stop
+    # after this many seconds; the profiled sizes always run
+    warmup_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +74,8 @@ class WorkerConfig:
             raise ConfigError(f"latency_scale must be >= 0, got {self.latency_scale!r}")
         if self.kind != "noop" and not self.table_path:
             raise ConfigError(f"a {self.kind} worker needs table_path")
+        if not self.warmup_budget_s >= 0:
+            raise ConfigError(f"warmup_budget_s must be >= 0, got {self.warmup_budget_s!r}")
         if not isinstance(self.weights, str):
             raise ConfigError(f"weights must be a path string (\"\": none), got {self.weights!r}")
 

@@ -235,7 +235,7 @@ async def build_and_serve(cfg: ServeConfig, on_ready: Any = None) -> int:
                   labels_file=cfg.labels_file, max_image_pixels=cfg.max_image_pixels)
     wcfg = WorkerConfig(kind=cfg.worker_kind, model=cfg.model, table_path=str(table_path),
                         norm_path=str(norm_path), threads=cfg.threads_per_worker,
-                        weights=cfg.weights,
+                        weights=cfg.weights, warmup_budget_s=cfg.warmup_budget_s,
                         device=cfg.device, devices=cfg.devices,
                         separate_models=cfg.policy.startswith("infaas") and cfg.worker_kind == "torch")
     pool = make_pool(cfg, wcfg)  # local processes or Ray actors (runtime/backends.py)

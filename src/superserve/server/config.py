@@ -38,6 +38,8 @@ class ServeConfig:
     miss_feedback: bool = True  # raise SlackFit's rate-guard headroom while requests miss
     batch_log: str | None = None  # a CSV of every finished batch (RouterConfig.batch_log)
     batch_wait_s: float = BatchWaitConfig.wait_s  # an idle worker's hold for company (0: none)
+    # the workers' warm-up at batch sizes beyond the profiled ones stops after this (s)
+    warmup_budget_s: float = 30.0
     drain_timeout_s: float = 10.0  # on SIGTERM: how long queued requests may still finish
     device: str = "auto"  # worker device: auto (every visible GPU in turn, else cpu), cpu, cuda
     devices: tuple[str, ...] = ()  # explicit devices; worker i uses devices[i mod n]
@@ -66,6 +68,8 @@ class ServeConfig:
             lo = -1 if name == "grpc_port" else 0
             if not (isinstance(v, int) and lo <= v <= 65535):
                 raise ConfigError(f"{name} must be an integer port in [{lo}, 65535], got {v!r}")
+        if not self.warmup_budget_s >= 0:
+            raise ConfigError(f"warmup_budget_s must be >= 0, got {self.warmup_budget_s!r}")
         if not self.default_slo_s > 0:
             raise ConfigError(f"default_slo_s must be > 0, got {self.default_slo_s!r}")
         BatchWaitConfig(wait_s=self.batch_wait_s)  # raises ConfigError when it is invalid
