@@ -163,7 +163,8 @@ def test_calibration_live_server_attainment_is_over_the_timed_run():
 
 
 def test_calibration_live_passes_client_args_to_the_load_generator(tmp_path):
-    """--client-args reaches `superserve loadgen` (binary, grpc), split like a shell would."""
+    """--client-args reaches `superserve loadgen` (binary, grpc) and the JSON client, split
+    like a shell would."""
     import types
 
     cal = _bench("calibration_live")
@@ -175,3 +176,7 @@ def test_calibration_live_passes_client_args_to_the_load_generator(tmp_path):
     assert "--grpc-deadline" not in cal.client_cmd(cal.parse_args(["--protocol", "grpc"]), srv,
                                                    "poisson:rate=1,duration=1",
                                                    tmp_path / "c.json", tmp_path)
+    # and the JSON client (open_loop_client.py)
+    args = cal.parse_args(["--protocol", "json", "--client-args=--warmup-burst 64"])
+    cmd = cal.client_cmd(args, srv, "poisson:rate=1,duration=1", tmp_path / "c.json", tmp_path)
+    assert cmd[-2:] == ["--warmup-burst", "64"] and cmd[4].endswith("open_loop_client.py")

@@ -413,6 +413,32 @@ def test_admission_refuses_what_the_queue_ahead_makes_hopeless(table):
     run(body)
 
 
+def test_admission_counts_the_policys_own_subnet_and_the_work_in_flight(table):
+    """Clipper+ on its slowest subnet at twice what that subnet serves, for 0.3 s: admission
+    counts the queue ahead at that subnet's cost (not the table's fastest, which let the whole
+    queue in, and ~80% of it then ended 504 in the queue), per batch, after the batch in
+    flight. The excess is refused at once (429); most of what is admitted meets its SLO."""
+    async def body():
+        clock, pool, router = make(table, policy=make_test_policy(table, "clipper:2"),
+                                   max_queue=10_000)
+        gap = table.latency_s(2, table.batch_sizes[-1]) / table.batch_sizes[-1] / 2.0
+        futs = []
+        for _ in range(round(0.3 / gap)):
+            futs.append(router.submit(IMG, slo_s=0.050))
+            clock.advance(gap)
+        clock.advance(1.0)
+        assert_all_terminal(router, futs)
+        return [f.result() for f in futs]
+
+    rs = run(body)
+    by = {o: sum(r.outcome is o for r in rs) for o in Outcome}
+    met = sum(r.outcome is Outcome.COMPLETED and r.deadline_met for r in rs)
+    assert by[Outcome.REJECTED] > 0.3 * len(rs)  # the excess, refused at once
+    assert all("queued ahead" in str(r.error) for r in rs if r.outcome is Outcome.REJECTED)
+    assert by[Outcome.DROPPED_DEADLINE] < 0.25 * len(rs)
+    assert met > 0.5 * (len(rs) - by[Outcome.REJECTED])
+
+
 def test_early_drop_answers_heads_that_would_starve_the_queue(table):
     """A long queue whose head has slack for a tiny batch only: with early drop the head is
     answered DROPPED_DEADLINE as soon as a worker is free, with a message that says why, and

@@ -379,6 +379,7 @@ class Clipper:
     def __init__(self, table: ProfileTable, subnet: int) -> None:
         table.subnet_by_id(subnet)  # raises TableError for a bad id
         self.table, self.subnet = table, subnet
+        self.served_subnets = (subnet,)  # what admission may count on (runtime/router.py)
         self.name = f"clipper:{subnet}"
         self.lookup = Lookup(table)
         self.min_latency_s = table.lat_s[subnet][0]
