@@ -419,7 +419,7 @@ def test_admission_counts_the_policys_own_subnet_and_the_work_in_flight(table):
     queue in, and ~80% of it then ended 504 in the queue), per batch, after the batch in
     flight. The excess is refused at once (429); most of what is admitted meets its SLO."""
     async def body():
-        clock, pool, router = make(table, policy=make_test_policy(table, "clipper:2"),
+        clock, _pool, router = make(table, policy=make_test_policy(table, "clipper:2"),
                                    max_queue=10_000)
         gap = table.latency_s(2, table.batch_sizes[-1]) / table.batch_sizes[-1] / 2.0
         futs = []
