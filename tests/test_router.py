@@ -80,7 +80,9 @@ def test_multi_image_request_is_answered_when_all_images_are_done(table):
 
 def test_expired_request_answered_by_timer_while_worker_busy(table):
     async def body():
-        clock, pool, router = make(table)
+        # admission would refuse it at once (the batch in flight outlasts its SLO): the
+        # expiry timer is what this tests
+        clock, pool, router = make(table, admission_check=False)
         long = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
         assert pool.busy(0)  # the worker is busy for latency(2, 16) = 20 ms
         short = router.submit(IMG, slo_s=0.005)
@@ -398,6 +400,20 @@ def test_start_up_check_starts_from_the_measured_factor(table, caplog, factor, a
     assert router.probe_factor == pytest.approx(factor)
     assert router.calibration.scale == pytest.approx(factor if applied else 1.0, rel=0.1)
     assert ("start-up check" in caplog.text) is applied
+
+
+def test_admission_counts_the_batch_in_flight(table):
+    async def body():
+        clock, pool, router = make(table)
+        long = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
+        assert pool.busy(0)  # for latency(2, 16) = 20 ms
+        r = router.submit(IMG, slo_s=0.010).result()  # refused at once
+        assert r.outcome is Outcome.REJECTED and isinstance(r.error, OverloadedError)
+        assert "in flight" in str(r.error)
+        ok = router.submit(IMG, slo_s=0.040)  # after the batch, with time to spare
+        clock.advance(1.0)
+        assert ok.result().deadline_met and long.result().deadline_met
+    run(body)
 
 
 def test_admission_refuses_what_the_queue_ahead_makes_hopeless(table):

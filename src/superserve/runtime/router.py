@@ -521,10 +521,10 @@ class Router:
             wait = self._clear_time_s(len(self._queue) + n, scale, overhead)
             if now + wait > result.deadline_s:
                 return self._refuse(req, Outcome.REJECTED, OverloadedError(
-                    f"overloaded: {len(self._queue)} images are queued ahead of this request; "
-                    f"serving them and it takes ~{wait * 1e3:.1f} ms even on the fastest "
-                    f"subnet at the measured cost, more than the "
-                    f"{(result.deadline_s - now) * 1e3:.1f} ms left of its SLO",
+                    f"overloaded: {len(self._queue)} images are queued ahead of this request "
+                    f"and {len(self._inflight)} batch(es) in flight; serving them and it takes "
+                    f"~{wait * 1e3:.1f} ms even on the fastest subnet at the measured cost, "
+                    f"more than the {(result.deadline_s - now) * 1e3:.1f} ms left of its SLO",
                     self.config.retry_after_s))
         self._open[fut] = req
         for i in range(n):
