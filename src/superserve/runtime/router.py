@@ -534,9 +534,10 @@ class Router:
         """A lower bound on the time the ready workers need to serve `images` queued images:
         the policy's fastest subnet (Clipper+: its one subnet) at its best-throughput batch
         size, no idle gaps. A lower bound on purpose: on the Azure code trace at 1,000 req/s
-        (2026-11-29, interleaved A/B) an estimate with the per-batch cycle cost and the
-        batch in flight (its whole planned reserve) refused ~7,000 requests of 20,000 where
-        this refuses ~700-1,000, and slackfit met 0.39 where this met 0.48 and 0.57."""
+        (2026-11-29) an estimate with the per-batch cycle cost and the batch in flight (its
+        whole planned reserve) refused ~7,000 requests of 20,000 where this refuses ~700-
+        1,000, and showed no gain: slackfit met 0.29 and 0.39 with it, 0.32-0.57 with this
+        (the trace's run-to-run spread is that wide)."""
         best_rate = self._admit_rate_qps * max(1, len(self._ready))
         return max(images / best_rate, self.min_latency_s) * scale + overhead
 

@@ -3,19 +3,21 @@
 The first call of a kernel at a new shape builds it (oneDNN on a CPU, cuDNN's choice on a
 GPU): measured on the shipped resnet, one thread, 3-7 ms more than the call after it, at
 every batch size nobody had run yet. Served batches come in every size from 1 to the table's
-largest, so without a warm-up at every size the first seconds under load pay that on batches
-the router planned to the millisecond (a live run at 2,000 req/s lost ~30% of a second, six
-seconds in, when a burst pushed the plans onto new sizes).
+largest, so without a warm-up at every size the first minute under load pays that on batches
+the router planned to the millisecond (interleaved live runs at 1,500-2,000 req/s, 2026-11-29:
+four of five runs without it had seconds at 0.29-0.97 attainment well into the run; with it,
+none below 0.98 after the first second in three runs).
 
 The kernels are per layer shape, not per subnet: subnets that share a layer's widths share its
 kernel. Running every subnet at every size (37 x 32 for the resnet: ~15 s on one core) is
-mostly wasted work. `kernel_signature` records, from a batch-1 and a batch-2 call of a subnet,
-the torch calls whose argument shapes follow the batch; `cover` picks a few subnets, cheapest first per new
-call, whose calls include every other subnet's; those run at every batch size, the rest at the
-profiled sizes only (their own first calls, and the start-up probe's figures). The sizes
-beyond the profiled ones run within a time budget (WorkerConfig.warmup_budget_s): ~6.5 s for
-the shipped resnet on one core, within the default 30 s; a large model on a slow device
-stops there and says how far it got.
+mostly wasted work. `kernel_signature` records, from a batch-1 and a batch-2 call of a
+subnet, the torch calls whose argument shapes follow the batch; `cover` picks a few subnets,
+cheapest first per new call, whose calls include every other subnet's; those run at every
+batch size, the rest at the profiled sizes only (their own first calls, and the start-up
+probe's figures). The sizes beyond the profiled ones run within a time budget
+(WorkerConfig.warmup_budget_s): ~6.5 s for the shipped resnet on one core (16 of its 37
+subnets), within the default 30 s; a large model on a slow device stops there and says how
+far it got.
 """
 
 from __future__ import annotations
