@@ -4,9 +4,9 @@ The first call of a kernel at a new shape builds it (oneDNN on a CPU, cuDNN's ch
 GPU): measured on the shipped resnet, one thread, 3-7 ms more than the call after it, at
 every batch size nobody had run yet. Served batches come in every size from 1 to the table's
 largest, so without a warm-up at every size serving pays that whenever a plan first meets a
-size, on batches the router planned to the millisecond (interleaved live runs at 1,500-2,000 req/s, 2026-11-29:
-four of five runs without it had seconds at 0.29-0.97 attainment well into the run; with it,
-none below 0.98 after the first second in three runs).
+size, on batches the router planned to the millisecond (interleaved live runs at 1,500-2,000
+req/s, 2026-11-29: four of five runs without it had seconds at 0.29-0.97 attainment well into
+the run; with it, none below 0.98 after the first second in three runs).
 
 The kernels are per layer shape, not per subnet: subnets that share a layer's widths share its
 kernel. Running every subnet at every size (37 x 32 for the resnet: ~15 s on one core) is
