@@ -294,7 +294,7 @@ class Router:
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch
         self._logged_scale = self.latency_scale
-        # admission: per batch size, the fastest profiled latency among the subnets the
+        # admission: the best throughput per worker (images / s) of the fastest subnet the
         # policy serves (Clipper+ serves one: its own, not the table's fastest)
         served = getattr(policy, "served_subnets", None) or range(len(t.lat_s))
         self._admit_rate_qps = max(b / min(t.lat_s[i][j] for i in served)

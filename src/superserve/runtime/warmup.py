@@ -96,7 +96,7 @@ def warm_plan(n_subnets: int, profiled_sizes: Sequence[int], max_batch: int,
     """The warm-up's (subnet, batch) calls in two parts: every subnet at the profiled sizes
     (always run), then the `covering` subnets, in their order, at the other sizes from 1 to
     `max_batch` (run while the warm-up budget lasts). Pure."""
-    base = [(i, b) for i in range(n_subnets) for b in sorted(set(profiled_sizes))]
-    extra = [(i, b) for i in covering for b in range(1, max_batch + 1)
-             if b not in set(profiled_sizes)]
+    profiled = sorted(set(profiled_sizes))
+    base = [(i, b) for i in range(n_subnets) for b in profiled]
+    extra = [(i, b) for i in covering for b in range(1, max_batch + 1) if b not in profiled]
     return base, extra
