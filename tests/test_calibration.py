@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from superserve.errors import ConfigError
-from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
+from superserve.scheduling.calibration import (
+    CalibrationConfig,
+    LatencyModel,
+    RecentQuantile,
+    ResponseTail,
+)
 
 P_LO, P_HI = 0.0004, 0.030
 
@@ -201,3 +206,52 @@ def test_recent_quantile_matches_numpy_linear_quantile():
             want_hi, want_mid = np.quantile(a, (q, 0.5))
             assert hi == pytest.approx(want_hi, abs=1e-15)
             assert mid == pytest.approx(want_mid, abs=1e-15)
+
+
+def _write_batch(tail: ResponseTail, now: float, size: int, base: float, per: float) -> None:
+    """A batch of `size` responses written one after another: the k-th `base + per (k-1)`
+    after the batch resolved."""
+    delays = [base + per * k for k in range(size)]
+    for k, d in enumerate(delays, start=1):
+        tail.add(now + d, k, d)
+    tail.add_batch(now + delays[-1], (1, delays[0]), (size, delays[-1]))
+
+
+def test_response_tail_plans_a_large_batch_with_the_prior_after_small_ones():
+    """Only batches of one seen (a paced warm-up): the tail of a 32-response batch is the
+    first position's plus the prior per response ahead, not the 1-response tail."""
+    c = CalibrationConfig()
+    tail = ResponseTail(c)
+    assert tail.reserve_s(32) == 0.0  # nothing reported: no front end, nothing to reserve
+    for i in range(40):
+        _write_batch(tail, 0.02 * i, 1, 0.0007, 0.0)
+    assert tail.base_s == pytest.approx(0.0007)
+    assert tail.per_image_s == c.response_per_image_prior_s
+    assert tail.reserve_s(1) == pytest.approx(0.0007)
+    assert tail.reserve_s(32) == pytest.approx(0.0007 + 31 * c.response_per_image_prior_s)
+
+
+@pytest.mark.parametrize("per", [0.00005, 0.0006])
+def test_response_tail_measures_the_cost_per_response(per):
+    """Batches of several responses replace the prior with the measured slope (either side
+    of it), and the first position's tail stays the first position's."""
+    c = CalibrationConfig()
+    tail = ResponseTail(c)
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        _write_batch(tail, 0.05 * i, int(rng.integers(2, 33)), 0.001, per)
+    assert tail.per_image_s == pytest.approx(per, rel=1e-6)
+    assert tail.base_s == pytest.approx(0.001, rel=0.05)
+    assert tail.reserve_s(16) == pytest.approx(0.001 + 15 * per, rel=0.05)
+    # a lull longer than the first position's memory: that forgets, the slope stays
+    _write_batch(tail, 0.05 * 60 + 5.0, 1, 0.0002, 0.0)
+    assert tail.per_image_s == pytest.approx(per, rel=1e-6)
+
+
+def test_response_tail_is_capped_and_validated():
+    c = CalibrationConfig(max_overhead_s=0.01)
+    tail = ResponseTail(c)
+    _write_batch(tail, 0.0, 1, 0.0005, 0.0)
+    assert tail.reserve_s(10_000) == 0.01
+    with pytest.raises(ConfigError, match="response_per_image_prior_s"):
+        CalibrationConfig(response_per_image_prior_s=-1.0)

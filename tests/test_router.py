@@ -19,6 +19,7 @@ from superserve.errors import (
 from superserve.runtime.clock import ManualClock
 from superserve.runtime.fake import FakePool
 from superserve.runtime.router import Router, RouterConfig
+from superserve.scheduling.calibration import CalibrationConfig
 from superserve.types import Outcome
 
 IMG = np.zeros((1, 1, 28, 28), dtype=np.float32)
@@ -500,6 +501,94 @@ def test_response_writing_tail_is_learned_and_forgotten(table):
         router.submit(IMG, slo_s=0.005)  # a submit notices the silence
         assert router.response_tail_s == 0.0
         clock.advance(1.0)
+    run(body)
+
+
+def test_a_burst_after_small_batches_is_planned_with_the_tail_of_its_size(table):
+    """The response tail is kept per position in the batch: after batches of one only (a
+    paced warm-up), a burst's large batch is planned with the first position's tail plus the
+    prior per response written before its last one; batches of several responses then
+    measure that cost, and the plan follows it."""
+    prior = CalibrationConfig().response_per_image_prior_s
+
+    async def body():
+        clock, _, router = make(table)
+        assert router.batch_overhead_s(32) == router.overhead_s  # nothing written yet
+        for _ in range(40):  # batches of one, each written 0.5 ms after it resolved
+            fut = router.submit(IMG, slo_s=1.0)
+            clock.advance(0.02)
+            r = fut.result()
+            assert (r.batch_size, r.batch_position) == (1, 1)
+            router.response_written(r, r.end_s + 0.0005)
+        assert router.response_tail_s == pytest.approx(0.0005)
+        assert router.response_per_image_s == prior
+
+        def burst(per: float) -> list:
+            """32 requests at once; each batch's k-th response written base + per (k-1)
+            after it resolved. Returns the batches' planned reserve beyond one response."""
+            futs = [router.submit(IMG, slo_s=1.0) for _ in range(32)]
+            extra = []
+            for _ in range(40):
+                fl = next(iter(router._inflight.values()), None)
+                if fl is not None and len(fl.jobs) > 1:
+                    extra.append(fl.planned_s - router.table.latency_s(fl.subnet, len(fl.jobs))
+                                 * router.latency_scale - router.overhead_s)
+                clock.advance(0.005)
+                if all(f.done() for f in futs):
+                    break
+            done = sorted((f.result() for f in futs), key=lambda r: (r.batch_id,
+                                                                     r.batch_position))
+            for r in done:
+                router.response_written(r, r.end_s + 0.0005 + per * (r.batch_position - 1))
+            return extra
+
+        extra = burst(0.0003)
+        # the queue behind the first request (31) fills the largest batch: planned with the
+        # prior per response written before its last
+        ahead = min(31, table.max_batch) - 1
+        assert ahead >= 7
+        assert extra and extra[0] == pytest.approx(ahead * prior, rel=0.01)
+        for _ in range(20):  # batches of several responses: the cost per response measured
+            burst(0.0003)
+        assert router.response_per_image_s == pytest.approx(0.0003, rel=1e-6)
+        assert router.response_tail_s == pytest.approx(0.0005, abs=1e-4)
+        extra = burst(0.0003)
+        assert extra and extra[0] == pytest.approx(ahead * 0.0003, rel=0.05)
+    run(body)
+
+
+def test_on_done_answers_a_batch_as_it_ends_and_a_refusal_after_submit(table):
+    """`on_done` runs at the end of the batch_done that completed the request (after the
+    worker's next batch went out; not behind other callbacks waiting on the loop), and for
+    a request refused at once, on a later loop turn (never inside the caller's `submit`)."""
+    async def body():
+        clock, _, router = make(table)
+        loop = asyncio.get_running_loop()
+        seen: list[tuple[str, int, bool]] = []
+
+        def hook(tag):
+            def on_done(fut):
+                # the worker already has its next batch when the first answer goes out
+                seen.append((tag, len(router._inflight), fut.done()))
+            return on_done
+
+        a = router.submit(IMG, slo_s=1.0, on_done=hook("a"))  # dispatched at once
+        b = router.submit(IMG, slo_s=1.0, on_done=hook("b"))  # queued behind it
+        bad = router.submit(IMG, slo_s=0.0, on_done=hook("refused"))
+        assert seen == []  # a refusal is not answered inside submit
+        await asyncio.sleep(0)
+        assert seen == [("refused", 1, True)]
+        order = []
+        loop.call_soon(lambda: order.append("other callback"))
+        clock.advance(table.lat_s[-1][0] * 1.01 + 0.001)  # a's batch ends (GreedyPolicy: b=1)
+        order.append("after")
+        assert seen[1] == ("a", 1, True) and order == ["after"]  # b's batch already out
+        clock.advance(1.0)
+        assert [t for t, _, _ in seen] == ["refused", "a", "b"]
+        assert a.result().outcome is Outcome.COMPLETED and b.result().outcome is Outcome.COMPLETED
+        assert bad.result().outcome is not Outcome.COMPLETED
+        await asyncio.sleep(0)
+        assert order == ["after", "other callback"]
     run(body)
 
 

@@ -44,6 +44,7 @@ import dataclasses
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
@@ -64,7 +65,7 @@ from superserve.runtime.protocol import BatchTask, WorkerPool
 from superserve.scheduling.base import Policy, QueueView, cannot_meet, drop_slack_s
 from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import BurstTracker
-from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, RecentQuantile
+from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, ResponseTail
 from superserve.scheduling.edf import EDFQueue
 from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
 from superserve.scheduling.rate import RateEstimator
@@ -168,6 +169,8 @@ class InferenceResult:
     queue_s: float = 0.0  # arrival -> dispatch of the batch that finished the request
     service_s: float = 0.0  # dispatch -> result of that batch, as the router saw it
     written_s: float = math.nan  # when the front end wrote the response's last byte
+    batch_id: int = -1  # the router's id of the batch that finished the request
+    batch_position: int = 0  # 1-based: the order in which that batch's requests finished
 
     @property
     def met_on_client_clock(self) -> bool:
@@ -196,13 +199,17 @@ class RouterListener(Protocol):
     def on_batch_timing(self, observed_s: float, predicted_s: float) -> None: ...
 
 
+OnDone = Callable[["asyncio.Future[InferenceResult]"], None]
+
+
 class _Request:
-    __slots__ = ("acc_sum", "ended", "future", "n", "remaining", "result")
+    __slots__ = ("acc_sum", "ended", "future", "n", "on_done", "remaining", "result")
 
     def __init__(self, result: InferenceResult, future: asyncio.Future[InferenceResult],
-                 n: int) -> None:
+                 n: int, on_done: OnDone | None = None) -> None:
         self.result = result
         self.future = future
+        self.on_done = on_done
         self.n = n
         self.remaining = n
         self.acc_sum = 0.0
@@ -285,12 +292,15 @@ class Router:
         t = self.table
         self.calibration = LatencyModel(t.fastest_s, max(max(r) for r in t.lat_s),
                                         self.config.calibration)
-        # resolve -> last byte written (encode + write + a busy loop), a high quantile
-        # (fed per request: refreshed at most every 50 ms)
-        self._response_tail = RecentQuantile(self.calibration.config.response_quantile, 1024,
-                                             self.calibration.config.tail_max_age_s,
-                                             min_interval_s=0.05)
-        self._tail_s = 0.0
+        # resolve -> last byte written (encode + write + a busy loop), per position in the
+        # batch (fed per request: its quantile refreshed at most every 50 ms)
+        self._response_tail = ResponseTail(self.calibration.config)
+        # the batches whose responses are still being written: batch id -> [responses not
+        # yet written, (position, delay) of the first written, of the last]
+        self._writing: dict[int, list] = {}
+        # requests with an `on_done` that batch_done finished, answered once it is done
+        self._delivering: list[_Request] | None = None
+        self._max_batch = self.table.batch_sizes[-1]
         self.probe_factor: float | None = None  # the start-up check's measured factor
         self.last_compute_s = 0.0  # the worker's own compute time of the last batch
         self._logged_scale = self.latency_scale
@@ -348,17 +358,22 @@ class Router:
 
     @property
     def response_tail_s(self) -> float:
-        """High quantile of resolve -> last byte written (0 until 16 responses were seen)."""
-        return self._tail_s
+        """High quantile of resolve -> last byte written at a batch's first position (0 until
+        16 responses were seen); a batch of b responses adds `response_per_image_s` x (b-1)."""
+        return self._response_tail.base_s
 
-    def _update_tail(self) -> None:
-        """Cache `response_tail_s` (read several times per request; it changes only when a
-        response is recorded or old ones expire)."""
-        if len(self._response_tail) < self.calibration.config.min_samples:
-            self._tail_s = 0.0
-        else:
-            self._tail_s = min(self._response_tail.value(0.0),
-                               self.calibration.config.max_overhead_s)
+    @property
+    def response_per_image_s(self) -> float:
+        """What each response written ahead of it adds to a response's tail (measured, or
+        the prior until 16 batches of several responses were seen)."""
+        return self._response_tail.per_image_s
+
+    def batch_overhead_s(self, batch: int) -> float:
+        """`overhead_s` for a batch of `batch` responses: the responses written before its
+        last one add to its tail."""
+        if not self.config.calibrate or batch <= 1:
+            return self.overhead_s
+        return self.overhead_s + self._response_tail.reserve_s(batch) - self.response_tail_s
 
     def response_written(self, result: InferenceResult, written_s: float) -> None:
         """The front end wrote the last byte of `result`'s response at `written_s` (inf: it
@@ -370,8 +385,21 @@ class Router:
                                      result.deadline_s - result.arrival_s)
         if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
                 and math.isfinite(written_s)):
-            self._response_tail.add(written_s, written_s - result.end_s)
-            self._update_tail()
+            delay = written_s - result.end_s
+            self._response_tail.add(written_s, result.batch_position, delay)
+            w = self._writing.get(result.batch_id)
+            if w is not None:
+                if w[1] is None:
+                    w[1] = (result.batch_position, delay)
+                w[2] = (result.batch_position, delay)
+        w = self._writing.get(result.batch_id) if result.batch_position else None
+        if w is not None:
+            w[0] -= 1
+            if w[0] <= 0:
+                del self._writing[result.batch_id]
+                if w[1] is not None:
+                    self._response_tail.add_batch(
+                        written_s if math.isfinite(written_s) else self.clock.now(), w[1], w[2])
         if self.listener is not None:
             self.listener.on_written(result)
 
@@ -469,11 +497,18 @@ class Router:
 
     # ------------------------------------------------------------------ admission
     def submit(self, images: np.ndarray, slo_s: float,
-               arrival_s: float | None = None) -> asyncio.Future[InferenceResult]:
+               arrival_s: float | None = None, on_done: OnDone | None = None
+               ) -> asyncio.Future[InferenceResult]:
         """Admit one request of N images ([N, C, H, W] float32, already validated) with a
         latency SLO counted from `arrival_s` (when its first byte reached the server, on
         this router's clock; default: now); the future always resolves (never raises) to its
-        terminal result."""
+        terminal result.
+
+        `on_done(future)`, when given, is called once the future is done, like a done
+        callback; but for a request its batch completes, right after that batch's results
+        (and the dispatch of the worker's next batch), on the same loop turn, not behind
+        the requests that arrived meanwhile and wait on the loop to be parsed (those waits
+        were most of the resolve -> last byte tail under load). It must not raise."""
         now = self.clock.now()
         if self._poll is not None and now - self._polled_s >= _POLL_EVERY_S:
             self._polled_s = now  # a finished batch frees its worker now, not after the
@@ -483,7 +518,7 @@ class Router:
         t0 = now if arrival_s is None or arrival_s > now else arrival_s
         result = InferenceResult(request_id=rid, outcome=Outcome.REJECTED, arrival_s=t0,
                                  deadline_s=t0 + slo_s)
-        req = _Request(result, fut, len(images))
+        req = _Request(result, fut, len(images), on_done)
         self.stats.submitted += 1
         n = len(images)
         self._rate.observe(now, n)  # images are what the policy batches
@@ -507,8 +542,7 @@ class Router:
                 f"{self.config.max_queue}", self.config.retry_after_s))
         if self.config.calibrate:  # with no batch for a while, evidence fades
             self.calibration.tick(now)
-            if self._response_tail.expire(now):
-                self._update_tail()
+            self._response_tail.expire(now)
         scale, overhead = self.latency_scale, self.overhead_s
         if cannot_meet(result.deadline_s, now, self.table, overhead,
                        min_latency_s=self.min_latency_s, latency_scale=scale):
@@ -569,6 +603,11 @@ class Router:
                                   r.deadline_s - r.arrival_s)
         if not req.future.done():
             req.future.set_result(r)
+        if req.on_done is not None:
+            if self._delivering is not None:  # a batch's results: at the end of batch_done
+                self._delivering.append(req)
+            else:  # as a done callback: never inside the caller's own `submit`
+                asyncio.get_running_loop().call_soon(req.on_done, req.future)
         if self.listener is not None:
             self.listener.on_terminal(r)
         if self._drained is not None and not self._open:
@@ -730,9 +769,12 @@ class Router:
             wid = self._idle[-1]
             head = q.peek().request.result
             peaks = self._bursts.peaks(now) if self._bursts else ()
+            # the tail of the largest batch the queue can fill: its last response waits
+            # for the ones written before it
             view = QueueView(length=len(q), head_deadline_s=head.deadline_s, worker_id=wid,
                              worker_subnet=self._worker_subnet.get(wid),
-                             arrival_rate_qps=rate, overhead_s=self.overhead_s,
+                             arrival_rate_qps=rate,
+                             overhead_s=self.batch_overhead_s(min(len(q), self._max_batch)),
                              latency_scale=self.latency_scale,
                              burst_images=peaks[-1] if peaks else 0.0, burst_peaks=peaks,
                              head_slo_s=head.deadline_s - head.arrival_s,
@@ -783,10 +825,27 @@ class Router:
         fl = self._take_inflight(worker_id, batch_id)
         if fl is None:
             return
+        if self._delivering is not None:  # nested in another's: that one delivers
+            self._batch_results(worker_id, fl, logits, service_s)
+            return
+        self._delivering = []
+        try:
+            self._batch_results(worker_id, fl, logits, service_s)
+        finally:
+            deliver, self._delivering = self._delivering, None
+            for req in deliver:
+                try:
+                    req.on_done(req.future)  # type: ignore[misc]
+                except Exception:  # the caller's bug: the others still go
+                    log.exception("a request's on_done raised")
+
+    def _batch_results(self, worker_id: int, fl: _InFlight, logits: np.ndarray,
+                       service_s: float) -> None:
         now = self.clock.now()
         self.last_compute_s = service_s
         self._observe_batch(now, worker_id, fl, service_s)
         acc = self.table.acc[fl.subnet]
+        finished = 0
         for k, job in enumerate(fl.jobs):
             req = job.request
             if self._gone(req):
@@ -799,10 +858,16 @@ class Router:
             req.remaining -= 1
             if req.remaining == 0:
                 r.subnet_id, r.batch_size = fl.subnet, len(fl.jobs)
+                finished += 1
+                r.batch_id, r.batch_position = fl.batch_id, finished
                 r.subnet_accuracy = req.acc_sum / req.n
                 r.queue_s = fl.dispatched_s - r.arrival_s
                 r.service_s = now - fl.dispatched_s
                 self._finish(req, Outcome.COMPLETED, None)
+        if finished and self.config.calibrate:  # its responses' tail, per position
+            self._writing[fl.batch_id] = [finished, None, None]
+            if len(self._writing) > 256:  # a caller that never reports what it wrote
+                del self._writing[next(iter(self._writing))]
         self._worker_free(worker_id)
 
     def batch_failed(self, worker_id: int, batch_id: int, message: str) -> None:

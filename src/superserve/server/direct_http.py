@@ -163,8 +163,8 @@ class DirectInfer:
     # ---------------------------------------------------------------- the fast lane
     def answer_now(self) -> bool:
         """A small, complete request without Content-Encoding: checked, decoded and admitted
-        right here, in the parser's callback, and answered from the router's future's
-        callback: no task, no awaits. False: it needs the general path (`run_asgi`)."""
+        right here, in the parser's callback, and answered from the router (`on_done`) as
+        soon as its batch ends: no task, no awaits. False: it needs the general path (`run_asgi`)."""
         handler = self.handler
         service = handler.service
         scope = self.scope
@@ -177,15 +177,15 @@ class DirectInfer:
                 if decoded.encoded is not None:
                     self.decoded = decoded  # encoded images: decoded off the loop, in run_asgi
                     return False
+                # answered from the router as soon as its batch ends (`_resolved`)
                 future = service.submit(decoded.images, decoded.slo_s,
-                                        scope.get(FIRST_BYTE_KEY))
+                                        scope.get(FIRST_BYTE_KEY), self._resolved)
             except Exception as e:  # noqa: BLE001  (bad input: a 4xx; a bug: a logged 500)
                 status, content, extra = handler.error_response(e)
                 self._write(status, extra, content)
                 return True
             self.decoded, self.future = decoded, future
             scope[ON_DISCONNECT_KEY] = self._client_left
-            future.add_done_callback(self._resolved)
             return True
         except BaseException:  # noqa: BLE001  (a bug: answered 500 or closed, logged)
             self._failed()

@@ -252,8 +252,13 @@ class ServerMetrics:
             ("reserve_seconds", "High quantile (--calibration-quantile) of observed - fitted batch time", lambda: m.reserve_s),
             ("transport_seconds", "Median dispatch-to-result beyond the worker's compute",
              lambda: m.transport_s),
-            ("response_tail_seconds", "High quantile of resolve to last byte written",
+            ("response_tail_seconds", ("High quantile of resolve to last byte written, at a "
+                                       "batch's first position"),
              lambda: router.response_tail_s),
+            ("response_per_image_seconds", ("What each response written before it adds to a "
+                                            "response's tail (a batch of b plans "
+                                            "response_tail + this x (b - 1))"),
+             lambda: getattr(router, "response_per_image_s", 0.0)),
             ("batches", "Batches the calibration has seen", lambda: m.samples),
             ("steps", ("Steps in the worker's compute cost detected (old evidence cut: a "
                        "co-tenant started or stopped, the machine stalled)"),

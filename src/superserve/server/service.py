@@ -24,7 +24,7 @@ from superserve.errors import (
     WorkerFailedError,
 )
 from superserve.profiling.table import ProfileTable
-from superserve.runtime.router import InferenceResult, Router
+from superserve.runtime.router import InferenceResult, OnDone, Router
 from superserve.server.codec import IMAGE_INPUT, OUTPUTS, ModelIO
 from superserve.server.images import FORMATS
 
@@ -108,14 +108,17 @@ class InferenceService:
                                        f"{self.max_body_bytes} bytes")
 
     def submit(self, images: np.ndarray, slo_s: float | None,
-               arrival_s: float | None = None) -> asyncio.Future[InferenceResult]:
+               arrival_s: float | None = None, on_done: OnDone | None = None
+               ) -> asyncio.Future[InferenceResult]:
         """Admit (the synchronous half of `infer`): the router's future, which always
-        resolves to the request's terminal result. Raises NoWorkerReadyError at once."""
+        resolves to the request's terminal result. Raises NoWorkerReadyError at once.
+        `on_done(future)`: called once it is done, a batch's results as soon as the batch
+        ends (Router.submit)."""
         if self.router.ready_workers == 0 and not self.router.draining:
             # nothing could serve it before its deadline: say so now (503), not as a 504 later
             raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
                                      "restarting after a failure); retry shortly")
-        return self.router.submit(images, slo_s or self.default_slo_s, arrival_s)
+        return self.router.submit(images, slo_s or self.default_slo_s, arrival_s, on_done)
 
     async def infer(self, images: np.ndarray, slo_s: float | None,
                     arrival_s: float | None = None) -> InferenceResult:
