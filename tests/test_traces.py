@@ -161,3 +161,41 @@ def test_trace_show_cli(tmp_path, capsys):
     assert png.stat().st_size > 1000
     assert main(["trace", "show", "poisson:rate=3,duration=x"]) == 2
     assert "bad value duration='x'" in capsys.readouterr().err
+
+
+def test_attainment_bound_of_a_clump_is_what_the_slo_window_holds():
+    """n requests at once, a server answering one every 1/rate s: the first floor(SLO x rate)
+    make it, whatever the policy."""
+    from superserve.traces.bounds import attainment_bound
+
+    clump = [0.0] * 100
+    assert attainment_bound(clump, 1000.0, 0.050) == pytest.approx(0.50)
+    assert attainment_bound(clump, 2000.0, 0.050) == 1.0
+    assert attainment_bound(clump, 10.0, 0.050) == 0.0  # each takes 100 ms
+    assert attainment_bound([], 10.0, 0.050) == 1.0
+    with pytest.raises(ValueError, match="rate_qps"):
+        attainment_bound(clump, 0.0, 0.050)
+
+
+def test_attainment_bound_is_monotone_and_the_needed_rate_reaches_the_target():
+    from superserve.traces.bounds import attainment_bound, rate_needed
+
+    a = load_trace("bursty:base=300,variant=300,cv2=8,duration=5").arrivals_s.tolist()
+    rates = [200.0, 400.0, 600.0, 800.0, 1200.0, 2400.0]
+    bounds = [attainment_bound(a, r, 0.050) for r in rates]
+    assert bounds == sorted(bounds) and bounds[0] < 0.5 and bounds[-1] > 0.99
+    need = rate_needed(a, 0.050, 0.99)
+    assert attainment_bound(a, need, 0.050) >= 0.99 > attainment_bound(a, need * 0.98, 0.050)
+    # steady traffic at 300 req/s: 0.99 needs about 300 a second, no more than one SLO's worth
+    steady = load_trace("poisson:rate=300,duration=5").arrivals_s.tolist()
+    assert 250 < rate_needed(steady, 0.050, 0.99) < 600
+
+
+def test_trace_show_prints_what_the_trace_asks_of_a_server(capsys):
+    assert main(["trace", "show", "poisson:rate=300,duration=4", "--slo-ms", "50",
+                 "--service-rate", "100", "5000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rate_needed_0.9"] <= out["rate_needed_0.99"] <= out["rate_needed_0.999"]
+    assert out["bound_at_100"] < 0.5 and out["bound_at_5000"] == 1.0
+    with pytest.raises(SystemExit, match="needs --slo-ms"):
+        main(["trace", "show", "poisson:rate=3,duration=4", "--service-rate", "100"])

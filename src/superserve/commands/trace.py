@@ -12,6 +12,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     show.add_argument("spec", help="kind:key=value,... or a trace file")
     show.add_argument("--plot", default=None, help="write the rate over time to this PNG")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--slo-ms", type=float, default=None,
+                      help="also print what the trace asks of a server at this SLO, whatever "
+                           "its policy: the service rate (requests / s) that 0.9, 0.99 and "
+                           "0.999 attainment need at the least (traces/bounds.py)")
+    show.add_argument("--service-rate", type=float, nargs="+", default=None, metavar="R",
+                      help="with --slo-ms: the best attainment a server answering R requests "
+                           "/ s can reach on the trace (an upper bound for any policy)")
     save = sub.add_parser("save", help="generate a trace and write it to a file")
     save.add_argument("spec")
     save.add_argument("file")
@@ -46,6 +53,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(trace)} arrivals to {args.file}")
         return 0
     stats = {"spec": trace.spec, **trace.stats()}
+    if args.service_rate and args.slo_ms is None:
+        raise SystemExit("superserve trace show: --service-rate needs --slo-ms")
+    if args.slo_ms is not None:
+        if not args.slo_ms > 0 or any(not r > 0 for r in args.service_rate or ()):
+            raise SystemExit("superserve trace show: --slo-ms and --service-rate must be > 0")
+        from superserve.traces.bounds import attainment_bound, rate_needed
+
+        a, slo = trace.arrivals_s.tolist(), args.slo_ms / 1e3
+        stats["slo_ms"] = args.slo_ms
+        for target in (0.9, 0.99, 0.999):
+            stats[f"rate_needed_{target:g}"] = rate_needed(a, slo, target)
+        for r in args.service_rate or ():
+            stats[f"bound_at_{r:g}"] = attainment_bound(a, r, slo)
     if args.plot:
         plot_rate(trace.arrivals_s, trace.duration_s, args.plot, trace.spec)
         stats["plot"] = args.plot
@@ -53,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(stats))
     else:
         for k, v in stats.items():
-            print(f"{k:12s} {v:.4g}" if isinstance(v, float) else f"{k:12s} {v}")
+            print(f"{k:17s} {v:.4g}" if isinstance(v, float) else f"{k:17s} {v}")
     return 0
