@@ -72,10 +72,10 @@ class CalibrationConfig:
     # k-1 before it. The response tail is kept per position (ResponseTail): its quantile at
     # the first position plus this much per response ahead, until `min_samples` batches of
     # several responses have measured it (the median of their slopes). Measured live (JSON,
-    # 750 req/s, on a 2-core VM ~2x slower than the one that profiled the shipped table):
-    # 0.02-0.04 ms with the responses written as their batch ends, 0.07 ms from done
-    # callbacks. A batch-1 warm-up measures nothing of it
-    response_per_image_prior_s: float = 0.00005
+    # 750-1,000 req/s, on a 2-core VM ~2x slower than the one that profiled the shipped
+    # table): 0.02-0.18 ms, more as the load generator sharing the core takes its turns. A
+    # batch-1 warm-up measures nothing of it
+    response_per_image_prior_s: float = 0.0001
     min_samples: int = 16  # until then the plan is `initial_tail` x the fit + initial transport
     initial_tail: float = 1.15  # margin factor before enough batches were seen
     prior_scale: float = 1.0  # the compute fit's prior: the table as profiled ...
