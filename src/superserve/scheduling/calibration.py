@@ -298,7 +298,8 @@ class ResponseTail:
         (k0, d0), (k1, d1) = first, last
         if k1 > k0:
             self._slopes.add(now_s, max(0.0, (d1 - d0) / (k1 - k0)))
-            self._refresh(now_s)
+            if abs(self._per_image() - self.per_image_s) > 0.1 * self.per_image_s:
+                self._refresh(now_s)  # the residuals are taken against the slope
 
     def expire(self, now_s: float) -> bool:
         """Forget responses older than `tail_max_age_s` (and slopes older than 10x that);
@@ -316,10 +317,7 @@ class ResponseTail:
             self._t.popleft()
             self._k.popleft()
             self._d.popleft()
-        if len(self._slopes) >= c.min_samples:
-            self.per_image_s = self._slopes.median(c.response_per_image_prior_s)
-        else:
-            self.per_image_s = c.response_per_image_prior_s if self._seen else 0.0
+        self.per_image_s = self._per_image()
         n = len(self._d)
         if n < c.min_samples:
             self.base_s = 0.0
@@ -329,6 +327,12 @@ class ResponseTail:
         # never decided by one or two samples, as RecentQuantile
         q = min(c.response_quantile, max(0.5, 1.0 - 2.0 / n))
         self.base_s = min(max(_quantiles(a, q)[0], 0.0), c.max_overhead_s)
+
+    def _per_image(self) -> float:
+        c = self.config
+        if len(self._slopes) >= c.min_samples:
+            return self._slopes.median(c.response_per_image_prior_s)
+        return c.response_per_image_prior_s if self._seen else 0.0
 
     def reserve_s(self, batch: int) -> float:
         """The tail to plan for a batch of `batch` responses."""
