@@ -35,7 +35,7 @@ def attainment_bound(arrivals_s: Sequence[float], rate_qps: float, slo_s: float)
     met = 0
     slack = slo_s * (1.0 + 1e-9)  # exactly at the SLO counts, despite float sums
     for t in arrivals_s:
-        done = (free if free > t else t) + each
+        done = max(t, free) + each
         if done <= t + slack:
             free = done
             met += 1
