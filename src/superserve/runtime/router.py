@@ -607,7 +607,7 @@ class Router:
             if self._delivering is not None:  # a batch's results: at the end of batch_done
                 self._delivering.append(req)
             else:  # as a done callback: never inside the caller's own `submit`
-                asyncio.get_running_loop().call_soon(req.on_done, req.future)
+                req.future.get_loop().call_soon(req.on_done, req.future)
         if self.listener is not None:
             self.listener.on_terminal(r)
         if self._drained is not None and not self._open:

@@ -164,7 +164,8 @@ class DirectInfer:
     def answer_now(self) -> bool:
         """A small, complete request without Content-Encoding: checked, decoded and admitted
         right here, in the parser's callback, and answered from the router (`on_done`) as
-        soon as its batch ends: no task, no awaits. False: it needs the general path (`run_asgi`)."""
+        soon as its batch ends: no task, no awaits. False: it needs the general path
+        (`run_asgi`)."""
         handler = self.handler
         service = handler.service
         scope = self.scope
