@@ -383,16 +383,16 @@ class Router:
                 and not result.met_on_client_clock):  # on time here, late at the client
             self.feedback.reclassify(self.clock.now(), result.arrival_s,
                                      result.deadline_s - result.arrival_s)
+        # its batch's record while that batch's responses are being written
+        w = self._writing.get(result.batch_id) if result.batch_position else None
         if (result.outcome is Outcome.COMPLETED and result.end_s <= written_s
                 and math.isfinite(written_s)):
             delay = written_s - result.end_s
             self._response_tail.add(written_s, result.batch_position, delay)
-            w = self._writing.get(result.batch_id)
             if w is not None:
                 if w[1] is None:
                     w[1] = (result.batch_position, delay)
                 w[2] = (result.batch_position, delay)
-        w = self._writing.get(result.batch_id) if result.batch_position else None
         if w is not None:
             w[0] -= 1
             if w[0] <= 0:
