@@ -58,3 +58,35 @@ def test_sigterm_to_a_command_that_started_a_server_stops_that_server(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+HUNG_UNWIND = """
+import os, signal, subprocess, sys, time
+from superserve import cli
+from superserve.bench import server_proc
+cli.TERMINATE_GRACE_S = 1.0
+signal.signal(signal.SIGTERM, cli._terminate)
+child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+server_proc._RUNNING.add(child.pid)
+print(child.pid, flush=True)
+try:
+    time.sleep(60)
+except cli._Terminated:
+    time.sleep(60)  # an unwinding that hangs
+"""
+
+
+def test_a_hung_unwinding_after_sigterm_kills_its_servers_and_exits_143():
+    proc = subprocess.Popen([sys.executable, "-c", HUNG_UNWIND], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        child = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+        end = time.monotonic() + 10
+        while time.monotonic() < end and _alive(child):
+            time.sleep(0.05)
+        assert not _alive(child), "the started server outlived the forced exit"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

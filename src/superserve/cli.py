@@ -84,8 +84,30 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: unwinds (context managers stop their servers)."""
 
 
+# How long the orderly unwinding after SIGTERM may take (a server's own stop allows 30 s
+# after its drain) before the servers this command started are killed and it exits anyway.
+TERMINATE_GRACE_S = 45.0
+_watchdog: threading.Timer | None = None
+
+
 def _terminate(signum: int, frame: object) -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = threading.Timer(TERMINATE_GRACE_S, _force_exit)
+        _watchdog.daemon = True
+        _watchdog.start()
     raise _Terminated(f"signal {signum}")
+
+
+def _force_exit() -> None:
+    """The unwinding hung: kill the servers this command started (never leave them running),
+    then exit with SIGTERM's status."""
+    from superserve.bench.server_proc import kill_all
+
+    n = kill_all()
+    print(f"superserve: still not stopped {TERMINATE_GRACE_S:.0f} s after SIGTERM; killed "
+          f"{n} server(s) and exiting", file=sys.stderr, flush=True)
+    os._exit(143)
 
 
 if __name__ == "__main__":

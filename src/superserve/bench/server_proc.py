@@ -20,7 +20,23 @@ from superserve.errors import SuperServeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ServerProcess", "free_port", "kill_all"]
+
+_RUNNING: set[int] = set()  # process groups of the servers this process started and still owns
+
+
+def kill_all() -> int:
+    """SIGKILL the process group of every server this process started and has not stopped
+    (the last resort of a command whose orderly unwinding hangs): how many were killed."""
+    n = 0
+    for pgid in list(_RUNNING):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            n += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+        _RUNNING.discard(pgid)
+    return n
 
 
 def free_port() -> int:
@@ -64,6 +80,7 @@ class ServerProcess:
         log.info("starting server: %s", " ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        _RUNNING.add(self.proc.pid)
         try:
             self._wait_ready()
         except BaseException:  # Ctrl-C or SIGTERM while it starts: no `with` exit runs
@@ -128,6 +145,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        _RUNNING.discard(self.proc.pid)
         self._log.close()
         return self.proc.returncode
 
