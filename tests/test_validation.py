@@ -321,6 +321,47 @@ def test_unexpected_errors_are_500_json_and_grpc_internal_never_unknown(srv):
     assert ctx.code == grpc.StatusCode.INTERNAL
 
 
+def test_a_grpc_call_already_over_is_not_answered_again():
+    """A refusal that lands when the call's deadline has passed (the router caps a request's
+    SLO at it) is not sent: grpc's core has ended the call, and a status sent now fails
+    there with an ERROR per call. A live call still gets its status."""
+    import asyncio
+
+    from superserve.errors import DeadlineExceededError
+    from superserve.server.grpc_api import _wrap
+
+    async def late(*a, **k):
+        raise DeadlineExceededError("missed its deadline in the queue")
+
+    class Ctx:
+        code = None
+
+        def __init__(self, left, done=False):
+            self.left, self._done = left, done
+
+        def done(self):
+            return self._done
+
+        def cancelled(self):
+            return False
+
+        def time_remaining(self):
+            return self.left
+
+        async def abort(self, code, details):
+            self.code = code
+            raise grpc.aio.AbortError()
+
+    for ctx in (Ctx(-0.001), Ctx(None, done=True)):
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(_wrap(late)(b"", ctx))
+        assert ctx.code is None
+    live = Ctx(0.5)
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(_wrap(late)(b"", live))
+    assert live.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def test_bool_prescan_never_misses_a_boolean_in_data():
     """`may_hold_bools` may say yes wrongly (then the element-wise path runs), never no
     wrongly: a boolean anywhere in `data`, whatever else the request holds."""

@@ -222,6 +222,12 @@ def _wrap(fn: Callable[..., Awaitable[Any]],
             code = getattr(grpc.StatusCode, grpc_code_name(e))
             if code == grpc.StatusCode.INTERNAL:
                 log.error("gRPC request failed: %s", e)
+            if _call_over(context):
+                # The client is gone or its deadline has passed: grpc has ended (or is about
+                # to end) the call, and a status sent now fails in grpc's core, which logs
+                # an ERROR with a traceback per call (hundreds a second under overload).
+                # The request has its terminal state in the router already.
+                raise asyncio.CancelledError(f"call already over: {e}") from None
             await context.abort(code, str(e))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -229,6 +235,17 @@ def _wrap(fn: Callable[..., Awaitable[Any]],
             log.exception("gRPC request failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
     return handler
+
+
+def _call_over(context: Any) -> bool:
+    """Whether a call can no longer be answered: done, cancelled, or past its deadline."""
+    try:
+        if context.done() or context.cancelled():
+            return True
+        left = context.time_remaining()
+    except Exception:  # noqa: BLE001  a context without these (tests): answer it
+        return False
+    return left is not None and left <= 0
 
 
 async def start_grpc(service: InferenceService, host: str, port: int,
