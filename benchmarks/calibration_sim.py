@@ -16,6 +16,8 @@ ideal row runs the table's own world (factor 1, no jitter) with no margins.
 
     python benchmarks/calibration_sim.py [--rates 1000 2000] [--duration 60] [--out DIR]
     python benchmarks/calibration_sim.py --defaults   # the grid that chose SlackFit's defaults
+    python benchmarks/calibration_sim.py --noisy-host # a slow host with stalls: SlackFit vs
+                                                      # the fastest fixed subnet
 
 Writes summary.json and timeline.png (per 0.5 s: attainment, served accuracy, planned scale vs
 the world's factor) to --out.
@@ -33,6 +35,7 @@ import numpy as np
 from superserve.profiling import default_table_path
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling import make_policy
+from superserve.scheduling.calibration import CalibrationConfig
 from superserve.sim.simulator import SimConfig, SimResult, simulate
 from superserve.traces import load_trace
 
@@ -186,6 +189,42 @@ def defaults_grid(args: argparse.Namespace) -> dict:
     return {"grid": {s: {str(k): v for k, v in d.items()} for s, d in res.items()}}
 
 
+# A slow, noisy host, as measured live on a shared 2-core VM on a bad day: the worker ran the
+# table's subnets x3-3.5 of their profiled latency (start-up check), batch times spread wide
+# (relative jitter ~0.3), and now and then (~0.5/s) a batch of a 1-3 ms subnet took 30-60 ms
+NOISY_HOST = {"latency_factor": 3.0, "jitter": 0.3, "stall_s": 0.045, "stall_rate_per_s": 0.5}
+
+
+def noisy_host(args: argparse.Namespace) -> dict:
+    """SlackFit (calibrated, the defaults) vs the fastest fixed subnet on NOISY_HOST, over
+    --seeds traces per rate. A stall near the SLO is absorbed by a 1 ms batch and not by the
+    10 ms batch of a more accurate subnet, whatever the reserve: SlackFit trades some of its
+    attainment for its accuracy there, by design (it plans to fill the slack)."""
+    table = ProfileTable.load(default_table_path("resnet"))
+    res: dict = {}
+    for rate in args.rates:
+        # SlackFit with the default reserve (q0.9 of the residuals) and with larger ones
+        for name, spec, q in (("slackfit", "slackfit", None), ("clipper:0", "clipper:0", None),
+                              ("slackfit q0.97", "slackfit", 0.97),
+                              ("slackfit q0.99", "slackfit", 0.99)):
+            atts, accs = [], []
+            for seed in range(args.seeds):
+                tr = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2=4,"
+                                f"duration={args.duration},seed={seed}")
+                cfg = SimConfig(slo_s=SLO_S, overhead_s=BUSY_S, busy_overhead_s=BUSY_S,
+                                calibrate=True, seed=seed, **NOISY_HOST,
+                                calibration=None if q is None else CalibrationConfig(quantile=q))
+                r = simulate(np.asarray(tr.arrivals_s), table,
+                             make_policy(spec, table, slo_s=SLO_S), cfg)
+                atts.append(r.slo_attainment)
+                accs.append(r.mean_serving_accuracy)
+            res.setdefault(str(rate), {})[name] = (round(float(np.mean(atts)), 4),
+                                                   round(float(np.mean(accs)), 4))
+            print(f"noisy host  {name:14s} {rate:6.0f} req/s  attainment {np.mean(atts):.4f}  "
+                  f"accuracy {100 * np.mean(accs):.2f}%", file=sys.stderr, flush=True)
+    return {"host": NOISY_HOST, "seeds": args.seeds, "duration_s": args.duration, "rates": res}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
@@ -194,11 +233,17 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=3, help="with --defaults: traces per cell")
     p.add_argument("--defaults", action="store_true")
+    p.add_argument("--noisy-host", action="store_true",
+                   help="SlackFit vs clipper:0 on a slow host with stalls (NOISY_HOST); "
+                        "give it the rates, e.g. --rates 150 300 500 700")
     p.add_argument("--out", type=Path, default=Path("results/calibration_sim"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    out = defaults_grid(args) if args.defaults else compare(args)
-    name = "defaults.json" if args.defaults else "summary.json"
+    if args.noisy_host:
+        out, name = noisy_host(args), "noisy_host.json"
+    else:
+        out = defaults_grid(args) if args.defaults else compare(args)
+        name = "defaults.json" if args.defaults else "summary.json"
     (args.out / name).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
     return 0

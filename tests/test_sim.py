@@ -169,6 +169,29 @@ def test_deterministic_with_jitter_and_seed():
     assert one["completed_late"] > 0  # jitter pushes some batches past their deadline
 
 
+def test_host_stalls_lengthen_some_batches_and_hurt_longer_batches_more():
+    """A noisy host's stalls (tens of ms, now and then) land inside a batch with a probability
+    that grows with the batch's length: the same seed gives the same stalls, and a longer
+    batch is both hit more often and has less slack left to absorb a hit."""
+    t = table3()
+    arr = [0.05 * k for k in range(2000)]  # one request every 50 ms: never a queue
+    assert simulate(arr, t, make_policy("clipper:2", t),
+                    SimConfig(slo_s=0.03)).completed_in_slo == 2000
+    kw = {"slo_s": 0.03, "stall_s": 0.04, "stall_rate_per_s": 10.0, "seed": 3}
+    fast, slow = (simulate(arr, t, make_policy(p, t), SimConfig(**kw)).to_dict()
+                  for p in ("clipper:0", "clipper:2"))
+    again = simulate(arr, t, make_policy("clipper:2", t), SimConfig(**kw)).to_dict()
+    for d in (slow, again, fast):
+        d.pop("wall_s"), d.pop("requests_per_wall_s")
+    assert again == slow
+    # a stall is 20-40 ms: late past 30 ms for a 1 ms batch if over 29 ms (~55% of hits),
+    # for a 4 ms batch if over 26 ms (~70%); hits: ~1% vs ~4% of batches. Expected ~11 vs ~56
+    assert fast["dropped"] == slow["dropped"] == 0
+    assert 0 < fast["completed_late"] < 25 and 35 < slow["completed_late"] < 90
+    assert fast["latency_ms_p50"] == pytest.approx(1.0) and slow["latency_ms_p50"] == \
+        pytest.approx(4.0)
+
+
 def test_worker_failure_requeues_its_batch():
     # one worker, id2 at batch 1 takes 4 ms; it dies at 1 ms mid-batch and restarts at 2 ms:
     # the request goes back to the queue and is served again, finishing at 6 ms
@@ -228,7 +251,9 @@ def test_ewma_levels_equal_the_rate_estimator():
 
 @pytest.mark.parametrize("kw,msg", [({"slo_s": 0}, "slo_s"), ({"workers": 0}, "workers"),
                                     ({"jitter": -1}, "jitter"), ({"rate_tau_s": 0}, "rate_tau_s"),
-                                    ({"failures": ((1.0, 3),)}, "worker 3")])
+                                    ({"failures": ((1.0, 3),)}, "worker 3"),
+                                    ({"stall_s": -0.01}, "stall_s"),
+                                    ({"stall_rate_per_s": -1}, "stall_rate_per_s")])
 def test_sim_config_validation(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         SimConfig(**kw)

@@ -62,6 +62,12 @@ class SimConfig:
     # does to a real worker: the fit and its tail must cope with that noise)
     preempt_s: float = 0.0
     preempt_from_s: float = 0.0
+    # a noisy host: stalls of `stall_s` (uniform in [stall_s / 2, stall_s]) arrive at
+    # `stall_rate_per_s` while the worker computes, so a batch of time T is hit by
+    # Poisson(rate x T) of them (measured on a slow, shared 2-core VM: worker batches of a
+    # 1-3 ms subnet took 30-60 ms about once every 2 s, whatever the policy)
+    stall_s: float = 0.0
+    stall_rate_per_s: float = 0.0
     actuation_s: float = 0.0  # paid when a worker's subnet changes (0 for SubNetAct)
     failures: tuple[tuple[float, int], ...] = ()  # (time_s, worker id): that worker dies
     restart_s: float | None = None  # a failed worker is back after this long (None: never)
@@ -87,7 +93,8 @@ class SimConfig:
         if self.busy_overhead_s is not None and not 0 <= self.busy_overhead_s <= self.overhead_s:
             raise ConfigError(f"busy_overhead_s must be in [0, overhead_s], got "
                               f"{self.busy_overhead_s!r}")
-        for name in ("jitter", "actuation_s", "overhead_s", "preempt_s"):
+        for name in ("jitter", "actuation_s", "overhead_s", "preempt_s", "stall_s",
+                     "stall_rate_per_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.rate_tau_s > 0:
@@ -180,6 +187,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     burst_tau = DEFAULT_BURST_HALF_LIFE_S / math.log(2)
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
     preempt, preempt_from = cfg.preempt_s, cfg.preempt_from_s
+    stall, stall_rate = cfg.stall_s, cfg.stall_rate_per_s if cfg.stall_s > 0 else 0.0
     busy_ovh = overhead if cfg.busy_overhead_s is None else cfg.busy_overhead_s
     fastest = getattr(policy, "min_latency_s", table.fastest_s)
     drop_slack = getattr(policy, "drop_slack_s", None)
@@ -321,6 +329,10 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 service *= max(0.5, 1.0 + jitter * rng.standard_normal())
             if preempt and now >= preempt_from:
                 service += preempt * rng.poisson(service / preempt)
+            if stall_rate:
+                k = rng.poisson(stall_rate * service)
+                if k:
+                    service += stall * rng.uniform(0.5, 1.0, k).sum()
             compute = service - busy_ovh if service > busy_ovh else service  # the worker's own
             worker_subnet[w] = subnet
             done = now + service
