@@ -43,9 +43,9 @@ def test_retime_keeps_subnets_and_accuracies_and_records_the_machine(small_table
     r = new.provenance["retimed"]
     assert r["from_machine"] == "a slower one"
     # The recorded ratio is what the two tables say, whatever this machine's speed today.
-    key = lambda s: json.dumps(s.spec, sort_keys=True)  # noqa: E731
-    before = {key(s): s.latency_ms for s in old.subnets}
-    ratios = sorted(s.latency_ms[b] / before[key(s)][b] for s in new.subnets for b in (1, 2))
+    before = {json.dumps(s.spec, sort_keys=True): s.latency_ms for s in old.subnets}
+    ratios = sorted(s.latency_ms[b] / before[json.dumps(s.spec, sort_keys=True)][b]
+                    for s in new.subnets for b in (1, 2))
     assert r["median_ratio_new_over_old"] == pytest.approx(ratios[len(ratios) // 2], rel=1e-6)
     assert all(v > 0 for s in new.subnets for v in s.latency_ms.values())
     assert norm_path(out).exists()  # the SubnetNorm statistics travel with it
