@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from superserve.bench.live import place_labels
 from superserve.bench.loadgen import RequestRecord
@@ -64,6 +65,38 @@ def test_demo_trace_goes_well_past_the_most_accurate_capacity():
     assert b["offered_qps"].max() > 2 * tr.capacity_qps
     capped = demo_trace(table, 0.05, phase_s=2.0, cap_qps=100.0)
     assert capped.peak_qps == 100.0
+
+
+def test_demo_trace_on_a_slower_machine_is_sized_from_its_latencies():
+    table = synthetic_table(n=6)
+    base = demo_trace(table, 0.05, phase_s=2.0, cap_qps=900.0)
+    slow = demo_trace(table, 0.05, phase_s=2.0, cap_qps=900.0, speed=3.0)
+    # x3 latencies: no batch size is more productive than before, and fewer fit SLO/2
+    assert slow.capacity_qps <= base.capacity_qps / 3 * (1 + 1e-9)
+    assert slow.speed == 3.0 and slow.peak_qps <= 900.0 / 3
+    assert [r for _, _, r in slow.phases][0] == pytest.approx(0.5 * slow.capacity_qps)
+    assert len(slow.arrivals_s) < len(base.arrivals_s) / 2
+    fast = demo_trace(table, 0.05, phase_s=2.0, cap_qps=1e9, speed=0.5)
+    assert fast.capacity_qps >= 2 * base.capacity_qps * (1 - 1e-9)
+    with pytest.raises(ValueError, match="speed"):
+        demo_trace(table, 0.05, phase_s=2.0, speed=0.0)
+
+
+def test_machine_speed_times_on_the_worker_cpu_and_gives_this_process_its_cpus_back():
+    import os
+
+    from superserve.experiments.demo import machine_speed
+    from superserve.profiling import default_table_path
+    from superserve.profiling.table import ProfileTable
+
+    path = default_table_path("resnet")
+    table = ProfileTable.load(path)
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    factor, probes = machine_speed(table, str(path), 0.05, cpu)
+    assert os.sched_getaffinity(0) == before
+    assert factor > 0 and len(probes) >= 2
+    assert {b for _, b, _ in probes} >= {1}  # batch 1 and the best batch of each subnet
 
 
 def test_place_labels_keeps_crowded_labels_apart():

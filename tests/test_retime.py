@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from superserve.profiling import default_table_path, norm_path
-from superserve.profiling.retime import machine_description, retime_table
+from superserve.profiling.retime import machine_description, retime_table, speed_factor
 from superserve.profiling.table import ProfileTable
 
 
@@ -57,3 +57,13 @@ def test_cli_refuses_to_overwrite_the_table_it_re_times(small_table):
                         "--table", str(path), "--out", str(path)], capture_output=True,
                        text=True, timeout=120, check=False)
     assert p.returncode != 0 and "name another file" in p.stderr
+
+
+def test_speed_factor_is_the_median_ratio_of_the_pairs_it_timed(small_table):
+    path, table = small_table
+    pairs = [(0, 1), (2, 1), (2, 2)]
+    factor, measured = speed_factor(path, "resnet", pairs, repeats=2, warmup=1)
+    assert sorted((i, b) for i, b, _ in measured) == pairs
+    assert all(sec > 0 for _, _, sec in measured)
+    ratios = sorted(sec / table.latency_s(i, b) for i, b, sec in measured)
+    assert factor == ratios[1]

@@ -1,8 +1,13 @@
 """`superserve demo`: the phenomenon SuperServe exists for, live, on this machine.
 
 One trace for every policy: calm phases at half the capacity of the most accurate subnet
-(from the table: its best batch within SLO/2), and bursts through and well past it (1.5x,
-2.5x, then a multiple capped at what this machine's front end can take). Each phase is itself
+(its best batch within SLO/2) on this machine, and bursts through and well past it (1.5x,
+2.5x, then a multiple capped at what this machine's front end can take). "On this machine":
+before the runs, a few seconds of forwards on the worker's CPU measure how much slower (or
+faster) it runs the table's subnets than the machine that profiled them; beyond the router's
+start-up threshold (x1.2) the trace is sized from the measured latencies, so a slow laptop
+sees the same story as the profiling machine instead of every policy drowning
+(`--size-from-table` keeps the table's figures). Each phase is itself
 bursty (half deterministic, half gamma with CV^2 4). Each policy gets a fresh server started
 with DEFAULT flags (`--policy P`, plus the worker pinned alone on CPU 1): SlackFit, and
 Clipper+ at the fastest, a middle and the most accurate subnet (and INFaaS in the full run).
@@ -25,7 +30,7 @@ import numpy as np
 from superserve.bench.live import LiveRun, compare, plot_tradeoff, print_table
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["DemoTrace", "demo_runs", "demo_trace", "run_demo"]
+__all__ = ["DemoTrace", "demo_runs", "demo_trace", "machine_speed", "run_demo"]
 
 CALM = 0.5  # calm phases: this x the most accurate subnet's capacity
 BURSTS = (1.5, 2.5, None, None)  # burst phases in turn; None: the peak (--burst-rate)
@@ -36,9 +41,10 @@ PEAK_X = 3.5  # default peak: this x that capacity, capped by CAP_QPS[protocol]
 class DemoTrace:
     arrivals_s: np.ndarray
     phases: tuple[tuple[float, float, float], ...]  # (start_s, end_s, mean req/s)
-    capacity_qps: float  # the most accurate subnet's capacity on one worker (table)
+    capacity_qps: float  # the most accurate subnet's capacity on one worker (this machine)
     subnet: int  # its id
     peak_qps: float
+    speed: float = 1.0  # this machine's latency / the table's, as the trace was sized with
 
     def describe(self) -> str:
         return ", ".join(f"{b - a:g}s@{r:.0f}" for a, b, r in self.phases)
@@ -51,16 +57,24 @@ class DemoTrace:
         return burst
 
 
+def most_accurate(table: ProfileTable) -> int:
+    return max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
+
+
 def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: float | None = None,
-               cap_qps: float = 2500.0, seed: int = 0) -> DemoTrace:
+               cap_qps: float = 2500.0, seed: int = 0, speed: float = 1.0) -> DemoTrace:
     """Calm, burst, calm, burst, ... calm; every phase `phase_s` long (the first one second
-    longer, for the server to settle), each one bursty with CV^2 4 at its mean rate."""
+    longer, for the server to settle), each one bursty with CV^2 4 at its mean rate. `speed`:
+    this machine runs the table's subnets that many times their profiled latency (the
+    capacities, and the front end's cap, are divided by it; a faster machine keeps the cap)."""
     from superserve.experiments.simulated import capacity_qps
     from superserve.traces.generators import bursty
 
-    best = max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
-    cap = capacity_qps(table, best, slo_s)
-    peak = min(peak_qps or PEAK_X * cap, cap_qps)
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed!r}")
+    best = most_accurate(table)
+    cap = capacity_qps(table.scaled(speed) if speed != 1.0 else table, best, slo_s)
+    peak = min(peak_qps or PEAK_X * cap, cap_qps / max(1.0, speed))
     rates = [CALM * cap]
     for x in BURSTS:
         rates += [peak if x is None else min(x * cap, peak), CALM * cap]
@@ -71,7 +85,35 @@ def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: floa
         parts.append(t + bursty(rate / 2, rate / 2, 4.0, d, rng))
         phases.append((t, t + d, rate))
         t += d
-    return DemoTrace(np.sort(np.concatenate(parts)), tuple(phases), cap, best, peak)
+    return DemoTrace(np.sort(np.concatenate(parts)), tuple(phases), cap, best, peak, speed)
+
+
+SPEED_THRESHOLD = 1.2  # as the router's start-up check (RouterConfig.probe_threshold)
+
+
+def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int | None
+                  ) -> tuple[float, list[tuple[int, int, float]]]:
+    """This machine's latency / the table's for the subnets the trace is sized by (the most
+    accurate and the fastest, at batch 1 and at their best batch within SLO/2), timed with one
+    thread on `cpu` (the worker's; None: where this process runs), this process's CPUs
+    restored after. A few seconds."""
+    import os
+
+    from superserve.profiling.retime import speed_factor
+
+    pairs = []
+    for i in {most_accurate(table), min(range(len(table)), key=lambda k: table.lat_s[k][0])}:
+        fits = [b for b, lat in zip(table.batch_sizes, table.lat_s[i]) if lat <= slo_s / 2]
+        best = max(fits, key=lambda b: b / table.latency_s(i, b)) if fits else 1
+        pairs += [(i, 1), (i, best)]
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, {cpu})
+        return speed_factor(table_path, table.family, sorted(set(pairs)))
+    finally:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, saved)
 
 
 def demo_runs(table: ProfileTable, quick: bool, policies: str | None = None) -> list[LiveRun]:
@@ -121,8 +163,21 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.pin:
         common += pin_beside_worker()
     phase_s = args.phase_s or (2.0 if args.quick else 4.0)
+    speed, speed_note = 1.0, "sized from the table"
+    if args.worker_kind == "torch" and not args.size_from_table:
+        worker_cpu = int(common[common.index("--worker-cpus") + 1]) \
+            if "--worker-cpus" in common else None
+        measured, probes = machine_speed(table, common[common.index("--table") + 1],
+                                         args.slo_ms / 1e3, worker_cpu)
+        if measured > SPEED_THRESHOLD or measured < 1.0 / SPEED_THRESHOLD:
+            speed = measured
+            speed_note = (f"this machine runs the table's subnets x{measured:.2f} of their "
+                          f"profiled latency ({len(probes)} timed forwards): sized from that")
+        else:
+            speed_note = (f"this machine runs the table's subnets x{measured:.2f} of their "
+                          f"profiled latency: within x{SPEED_THRESHOLD}, sized from the table")
     trace = demo_trace(table, args.slo_ms / 1e3, phase_s, args.burst_rate,
-                       CAP_QPS[args.protocol], args.seed)
+                       CAP_QPS[args.protocol], args.seed, speed=speed)
     runs = demo_runs(table, args.quick, args.policies)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -130,8 +185,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, SLO "
           f"{args.slo_ms:.0f} ms, {args.protocol}; servers: default flags"
           f"{' + ' + extra if extra else ''}\n"
+          f"{speed_note}\n"
           f"the most accurate subnet ({100 * table.acc[trace.subnet]:.2f}%) serves at most "
-          f"{trace.capacity_qps:.0f} req/s within the SLO (table); bursts go to "
+          f"{trace.capacity_qps:.0f} req/s within the SLO here; bursts go to "
           f"{trace.peak_qps:.0f} req/s\ntrace ({len(trace.arrivals_s)} requests, bursty CV^2 4 "
           f"within each phase): {trace.describe()}\nruns: {', '.join(r.name for r in runs)}",
           flush=True)
@@ -141,7 +197,9 @@ def run_demo(args: argparse.Namespace) -> int:
     results = compare(runs, trace.arrivals_s, args.slo_ms, out, common, protocol=args.protocol,
                       on_run=progress_factory(trace.arrivals_s))
     rows = [r.summary for r in results]
-    add_simulated(rows, table, trace.arrivals_s, args.slo_ms / 1e3)
+    # the simulator's ideal machine runs the latencies the trace was sized with
+    add_simulated(rows, table.scaled(speed) if speed != 1.0 else table, trace.arrivals_s,
+                  args.slo_ms / 1e3)
     title = f"offered load peaks at {trace.peak_qps:.0f} req/s; SLO {args.slo_ms:.0f} ms"
     for res, row in zip(results, rows):
         row["phases"] = _phase_split(trace, res.records)
@@ -155,12 +213,13 @@ def run_demo(args: argparse.Namespace) -> int:
     write_summary(rows, out / "summary.json", trace=trace.describe(),
                   requests_per_run=len(trace.arrivals_s), slo_ms=args.slo_ms,
                   protocol=args.protocol, capacity_qps_most_accurate=trace.capacity_qps,
-                  peak_qps=trace.peak_qps, server_args=common)
-    _report(rows, out)
+                  peak_qps=trace.peak_qps, server_args=common, machine_speed=speed,
+                  sizing=speed_note)
+    _report(rows, out, speed)
     return 0
 
 
-def _report(rows: list[dict[str, Any]], out: Path) -> None:
+def _report(rows: list[dict[str, Any]], out: Path, speed: float = 1.0) -> None:
     print()
     print_table(rows)
     print("\ncalm phases vs bursts (attainment / profiled accuracy of the requests met):")
@@ -169,7 +228,8 @@ def _report(rows: list[dict[str, Any]], out: Path) -> None:
         print(f"  {r['name']:18s} calm {c['slo_attainment']:.4f} / "
               f"{100 * c['profiled_accuracy']:.2f}%   bursts {b['slo_attainment']:.4f} / "
               f"{100 * b['profiled_accuracy']:.2f}%")
-    print("simulator, same trace and table (ideal machine: profiled latencies, no overhead):")
+    print("simulator, same trace and table (ideal machine: profiled latencies"
+          f"{f' x{speed:.2f}' if speed != 1.0 else ''}, no overhead):")
     for r in rows:
         print(f"  {r['name']:18s} {r['sim_slo_attainment']:.4f} / "
               f"{100 * r['sim_mean_serving_accuracy']:.2f}%")

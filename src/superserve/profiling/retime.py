@@ -24,7 +24,7 @@ from superserve.profiling.timing import measure_interleaved
 
 log = logging.getLogger(__name__)
 
-__all__ = ["machine_description", "retime_table"]
+__all__ = ["machine_description", "retime_table", "speed_factor"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,19 +43,15 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
 
 
-def retime_table(table_path: str | Path, model: str, out: str | Path, threads: int = 1,
-                 repeats: int = 20, warmup: int = 3, device: str = "cpu",
-                 progress: Progress | None = None) -> ProfileTable:
-    """Measure every subnet of the table at `table_path` on this machine and write a table
-    with the same subnets and accuracies and the new latencies to `out` (its SubnetNorm
-    statistics copied beside it)."""
-    import numpy as np
+def _load(table_path: str | Path, model: str, threads: int, device: str
+          ) -> tuple[ProfileTable, Any, list[Any], Any]:
+    """The table, the supernet on `device` with the table's SubnetNorm statistics, the
+    table's subnet specs, and the torch device."""
     import torch
 
     from superserve.models import load_supernet
     from superserve.profiling import norm_path
 
-    t_start = time.perf_counter()
     table = ProfileTable.load(table_path)
     torch.set_num_threads(threads)
     net = load_supernet(model, map_location="cpu")
@@ -72,25 +68,67 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
         net.norm_store = NormStore.load(src_norm)
     dev = torch.device(device)
     net.eval().to(dev)
+    return table, net, specs, dev
+
+
+def _time_batch(net: Any, specs: list[Any], b: int, dev: Any, repeats: int, warmup: int
+                ) -> list[tuple[float, float]]:
+    """(median, p99) seconds of each spec's forward at batch size `b`, interleaved."""
+    import numpy as np
+    import torch
+
     spec_in = net.input_spec  # the family's input contract: (C, H, W), elastic resolutions
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    inputs: dict[int, Any] = {}  # per resolution (a spec of an elastic family picks one)
+    for spec in specs:
+        r = getattr(spec, "r", None) or spec_in.height
+        if r not in inputs:
+            inputs[r] = torch.from_numpy(np.random.default_rng(b).random(
+                (b, spec_in.channels, r, r), dtype=np.float32)).to(dev)
+
+    def call(spec: Any = None) -> None:
+        x = inputs[getattr(spec, "r", None) or spec_in.height]
+        with torch.inference_mode():
+            net(x, spec)
+        sync()
+
+    return measure_interleaved([lambda s=s: call(s) for s in specs], repeats, warmup)
+
+
+def speed_factor(table_path: str | Path, model: str, pairs: list[tuple[int, int]],
+                 threads: int = 1, repeats: int = 7, warmup: int = 2, device: str = "cpu"
+                 ) -> tuple[float, list[tuple[int, int, float]]]:
+    """How much slower (> 1) or faster this machine runs the table's subnets: the median of
+    measured / profiled over `pairs` of (subnet index, batch size), each the median of
+    `repeats` interleaved runs after `warmup`; and the measurements (subnet, batch,
+    seconds). A few seconds for a handful of pairs of the shipped tables."""
+    table, net, specs, dev = _load(table_path, model, threads, device)
+    measured = []
+    for b in sorted({b for _, b in pairs}):
+        idx = sorted({i for i, bb in pairs if bb == b})
+        for i, (median, _) in zip(idx, _time_batch(net, [specs[i] for i in idx], b, dev,
+                                                   repeats, warmup)):
+            measured.append((i, b, median))
+    ratios = sorted(sec / table.latency_s(i, b) for i, b, sec in measured)
+    return ratios[len(ratios) // 2], measured
+
+
+def retime_table(table_path: str | Path, model: str, out: str | Path, threads: int = 1,
+                 repeats: int = 20, warmup: int = 3, device: str = "cpu",
+                 progress: Progress | None = None) -> ProfileTable:
+    """Measure every subnet of the table at `table_path` on this machine and write a table
+    with the same subnets and accuracies and the new latencies to `out` (its SubnetNorm
+    statistics copied beside it)."""
+    import torch
+
+    from superserve.profiling import norm_path
+
+    t_start = time.perf_counter()
+    table, net, specs, dev = _load(table_path, model, threads, device)
+    src_norm = norm_path(table_path)
     timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
     for j, b in enumerate(table.batch_sizes):
-        inputs: dict[int, Any] = {}  # per resolution (a spec of an elastic family picks one)
-        for spec in specs:
-            r = getattr(spec, "r", None) or spec_in.height
-            if r not in inputs:
-                inputs[r] = torch.from_numpy(np.random.default_rng(b).random(
-                    (b, spec_in.channels, r, r), dtype=np.float32)).to(dev)
-
-        def call(spec: Any = None, inputs: dict[int, Any] = inputs) -> None:
-            x = inputs[getattr(spec, "r", None) or spec_in.height]
-            with torch.inference_mode():
-                net(x, spec)
-            sync()
-
-        fns = [lambda s=s: call(s) for s in specs]
-        for i, r in enumerate(measure_interleaved(fns, repeats, warmup)):
+        for i, r in enumerate(_time_batch(net, specs, b, dev, repeats, warmup)):
             timed[i][b] = r
         if progress is not None:
             progress("retime", j + 1, len(table.batch_sizes))
