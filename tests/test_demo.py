@@ -74,7 +74,7 @@ def test_demo_trace_on_a_slower_machine_is_sized_from_its_latencies():
     # x3 latencies: no batch size is more productive than before, and fewer fit SLO/2
     assert slow.capacity_qps <= base.capacity_qps / 3 * (1 + 1e-9)
     assert slow.speed == 3.0 and slow.peak_qps <= 900.0 / 3
-    assert [r for _, _, r in slow.phases][0] == pytest.approx(0.5 * slow.capacity_qps)
+    assert slow.phases[0][2] == pytest.approx(0.5 * slow.capacity_qps)
     assert len(slow.arrivals_s) < len(base.arrivals_s) / 2
     fast = demo_trace(table, 0.05, phase_s=2.0, cap_qps=1e9, speed=0.5)
     assert fast.capacity_qps >= 2 * base.capacity_qps * (1 - 1e-9)
