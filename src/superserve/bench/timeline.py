@@ -108,7 +108,8 @@ def bin_records(records: Sequence[RequestRecord], bin_s: float = 0.5,
         }
 
 
-def _axes(title: str, capacity_qps: float | None):
+def _axes(title: str, capacity_qps: float | None,
+          capacity_label: str = "most accurate subnet's capacity (table)"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +119,7 @@ def _axes(title: str, capacity_qps: float | None):
     axes[0].set_ylabel("offered load (req/s)")
     if capacity_qps:
         axes[0].axhline(capacity_qps, color="gray", ls="--", lw=1,
-                        label="most accurate subnet's capacity (table)")
+                        label=capacity_label)
         axes[0].legend(loc="upper left", fontsize=8)
     axes[1].set_ylabel("SLO attainment")
     axes[1].set_ylim(-0.03, 1.03)
@@ -132,10 +133,11 @@ def _axes(title: str, capacity_qps: float | None):
 
 
 def plot_timeline(records: Sequence[RequestRecord], path: str | Path, title: str = "",
-                  bin_s: float = 0.5, capacity_qps: float | None = None) -> None:
+                  bin_s: float = 0.5, capacity_qps: float | None = None,
+                  capacity_label: str = "most accurate subnet's capacity (table)") -> None:
     """One policy: offered load, SLO attainment and served accuracy per bin."""
     b = bin_records(records, bin_s)
-    plt, fig, axes = _axes(title, capacity_qps)
+    plt, fig, axes = _axes(title, capacity_qps, capacity_label)
     axes[0].plot(b["t_s"], b["offered_qps"], color="tab:blue")
     axes[1].plot(b["t_s"], b["attainment"], color="tab:red")
     axes[2].plot(b["t_s"], 100 * b["profiled_accuracy"], color="tab:green",
@@ -151,9 +153,10 @@ def plot_timeline(records: Sequence[RequestRecord], path: str | Path, title: str
 
 
 def plot_timelines(runs: dict[str, Sequence[RequestRecord]], path: str | Path, title: str = "",
-                   bin_s: float = 0.5, capacity_qps: float | None = None) -> None:
+                   bin_s: float = 0.5, capacity_qps: float | None = None,
+                  capacity_label: str = "most accurate subnet's capacity (table)") -> None:
     """All policies on one figure (same trace): who keeps the SLO, at what accuracy."""
-    plt, fig, axes = _axes(title, capacity_qps)
+    plt, fig, axes = _axes(title, capacity_qps, capacity_label)
     for k, (name, recs) in enumerate(runs.items()):
         b = bin_records(recs, bin_s)
         if k == 0:

@@ -201,13 +201,16 @@ def run_demo(args: argparse.Namespace) -> int:
     add_simulated(rows, table.scaled(speed) if speed != 1.0 else table, trace.arrivals_s,
                   args.slo_ms / 1e3)
     title = f"offered load peaks at {trace.peak_qps:.0f} req/s; SLO {args.slo_ms:.0f} ms"
+    cap_label = ("most accurate subnet's capacity (table)" if speed == 1.0 else
+                 f"most accurate subnet's capacity (this machine: table x{speed:.2f})")
     for res, row in zip(results, rows):
         row["phases"] = _phase_split(trace, res.records)
         row["timeline"] = timeline_rows(res.records, 1.0)
         plot_timeline(res.records, out / f"{res.run.name}.timeline.png",
-                      f"{res.run.name}: {title}", capacity_qps=trace.capacity_qps)
+                      f"{res.run.name}: {title}", capacity_qps=trace.capacity_qps,
+                      capacity_label=cap_label)
     plot_timelines({r.run.name: r.records for r in results}, out / "timeline.png", title,
-                   capacity_qps=trace.capacity_qps)
+                   capacity_qps=trace.capacity_qps, capacity_label=cap_label)
     plot_tradeoff(rows, out / "tradeoff.png", accuracy_key="realized_accuracy",
                   title="live demo: realized accuracy vs SLO attainment (up and right is better)")
     write_summary(rows, out / "summary.json", trace=trace.describe(),
