@@ -28,6 +28,13 @@ if share < 0.8:
           "running (FORCE=1 to start anyway)", file=sys.stderr)
     sys.exit(1)
 PYEOF
+# how fast this machine runs the table's subnets today, on the worker's core (1.0: as the
+# machine that profiled them; the live figures of a slower day are not comparable), before
+# and after the runs
+speed() { taskset -c 1 "$PY" -m superserve.cli profile --speed --json > "$OUT/speed_$1.json" \
+  && echo "machine speed ($1): x$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['speed_factor'])" "$OUT/speed_$1.json") of the table's latencies"; }
+speed start
+trap 'speed end' EXIT
 live() {  # name, then calibration_live.py arguments
   local name=$1; shift
   echo "== $name: $*" | tee "$OUT/$name.txt"

@@ -67,3 +67,14 @@ def test_speed_factor_is_the_median_ratio_of_the_pairs_it_timed(small_table):
     assert all(sec > 0 for _, _, sec in measured)
     ratios = sorted(sec / table.latency_s(i, b) for i, b, sec in measured)
     assert factor == ratios[1]
+
+
+def test_cli_profile_speed_prints_the_factor_on_the_start_up_check_pairs():
+    p = subprocess.run([sys.executable, "-m", "superserve.cli", "profile", "--speed", "--json",
+                        "--repeats", "1"], capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["speed_factor"] > 0 and len(doc["probes"]) == 9
+    ratios = sorted(x["measured_ms"] / x["profiled_ms"] for x in doc["probes"])
+    assert doc["speed_factor"] == pytest.approx(ratios[4], rel=0.01)

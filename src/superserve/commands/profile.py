@@ -52,7 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shipped one of --model): same subnets and accuracies, new latencies, "
                         "written to --out (default ./<family>.<host>.json; never the shipped "
                         "table)")
-    p.add_argument("--table", default=None, help="with --latency-only: the table to re-time")
+    p.add_argument("--speed", action="store_true",
+                   help="only measure how much slower (>1) or faster this machine runs the "
+                        "table's subnets (--table, default the shipped one of --model): the "
+                        "start-up check's 9 (subnet, batch) pairs, a few seconds, nothing "
+                        "written; run it where the worker will run (taskset -c N)")
+    p.add_argument("--table", default=None,
+                   help="with --latency-only / --speed: the table to re-time / compare with")
     p.add_argument("--device", default="cpu",
                    help="where latencies are timed, the device the workers will serve on: cpu, "
                         "cuda or cuda:N (the table records it; default cpu)")
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         return show(args)
     if args.latency_only:
         return latency_only(args)
+    if args.speed:
+        return speed(args)
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -182,6 +190,31 @@ def latency_only(args: argparse.Namespace) -> int:
                       "machine": table.provenance["machine"],
                       "median_ratio_new_over_old": round(r["median_ratio_new_over_old"], 3),
                       "seconds": r["seconds"]}, indent=None if args.json else 1))
+    return 0
+
+
+def speed(args: argparse.Namespace) -> int:
+    """`profile --speed`: this machine's latency / the table's, on the start-up check's pairs."""
+    import os
+    from pathlib import Path
+
+    from superserve.profiling import default_table_path
+    from superserve.profiling.retime import machine_description, speed_factor
+    from superserve.profiling.table import ProfileTable
+    from superserve.runtime.runners import probe_pairs
+
+    src = Path(args.table) if args.table else default_table_path(args.model)
+    table = ProfileTable.load(src)
+    factor, measured = speed_factor(src, args.model, probe_pairs(table), threads=args.threads,
+                                    repeats=args.repeats or 7, device=args.device)
+    print(json.dumps({
+        "table": str(src), "table_machine": table.provenance.get("machine", "unknown"),
+        "machine": machine_description(),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "speed_factor": round(factor, 3),
+        "probes": [{"subnet": i, "batch": b, "measured_ms": round(sec * 1e3, 3),
+                    "profiled_ms": round(table.latency_s(i, b) * 1e3, 3)}
+                   for i, b, sec in measured]}, indent=None if args.json else 1))
     return 0
 
 

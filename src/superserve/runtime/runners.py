@@ -30,10 +30,21 @@ log = logging.getLogger(__name__)
 # value the user exported wins.
 ONEDNN_CACHE_CAPACITY = 65536
 
-__all__ = ["Runner", "make_runner", "probe"]
+__all__ = ["Runner", "make_runner", "probe", "probe_pairs"]
 
 
 Runner = Callable[[int, np.ndarray], np.ndarray]  # (subnet id, images) -> logits
+
+
+def probe_pairs(table: Any) -> list[tuple[int, int]]:
+    """The start-up check's (subnet, batch) pairs: the fastest, a middle and the slowest subnet
+    at the smallest, a middle and the largest profiled batch."""
+    n = len(table)
+    by_speed = sorted(range(n), key=lambda i: table.lat_s[i][0])
+    subnets = sorted({by_speed[0], by_speed[n // 2], by_speed[-1]})
+    sizes = table.batch_sizes
+    batches = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
+    return [(i, b) for i in subnets for b in batches]
 
 
 def probe(run: Runner, table: Any, shape: tuple[int, ...], repeats: int = 3
@@ -42,21 +53,15 @@ def probe(run: Runner, table: Any, shape: tuple[int, ...], repeats: int = 3
     and the slowest subnet at the smallest, a middle and the largest profiled batch, each
     the median of `repeats` timed runs (after warm-up). Well under a second on the shipped
     tables; the router compares them with the table (Router._check_probe)."""
-    n = len(table)
-    by_speed = sorted(range(n), key=lambda i: table.lat_s[i][0])
-    subnets = sorted({by_speed[0], by_speed[n // 2], by_speed[-1]})
-    sizes = table.batch_sizes
-    batches = sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]})
     out = []
-    for i in subnets:
-        for b in batches:
-            x = np.zeros((b, *shape), dtype=np.float32)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                run(i, x)
-                times.append(time.perf_counter() - t0)
-            out.append((i, b, sorted(times)[len(times) // 2]))
+    for i, b in probe_pairs(table):
+        x = np.zeros((b, *shape), dtype=np.float32)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(i, x)
+            times.append(time.perf_counter() - t0)
+        out.append((i, b, sorted(times)[len(times) // 2]))
     return out
 
 
