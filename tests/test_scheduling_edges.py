@@ -325,3 +325,40 @@ def test_rate_boost_multiplies_the_guard_headroom():
     g = SlackFit(table(T3), buckets=12, rate_headroom=1.0)
     assert decide(g, 4, 12.5, arrival_rate_qps=500)[0] == 1
     assert decide(g, 4, 12.5, arrival_rate_qps=500, rate_boost=1.5)[0] == 0
+
+
+def test_slackfit_throughputs_equal_the_plain_loop_over_the_table():
+    """`_throughputs` (numpy, all subnets x sizes at once) against the definition: per subnet
+    the best b / (scale x lat + cycle) over sizes whose typical cycle plus plan fit the SLO,
+    and over all sizes; a cost <= 0 anywhere in a row makes both unbounded."""
+    import math
+    import random
+
+    from superserve.profiling import default_table_path
+    from superserve.profiling.table import ProfileTable
+    from superserve.scheduling import make_policy
+
+    t = ProfileTable.load(default_table_path("resnet"))
+    rng = random.Random(7)
+    for _ in range(300):
+        sf = make_policy("slackfit", t, slo_s=0.05)
+        slo = rng.choice([0.05, 0.01, 0.2])
+        view = QueueView(length=5, head_deadline_s=slo, worker_id=0, worker_subnet=None,
+                         arrival_rate_qps=1000.0, overhead_s=rng.uniform(-0.002, 0.01),
+                         latency_scale=rng.uniform(0.1, 4.0), head_slo_s=slo,
+                         cycle_overhead_s=rng.choice([None, rng.uniform(-0.01, 0.003)]))
+        cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
+        want, want_any = [], []
+        for row in t.lat_s:
+            best = best_any = 0.0
+            for b, lat in zip(t.batch_sizes, row):
+                typ = view.latency_scale * lat + cyc
+                if typ <= 0:
+                    best = best_any = math.inf
+                    continue
+                best_any = max(best_any, b / typ)
+                if typ + view.latency_scale * lat + view.overhead_s <= slo:
+                    best = max(best, b / typ)
+            want.append(best)
+            want_any.append(best_any)
+        assert sf._throughputs(view) == (want, want_any)
