@@ -172,7 +172,8 @@ def run_demo(args: argparse.Namespace) -> int:
         if measured > SPEED_THRESHOLD or measured < 1.0 / SPEED_THRESHOLD:
             speed = measured
             speed_note = (f"this machine runs the table's subnets x{measured:.2f} of their "
-                          f"profiled latency ({len(probes)} (subnet, batch) pairs timed): sized from that")
+                          f"profiled latency ({len(probes)} (subnet, batch) pairs timed): "
+                          "sized from that")
         else:
             speed_note = (f"this machine runs the table's subnets x{measured:.2f} of their "
                           f"profiled latency: within x{SPEED_THRESHOLD}, sized from the table")
