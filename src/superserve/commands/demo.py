@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-ms", type=float, default=50.0)
     p.add_argument("--burst-rate", type=float, default=None,
                    help="peak rate of the bursts in req/s (default: 3.5x the most accurate "
-                        "subnet's capacity on this machine, at most 2,500 over HTTP on a machine as fast as the "
-                        "table's)")
+                        "subnet's capacity on this machine, at most 2,500 over HTTP on a "
+                        "machine as fast as the table's)")
     p.add_argument("--phase-s", type=float, default=None,
                    help="length of each calm or burst phase (default 4; --quick 2)")
     p.add_argument("--policies", default=None,
