@@ -57,22 +57,18 @@ class DemoTrace:
         return burst
 
 
-def most_accurate(table: ProfileTable) -> int:
-    return max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
-
-
 def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: float | None = None,
                cap_qps: float = 2500.0, seed: int = 0, speed: float = 1.0) -> DemoTrace:
     """Calm, burst, calm, burst, ... calm; every phase `phase_s` long (the first one second
     longer, for the server to settle), each one bursty with CV^2 4 at its mean rate. `speed`:
     this machine runs the table's subnets that many times their profiled latency (the
     capacities, and the front end's cap, are divided by it; a faster machine keeps the cap)."""
-    from superserve.experiments.simulated import capacity_qps
+    from superserve.experiments.simulated import capacity_qps, most_accurate_subnet
     from superserve.traces.generators import bursty
 
     if not speed > 0:
         raise ValueError(f"speed must be > 0, got {speed!r}")
-    best = most_accurate(table)
+    best = most_accurate_subnet(table)
     cap = capacity_qps(table.scaled(speed) if speed != 1.0 else table, best, slo_s)
     peak = min(peak_qps or PEAK_X * cap, cap_qps / max(1.0, speed))
     rates = [CALM * cap]
@@ -99,10 +95,11 @@ def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int |
     restored after. A few seconds."""
     import os
 
+    from superserve.experiments.simulated import most_accurate_subnet
     from superserve.profiling.retime import speed_factor
 
     pairs = []
-    for i in {most_accurate(table), min(range(len(table)), key=lambda k: table.lat_s[k][0])}:
+    for i in {most_accurate_subnet(table), min(range(len(table)), key=lambda k: table.lat_s[k][0])}:
         fits = [b for b, lat in zip(table.batch_sizes, table.lat_s[i]) if lat <= slo_s / 2]
         best = max(fits, key=lambda b: b / table.latency_s(i, b)) if fits else 1
         pairs += [(i, 1), (i, best)]

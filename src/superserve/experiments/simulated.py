@@ -32,6 +32,11 @@ __all__ = ["EXPERIMENTS", "Ctx", "RateScale", "capacity_qps", "frontier_gains", 
 PAPER_LARGEST_QPS = 2000.0  # paper: 8 GPUs, largest OFA-ResNet50 subnet
 
 
+def most_accurate_subnet(table: ProfileTable) -> int:
+    """The most accurate subnet's id (the faster of equals)."""
+    return max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
+
+
 def capacity_qps(table: ProfileTable, subnet: int, slo_s: float) -> float:
     """One worker's throughput on `subnet`: the best b / latency(b) with latency(b) <= SLO/2."""
     row = table.lat_s[subnet]
@@ -55,7 +60,7 @@ class RateScale:
 
 
 def rate_scale(table: ProfileTable, slo_s: float, workers: int = 8) -> RateScale:
-    best = max(range(len(table)), key=lambda i: (table.acc[i], -table.lat_s[i][0]))
+    best = most_accurate_subnet(table)
     cap = workers * capacity_qps(table, best, slo_s)
     return RateScale(cap / PAPER_LARGEST_QPS, cap, best, workers)
 

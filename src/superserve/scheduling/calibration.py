@@ -276,9 +276,6 @@ class ResponseTail:
         self.per_image_s = 0.0
         self._seen = False
 
-    def __len__(self) -> int:
-        return len(self._d)
-
     def add(self, now_s: float, position: int, delay_s: float) -> None:
         """A response written `delay_s` after its batch resolved, `position` (1-based) in
         the order its batch's responses were written. The quantile is refreshed every 32
@@ -301,14 +298,11 @@ class ResponseTail:
             if abs(self._per_image() - self.per_image_s) > 0.1 * self.per_image_s:
                 self._refresh(now_s)  # the residuals are taken against the slope
 
-    def expire(self, now_s: float) -> bool:
-        """Forget responses older than `tail_max_age_s` (and slopes older than 10x that);
-        True when any were forgotten."""
+    def expire(self, now_s: float) -> None:
+        """Forget responses older than `tail_max_age_s` (and slopes older than 10x that)."""
         old = (self._t and now_s - self._t[0] > self.config.tail_max_age_s)
         if old or self._slopes.expire(now_s):
             self._refresh(now_s)
-            return True
-        return False
 
     def _refresh(self, now_s: float) -> None:
         c = self.config
