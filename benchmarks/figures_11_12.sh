@@ -29,10 +29,18 @@ if share < 0.8:
     sys.exit(1)
 PYEOF
 # how fast this machine runs the table's subnets today, on the worker's core (1.0: as the
-# machine that profiled them; the live figures of a slower day are not comparable), before
-# and after the runs
+# machine that profiled them; the live figures of a slower day are not comparable), and how
+# steady that core is (a shared VM's stalls cost a deadline scheduler more than a steady
+# slowdown), before and after the runs
 speed() { taskset -c 1 "$PY" -m superserve.cli profile --speed --json > "$OUT/speed_$1.json" \
-  && echo "machine speed ($1): x$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['speed_factor'])" "$OUT/speed_$1.json") of the table's latencies"; }
+  && "$PY" - "$OUT/speed_$1.json" "$1" <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1])); n = d["host_noise"]
+print(f"machine speed ({sys.argv[2]}): x{d['speed_factor']} of the table's latencies; "
+      f"CPU 1 {'steady' if n['steady'] else 'NOT steady'}: {n['stalls_per_s']} stalls/s "
+      f"(>= {n['stall_ms']:g} ms, longest {n['longest_stall_ms']} ms), swing x{n['swing']}")
+PYEOF
+}
 speed start
 trap 'speed end' EXIT
 live() {  # name, then calibration_live.py arguments

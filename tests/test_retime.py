@@ -71,10 +71,20 @@ def test_speed_factor_is_the_median_ratio_of_the_pairs_it_timed(small_table):
 
 def test_cli_profile_speed_prints_the_factor_on_the_start_up_check_pairs():
     p = subprocess.run([sys.executable, "-m", "superserve.cli", "profile", "--speed", "--json",
-                        "--repeats", "1"], capture_output=True, text=True, timeout=300,
-                       check=False)
+                        "--repeats", "1", "--noise-s", "0.3"], capture_output=True, text=True,
+                       timeout=300, check=False)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["speed_factor"] > 0 and len(doc["probes"]) == 9
     ratios = sorted(x["measured_ms"] / x["profiled_ms"] for x in doc["probes"])
     assert doc["speed_factor"] == pytest.approx(ratios[4], rel=0.01)
+    noise = doc["host_noise"]  # the figures, not their values: those are the host's
+    assert noise["units"] > 0 and noise["seconds"] >= 0.3 and noise["swing"] >= 1.0
+    assert isinstance(noise["steady"], bool)
+
+
+def test_cli_profile_speed_refuses_a_negative_noise_probe():
+    p = subprocess.run([sys.executable, "-m", "superserve.cli", "profile", "--speed",
+                        "--noise-s", "-1"], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert p.returncode != 0 and "--noise-s" in p.stderr

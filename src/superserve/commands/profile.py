@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "table's subnets (--table, default the shipped one of --model): the "
                         "start-up check's 9 (subnet, batch) pairs, a few seconds, nothing "
                         "written; run it where the worker will run (taskset -c N)")
+    p.add_argument("--noise-s", type=float, default=3.0,
+                   help="with --speed: then time a fixed unit of Python work back to back for "
+                        "this long and report how steady this CPU is (stalls per second, the "
+                        "longest, the speed's swing); 0: skip")
     p.add_argument("--table", default=None,
                    help="with --latency-only / --speed: the table to re-time / compare with")
     p.add_argument("--device", default="cpu",
@@ -198,15 +202,20 @@ def speed(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from superserve.errors import ConfigError
     from superserve.profiling import default_table_path
+    from superserve.profiling.noise import measure_host_noise
     from superserve.profiling.retime import machine_description, speed_factor
     from superserve.profiling.table import ProfileTable
     from superserve.runtime.runners import probe_pairs
 
     src = Path(args.table) if args.table else default_table_path(args.model)
     table = ProfileTable.load(src)
+    if args.noise_s < 0:
+        raise ConfigError(f"--noise-s must be >= 0, got {args.noise_s}")
     factor, measured = speed_factor(src, args.model, probe_pairs(table), threads=args.threads,
                                     repeats=args.repeats or 7, device=args.device)
+    noise = measure_host_noise(args.noise_s) if args.noise_s > 0 else None
     print(json.dumps({
         "table": str(src), "table_machine": table.provenance.get("machine", "unknown"),
         "machine": machine_description(),
@@ -214,7 +223,9 @@ def speed(args: argparse.Namespace) -> int:
         "speed_factor": round(factor, 3),
         "probes": [{"subnet": i, "batch": b, "measured_ms": round(sec * 1e3, 3),
                     "profiled_ms": round(table.latency_s(i, b) * 1e3, 3)}
-                   for i, b, sec in measured]}, indent=None if args.json else 1))
+                   for i, b, sec in measured],
+        **({} if noise is None else {"host_noise": {**noise.to_dict(), "steady": noise.steady()}}),
+    }, indent=None if args.json else 1))
     return 0
 
 
