@@ -211,7 +211,7 @@ def speed(args: argparse.Namespace) -> int:
 
     src = Path(args.table) if args.table else default_table_path(args.model)
     table = ProfileTable.load(src)
-    if args.noise_s < 0:
+    if not args.noise_s >= 0:  # NaN too
         raise ConfigError(f"--noise-s must be >= 0, got {args.noise_s}")
     factor, measured = speed_factor(src, args.model, probe_pairs(table), threads=args.threads,
                                     repeats=args.repeats or 7, device=args.device)
