@@ -41,6 +41,9 @@ def test_demo_tiny_run_writes_summary_plots_and_progress(tmp_path, capsys):
     assert any(ln.startswith("slackfit") for ln in lines)
     assert all("offered" in ln and "subnet accuracy now" in ln for ln in lines)
     assert "realized" in cap.out and "calm phases vs bursts" in cap.out
+    # the worker's CPU was looked at, and the header says what was seen
+    assert {"stalls_per_s", "swing", "steady"} <= set(doc["worker_cpu_noise"])
+    assert "the worker's CPU" in cap.out
 
 
 def test_progress_prints_plain_lines_when_not_a_tty():
@@ -97,6 +100,30 @@ def test_machine_speed_times_on_the_worker_cpu_and_gives_this_process_its_cpus_b
     assert os.sched_getaffinity(0) == before
     assert factor > 0 and len(probes) >= 2
     assert {b for _, b, _ in probes} >= {1}  # batch 1 and the best batch of each subnet
+
+
+def test_worker_cpu_noise_probes_the_worker_cpu_and_gives_this_process_its_cpus_back():
+    import os
+
+    from superserve.experiments.demo import worker_cpu_noise
+
+    before = os.sched_getaffinity(0)
+    noise = worker_cpu_noise(max(before), seconds=0.2)
+    assert os.sched_getaffinity(0) == before
+    assert noise.units > 0 and noise.seconds >= 0.2
+
+
+def test_noise_note_says_whether_the_worker_cpu_was_steady():
+    from superserve.experiments.demo import noise_note
+    from superserve.profiling.noise import summarize
+
+    starts = [i * 1e-3 for i in range(2000)]
+    steady = noise_note(summarize(starts, [1.0] * 2000))
+    assert "held steady" in steady and "NOT" not in steady
+    units = [1.0] * 2000
+    units[500] = 41.0
+    noisy = noise_note(summarize(starts, units))
+    assert "NOT steady" in noisy and "longest 40 ms" in noisy and "SlackFit" in noisy
 
 
 def test_place_labels_keeps_crowded_labels_apart():

@@ -7,7 +7,8 @@ before the runs, a few seconds of forwards on the worker's CPU measure how much 
 faster) it runs the table's subnets than the machine that profiled them; beyond the router's
 start-up threshold (x1.2) the trace is sized from the measured latencies, so a slow laptop
 sees the same story as the profiling machine instead of every policy drowning
-(`--size-from-table` keeps the table's figures). Each phase is itself
+(`--size-from-table` keeps the table's figures); then 2 s of fixed Python work on that CPU
+say how steady it is (profiling/noise.py), and the header says it. Each phase is itself
 bursty (half deterministic, half gamma with CV^2 4). Each policy gets a fresh server started
 with DEFAULT flags (`--policy P`, plus the worker pinned alone on CPU 1): SlackFit, and
 Clipper+ at the fastest, a middle and the most accurate subnet (and INFaaS in the full run).
@@ -21,6 +22,8 @@ policies overlaid (`timeline.png`), the tradeoff scatter (`tradeoff.png`) and `s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from superserve.bench.live import LiveRun, compare, plot_tradeoff, print_table
+from superserve.profiling.noise import HostNoise, measure_host_noise
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["DemoTrace", "demo_runs", "demo_trace", "machine_speed", "run_demo"]
+__all__ = ["DemoTrace", "demo_runs", "demo_trace", "machine_speed", "noise_note", "run_demo",
+           "worker_cpu_noise"]
 
 CALM = 0.5  # calm phases: this x the most accurate subnet's capacity
 BURSTS = (1.5, 2.5, None, None)  # burst phases in turn; None: the peak (--burst-rate)
@@ -87,14 +92,27 @@ def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: floa
 SPEED_THRESHOLD = 1.2  # as the router's start-up check (RouterConfig.probe_threshold)
 
 
+@contextmanager
+def _on_cpu(cpu: int | None) -> Iterator[None]:
+    """This process on `cpu` only (None: where it runs), its CPUs given back after."""
+    import os
+
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, {cpu})
+        yield
+    finally:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, saved)
+
+
 def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int | None
                   ) -> tuple[float, list[tuple[int, int, float]]]:
     """This machine's latency / the table's for the subnets the trace is sized by (the most
     accurate and the fastest, at batch 1 and at their best batch within SLO/2), timed with one
     thread on `cpu` (the worker's; None: where this process runs), this process's CPUs
     restored after. A few seconds."""
-    import os
-
     from superserve.experiments.simulated import most_accurate_subnet
     from superserve.profiling.retime import speed_factor
 
@@ -103,14 +121,31 @@ def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int |
         fits = [b for b, lat in zip(table.batch_sizes, table.lat_s[i]) if lat <= slo_s / 2]
         best = max(fits, key=lambda b: b / table.latency_s(i, b)) if fits else 1
         pairs += [(i, 1), (i, best)]
-    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    try:
-        if cpu is not None and saved is not None:
-            os.sched_setaffinity(0, {cpu})
+    with _on_cpu(cpu):
         return speed_factor(table_path, table.family, sorted(set(pairs)))
-    finally:
-        if cpu is not None and saved is not None:
-            os.sched_setaffinity(0, saved)
+
+
+NOISE_PROBE_S = 2.0  # the demo's look at how steady the worker's CPU is
+
+
+def worker_cpu_noise(cpu: int | None, seconds: float = NOISE_PROBE_S) -> HostNoise:
+    """How steady the worker's CPU is (profiling/noise.py), measured from this process on
+    `cpu`, its CPUs given back after."""
+    with _on_cpu(cpu):
+        return measure_host_noise(seconds)
+
+
+def noise_note(noise: HostNoise) -> str:
+    """One line for the demo's header: what the probe saw, and what it means for the runs."""
+    if noise.steady():
+        return (f"the worker's CPU held steady for {noise.seconds:.0f} s (no stall of >= "
+                f"{noise.stall_ms:g} ms, speed within x{noise.swing:.2f})")
+    return (f"the worker's CPU is NOT steady (shared?): {noise.stalls_per_s:.1f} stalls/s of "
+            f">= {noise.stall_ms:g} ms (longest {noise.longest_stall_ms:.0f} ms), speed swing "
+            f"x{noise.swing:.2f} within {noise.seconds:.0f} s. A stall that lands in a batch "
+            "planned near its deadline costs its requests the SLO, so every policy loses some "
+            "attainment, SlackFit (which fills the slack with accuracy) more than the fastest "
+            "subnet (docs/calibration.md, 'A noisy host')")
 
 
 def demo_runs(table: ProfileTable, quick: bool, policies: str | None = None) -> list[LiveRun]:
@@ -161,9 +196,10 @@ def run_demo(args: argparse.Namespace) -> int:
         common += pin_beside_worker()
     phase_s = args.phase_s or (2.0 if args.quick else 4.0)
     speed, speed_note = 1.0, "sized from the table"
+    worker_cpu = int(common[common.index("--worker-cpus") + 1]) \
+        if "--worker-cpus" in common else None
+    noise = worker_cpu_noise(worker_cpu)
     if args.worker_kind == "torch" and not args.size_from_table:
-        worker_cpu = int(common[common.index("--worker-cpus") + 1]) \
-            if "--worker-cpus" in common else None
         measured, probes = machine_speed(table, common[common.index("--table") + 1],
                                          args.slo_ms / 1e3, worker_cpu)
         if measured > SPEED_THRESHOLD or measured < 1.0 / SPEED_THRESHOLD:
@@ -183,7 +219,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"SuperServe demo: {table.family} supernet, {len(table)} served subnets, SLO "
           f"{args.slo_ms:.0f} ms, {args.protocol}; servers: default flags"
           f"{' + ' + extra if extra else ''}\n"
-          f"{speed_note}\n"
+          f"{speed_note}\n{noise_note(noise)}\n"
           f"the most accurate subnet ({100 * table.acc[trace.subnet]:.2f}%) serves at most "
           f"{trace.capacity_qps:.0f} req/s within the SLO here; bursts go to "
           f"{trace.peak_qps:.0f} req/s\ntrace ({len(trace.arrivals_s)} requests, bursty CV^2 4 "
@@ -215,7 +251,8 @@ def run_demo(args: argparse.Namespace) -> int:
                   requests_per_run=len(trace.arrivals_s), slo_ms=args.slo_ms,
                   protocol=args.protocol, capacity_qps_most_accurate=trace.capacity_qps,
                   peak_qps=trace.peak_qps, server_args=common, machine_speed=speed,
-                  sizing=speed_note)
+                  sizing=speed_note,
+                  worker_cpu_noise={**noise.to_dict(), "steady": noise.steady()})
     _report(rows, out, speed)
     return 0
 
