@@ -12,7 +12,10 @@ at once to open its connections), scrape /metrics, the timed run (--duration-s),
 /metrics again. Client-side attainment (latency from the
 scheduled send time) beside the server's own (deltas of its request counters over the timed
 run, and the cumulative `superserve_slo_attainment` gauge), and every `superserve_calibration_*`
-metric at the end.
+metric at the end. Before each server starts, --noise-s (1) seconds of fixed Python work on
+CPU 1 say how steady the worker's core was (`worker_cpu_noise`: stalls of >= 10 ms per second,
+the longest, the speed's swing; profiling/noise.py): a shared VM's stalls cost a deadline
+scheduler attainment, and a cell's figure is the host's as much as the server's.
 
     python benchmarks/calibration_live.py                                  # the matrix
     python benchmarks/calibration_live.py --rates 1000 --duration-s 30 --hog-at 10
@@ -49,6 +52,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from superserve.profiling.noise import measure_host_noise
+
 HERE = Path(__file__).resolve().parent
 PROCS: list[subprocess.Popen] = []  # everything started here, killed in `cleanup`
 
@@ -72,10 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra client flags: `superserve loadgen` (binary, grpc), e.g. "
                         "--client-args='--grpc-deadline timeout', or open_loop_client.py "
                         "(json), e.g. --client-args='--warmup-burst 64'")
+    p.add_argument("--noise-s", type=float, default=1.0,
+                   help="before each cell, time fixed Python work on CPU 1 (the worker's) for "
+                        "this long: how steady the core was (profiling/noise.py; 0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/calibration_live.json"))
     p.add_argument("--json", action="store_true", help="print the rows as JSON too")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.noise_s >= 0:
+        p.error(f"--noise-s must be >= 0, got {args.noise_s}")
+    return args
 
 
 def trace_spec(kind: str, rate: float, duration_s: float, seed: int) -> str:
@@ -324,6 +335,8 @@ def last_attainment(timeline: list[dict[str, Any]], since_s: float) -> float | N
 
 def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = trace_spec(args.trace_kind, rate, args.duration_s, args.seed)
+    # before the server starts, so nothing of the cell runs meanwhile
+    noise = measure_host_noise(args.noise_s, cpu=1) if args.noise_s > 0 else None
     tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{policy}_{rate:g}")
     srv = Server(policy, args, work / f"{tag}.server.log")
     hog: list[subprocess.Popen] = []
@@ -386,6 +399,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
            "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
+           "worker_cpu_noise": None if noise is None else {**noise.to_dict(),
+                                                           "steady": noise.steady()},
            "timeline": rep["timeline"]}
     if args.hog_at is not None:
         row["hog_at_s"] = args.hog_at
@@ -412,6 +427,11 @@ def print_row(r: dict[str, Any]) -> None:
               f"server tree (router + workers) {r['server_cpu_us_per_request']:.0f} us, client "
               f"process {r.get('client_cpu_us_per_request', float('nan')):.0f} us (start-up "
               "and warm-up included)")
+    n = r.get("worker_cpu_noise")
+    if n is not None:
+        print(f"{'':24s}CPU 1 just before: {'steady' if n['steady'] else 'NOT steady'}, "
+              f"{n['stalls_per_s']:.1f} stalls/s (>= {n['stall_ms']:g} ms, longest "
+              f"{n['longest_stall_ms']:.0f} ms), swing x{n['swing']:.2f} over {n['seconds']:.0f} s")
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")

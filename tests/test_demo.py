@@ -102,17 +102,6 @@ def test_machine_speed_times_on_the_worker_cpu_and_gives_this_process_its_cpus_b
     assert {b for _, b, _ in probes} >= {1}  # batch 1 and the best batch of each subnet
 
 
-def test_worker_cpu_noise_probes_the_worker_cpu_and_gives_this_process_its_cpus_back():
-    import os
-
-    from superserve.experiments.demo import worker_cpu_noise
-
-    before = os.sched_getaffinity(0)
-    noise = worker_cpu_noise(max(before), seconds=0.2)
-    assert os.sched_getaffinity(0) == before
-    assert noise.units > 0 and noise.seconds >= 0.2
-
-
 def test_noise_note_says_whether_the_worker_cpu_was_steady():
     from superserve.experiments.demo import noise_note
     from superserve.profiling.noise import summarize

@@ -53,6 +53,16 @@ def test_summarize_refuses_mismatched_or_empty_timings():
         summarize([0.0], [1.0, 2.0])
 
 
+def test_the_probe_runs_on_the_cpu_it_is_given_and_gives_the_thread_its_cpus_back():
+    import os
+
+    before = os.sched_getaffinity(0)
+    seen = []
+    n = measure_host_noise(0.1, cpu=max(before), unit=lambda: seen.append(os.sched_getaffinity(0)))
+    assert os.sched_getaffinity(0) == before
+    assert n.units > 0 and all(s == {max(before)} for s in seen)
+
+
 def test_the_probe_runs_units_until_its_time_is_up_on_a_fake_clock():
     ticks = itertools.count()
     clock = lambda: next(ticks) * 1e-3  # every read moves 1 ms

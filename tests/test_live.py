@@ -180,3 +180,23 @@ def test_calibration_live_passes_client_args_to_the_load_generator(tmp_path):
     args = cal.parse_args(["--protocol", "json", "--client-args=--warmup-burst 64"])
     cmd = cal.client_cmd(args, srv, "poisson:rate=1,duration=1", tmp_path / "c.json", tmp_path)
     assert cmd[-2:] == ["--warmup-burst", "64"] and cmd[4].endswith("open_loop_client.py")
+
+
+def test_calibration_live_reports_how_steady_the_worker_cpu_was(capsys):
+    """Each cell's row carries the host-noise probe taken on CPU 1 before its server started,
+    and its printout says it; a negative probe length is refused."""
+    cal = _bench("calibration_live")
+    assert cal.parse_args([]).noise_s == 1.0
+    with pytest.raises(SystemExit):
+        cal.parse_args(["--noise-s", "-1"])
+    row = {"policy": "slackfit", "rate": 500.0, "slo_attainment": 0.97,
+           "server_slo_attainment": 0.98, "profiled_accuracy": 0.97, "realized_accuracy": 0.97,
+           "latency_ms_p99": 60.0, "max_send_lag_ms": 3.0, "outcomes": {"200": 10},
+           "batch_ratio_observed_over_planned": {"p50": 0.5, "p99": 1.1, "batches": 10},
+           "calibration": {},
+           "worker_cpu_noise": {"stalls_per_s": 2.0, "stall_ms": 10.0, "longest_stall_ms": 31.2,
+                                "swing": 1.4, "seconds": 1.0, "steady": False}}
+    cal.print_row(row)
+    out = capsys.readouterr().out
+    assert "CPU 1 just before: NOT steady, 2.0 stalls/s (>= 10 ms, longest 31 ms), swing x1.40" \
+        in out

@@ -22,8 +22,6 @@ policies overlaid (`timeline.png`), the tradeoff scatter (`tradeoff.png`) and `s
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +29,10 @@ from typing import Any
 import numpy as np
 
 from superserve.bench.live import LiveRun, compare, plot_tradeoff, print_table
-from superserve.profiling.noise import HostNoise, measure_host_noise
+from superserve.profiling.noise import HostNoise, measure_host_noise, on_cpu
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["DemoTrace", "demo_runs", "demo_trace", "machine_speed", "noise_note", "run_demo",
-           "worker_cpu_noise"]
+__all__ = ["DemoTrace", "demo_runs", "demo_trace", "machine_speed", "noise_note", "run_demo"]
 
 CALM = 0.5  # calm phases: this x the most accurate subnet's capacity
 BURSTS = (1.5, 2.5, None, None)  # burst phases in turn; None: the peak (--burst-rate)
@@ -92,21 +89,6 @@ def demo_trace(table: ProfileTable, slo_s: float, phase_s: float, peak_qps: floa
 SPEED_THRESHOLD = 1.2  # as the router's start-up check (RouterConfig.probe_threshold)
 
 
-@contextmanager
-def _on_cpu(cpu: int | None) -> Iterator[None]:
-    """This process on `cpu` only (None: where it runs), its CPUs given back after."""
-    import os
-
-    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    try:
-        if cpu is not None and saved is not None:
-            os.sched_setaffinity(0, {cpu})
-        yield
-    finally:
-        if cpu is not None and saved is not None:
-            os.sched_setaffinity(0, saved)
-
-
 def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int | None
                   ) -> tuple[float, list[tuple[int, int, float]]]:
     """This machine's latency / the table's for the subnets the trace is sized by (the most
@@ -121,18 +103,11 @@ def machine_speed(table: ProfileTable, table_path: str, slo_s: float, cpu: int |
         fits = [b for b, lat in zip(table.batch_sizes, table.lat_s[i]) if lat <= slo_s / 2]
         best = max(fits, key=lambda b: b / table.latency_s(i, b)) if fits else 1
         pairs += [(i, 1), (i, best)]
-    with _on_cpu(cpu):
+    with on_cpu(cpu):
         return speed_factor(table_path, table.family, sorted(set(pairs)))
 
 
 NOISE_PROBE_S = 2.0  # the demo's look at how steady the worker's CPU is
-
-
-def worker_cpu_noise(cpu: int | None, seconds: float = NOISE_PROBE_S) -> HostNoise:
-    """How steady the worker's CPU is (profiling/noise.py), measured from this process on
-    `cpu`, its CPUs given back after."""
-    with _on_cpu(cpu):
-        return measure_host_noise(seconds)
 
 
 def noise_note(noise: HostNoise) -> str:
@@ -198,7 +173,7 @@ def run_demo(args: argparse.Namespace) -> int:
     speed, speed_note = 1.0, "sized from the table"
     worker_cpu = int(common[common.index("--worker-cpus") + 1]) \
         if "--worker-cpus" in common else None
-    noise = worker_cpu_noise(worker_cpu)
+    noise = measure_host_noise(NOISE_PROBE_S, cpu=worker_cpu)  # how steady the worker's CPU is
     if args.worker_kind == "torch" and not args.size_from_table:
         measured, probes = machine_speed(table, common[common.index("--table") + 1],
                                          args.slo_ms / 1e3, worker_cpu)

@@ -18,11 +18,13 @@ Pure apart from the clock: `summarize` takes the timings, so it is tested withou
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-__all__ = ["HostNoise", "measure_host_noise", "summarize"]
+__all__ = ["HostNoise", "measure_host_noise", "on_cpu", "summarize"]
 
 STALL_MS = 10.0  # a unit this much longer than the median lost its CPU for a while
 WINDOW_S = 0.5  # the swing's window
@@ -81,11 +83,32 @@ def _unit(n: int = 20_000) -> int:
     return s
 
 
-def measure_host_noise(seconds: float = 3.0, unit: Callable[[], object] = _unit,
+@contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """The calling thread on `cpu` only (None: where it runs), its CPUs given back after."""
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, {cpu})
+        yield
+    finally:
+        if cpu is not None and saved is not None:
+            os.sched_setaffinity(0, saved)
+
+
+def measure_host_noise(seconds: float = 3.0, cpu: int | None = None,
+                       unit: Callable[[], object] = _unit,
                        clock: Callable[[], float] = time.perf_counter) -> HostNoise:
-    """Run `unit` back to back for `seconds` on this thread and summarize the timings."""
+    """Run `unit` back to back for `seconds` on this thread (on `cpu` when given, its CPUs
+    given back after) and summarize the timings."""
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    with on_cpu(cpu):
+        return _measure(seconds, unit, clock)
+
+
+def _measure(seconds: float, unit: Callable[[], object], clock: Callable[[], float]
+             ) -> HostNoise:
     unit()  # first call: imports, caches
     starts: list[float] = []
     units: list[float] = []
