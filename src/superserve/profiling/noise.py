@@ -1,4 +1,5 @@
-"""How steady this CPU is: the host-noise probe of `superserve profile --speed`.
+"""How steady this CPU is: the host-noise probe (`superserve profile --speed`, the demo's
+header, each cell of benchmarks/calibration_live.py).
 
 A latency figure measured on a shared VM says as much about the neighbours as about the
 server. The speed factor (retime.speed_factor) is a median and hides the rest: a hypervisor
@@ -67,7 +68,7 @@ def summarize(starts_s: Sequence[float], units_ms: Sequence[float],
     windows: dict[int, list[float]] = {}
     for t, u in zip(starts_s, units_ms):
         windows.setdefault(int((t - starts_s[0]) / window_s), []).append(u)
-    # whole windows with a few units only: a window a stall cut short says nothing of speed
+    # a window of fewer than 5 units (a stall took most of it) says nothing of the speed
     meds = [_quantile(sorted(w), 0.5) for w in windows.values() if len(w) >= 5]
     swing = max(meds) / min(meds) if meds and min(meds) > 0 else 1.0
     return HostNoise(seconds=span, units=len(units_ms), unit_ms_p50=p50,
