@@ -120,6 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-read-timeout-s", type=float, default=30.0,
                         help="a request's headers and body must arrive within it, else 408 "
                              "and the connection is closed (slow clients; default 30)")
+    parser.add_argument("--socket-wait", action=argparse.BooleanOptionalAction, default=True,
+                        help="start an HTTP request's clock when its bytes reached the "
+                             "kernel's socket buffer (Linux TCP_INFO), not when the busy loop "
+                             "read them (default on)")
     parser.add_argument("--keep-alive-timeout-s", type=float, default=30.0,
                         help="an idle keep-alive HTTP connection is closed after this many "
                              "seconds (default 30; keep it above a load balancer's idle "
@@ -164,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
                       auth_open_health=args.auth_open_health, tls_cert=args.tls_cert,
                       tls_key=args.tls_key, insecure=args.insecure,
                       request_read_timeout_s=args.request_read_timeout_s,
-                      keep_alive_timeout_s=args.keep_alive_timeout_s)
+                      keep_alive_timeout_s=args.keep_alive_timeout_s,
+                      socket_wait=args.socket_wait)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""

@@ -74,21 +74,35 @@ class RunningServer:
         return refused
 
 
-def _stamped_protocol(direct: Any = None) -> type:
+def _stamped_protocol(direct: Any = None, socket_wait: bool = True) -> type:
     """uvicorn's httptools protocol that stamps every request's scope with the time at
     which the read holding its first byte was handled (`FIRST_BYTE_KEY`): the request's clock
     starts there, before parsing, body reading and decoding, and before it waits for a busy
-    loop to reach the application. (Time the bytes spent in the kernel's socket buffer before
-    the loop read them is not visible to a user-space server.)"""
+    loop to reach the application. With `socket_wait` (Linux, TCP), moved back by how long
+    those bytes had sat in the kernel's socket buffer before the loop read them
+    (server/rx_wait.py), never to before the connection was made."""
     from time import monotonic
 
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    from superserve.server.rx_wait import socket_wait_reader
+
     class StampedHttpToolsProtocol(HttpToolsProtocol):
         _rx_s = 0.0
+        _made_s = 0.0
+        _rx_wait: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            self._made_s = monotonic()
+            if socket_wait:
+                self._rx_wait = socket_wait_reader(transport.get_extra_info("socket"))
+            super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
-            self._rx_s = monotonic()  # the router's clock (runtime/clock.LoopClock)
+            now = monotonic()  # the router's clock (runtime/clock.LoopClock)
+            if self._rx_wait is not None:
+                now = max(self._made_s, now - self._rx_wait())
+            self._rx_s = now
             super().data_received(data)
 
         def on_message_begin(self) -> None:
@@ -123,7 +137,7 @@ class _Uvicorn:
     @staticmethod
     def make(app: Any, limit_concurrency: int | None = None,
              read_timeout_s: float | None = None, keep_alive_s: float = 30.0,
-             **ssl: Any) -> Any:
+             socket_wait: bool = True, **ssl: Any) -> Any:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -138,7 +152,8 @@ class _Uvicorn:
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                              timeout_keep_alive=keep_alive_s, limit_concurrency=limit_concurrency,
                              proxy_headers=False,
-                             http=_guarded(_stamped_protocol(getattr(app, "direct", None)),
+                             http=_guarded(_stamped_protocol(getattr(app, "direct", None),
+                                                             socket_wait),
                                            read_timeout_s), **ssl)
         return Server(cfg)
 
@@ -187,6 +202,7 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
                            limit_concurrency=2 * cfg.max_queue + 64,
                            read_timeout_s=cfg.request_read_timeout_s,
                            keep_alive_s=cfg.keep_alive_timeout_s,
+                           socket_wait=cfg.socket_wait,
                            **uvicorn_ssl_kwargs(cfg.tls_cert, cfg.tls_key))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     grpc_server, grpc_port = None, -1

@@ -56,6 +56,9 @@ class ServeConfig:
     insecure: bool = False  # allow a non-loopback host without authentication
     request_read_timeout_s: float = 30.0  # a request's headers and body must arrive within it
     keep_alive_timeout_s: float = 30.0  # an idle keep-alive HTTP connection is closed after it
+    # an HTTP request's clock starts when its bytes reached the kernel, not when the loop read
+    # them (server/rx_wait.py; Linux TCP); False: at the read
+    socket_wait: bool = True
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",

@@ -1,0 +1,107 @@
+"""The kernel's socket-buffer wait (server/rx_wait.py): read from real loopback TCP sockets,
+and a request's clock moved back by it in a live server (the deadline counts from when the
+bytes reached the kernel, not from when a busy loop read them)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ServerThread, synthetic_table
+from superserve.runtime.fake import FakePool
+from superserve.server import rx_wait
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
+
+
+def _pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    c = socket.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+    return srv, c, s
+
+
+@linux
+def test_the_wait_is_the_age_of_the_bytes_waiting_to_be_read():
+    srv, c, s = _pair()
+    try:
+        wait = rx_wait.socket_wait_reader(s)
+        assert wait is not None
+        c.sendall(b"x" * 1000)
+        time.sleep(0.06)
+        w = wait()
+        assert s.recv(4096)
+        # scheduler ticks (1-10 ms) either way; a loaded machine only sleeps longer
+        assert 0.045 <= w <= 5.0
+        c.sendall(b"y")
+        deadline = time.monotonic() + 5
+        while not s.recv(16, socket.MSG_PEEK) and time.monotonic() < deadline:
+            pass
+        assert wait() < w  # the newest segment's age, not the first one's
+    finally:
+        for x in (c, s, srv):
+            x.close()
+
+
+@linux
+def test_a_closed_socket_reads_as_no_wait():
+    srv, c, s = _pair()
+    wait = rx_wait.socket_wait_reader(s)
+    assert wait is not None
+    s.close()
+    assert wait() == 0.0
+    c.close()
+    srv.close()
+
+
+def test_where_the_kernel_does_not_say_there_is_no_reader():
+    a, b = socket.socketpair()  # a unix socket: no TCP_INFO
+    try:
+        assert rx_wait.socket_wait_reader(a) is None
+    finally:
+        a.close()
+        b.close()
+    assert rx_wait.socket_wait_reader(None) is None
+    assert rx_wait.socket_wait_reader(object()) is None
+
+
+IMAGE = np.zeros((1, 1, 28, 28), np.float32)
+BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                               "data": IMAGE.ravel().tolist()}],
+                   "parameters": {"slo_ms": 100}})
+
+
+@pytest.mark.parametrize("socket_wait,want", [(True, 504), (False, 200)])
+def test_a_request_whose_bytes_waited_past_its_slo_is_a_miss_on_arrival(monkeypatch,
+                                                                        socket_wait, want):
+    """A connection open for 0.5 s, then a request with a 100 ms SLO whose bytes (the kernel
+    says) waited 0.3 s before the loop read them (a stand-in for a busy loop): with the
+    socket wait its clock starts 0.3 s before the read, past its deadline, and it is answered
+    504 at once; without, its clock starts at the read and it is served. The stamp never
+    goes back past the connection's start (hence the open connection first)."""
+    import http.client
+
+    monkeypatch.setattr(rx_wait, "socket_wait_reader", lambda sock: (lambda: 0.3))
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
+                     socket_wait=socket_wait)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.running.http_port, timeout=10)
+        conn.connect()
+        time.sleep(0.5)
+        conn.request("POST", "/v2/models/resnet/infer", body=BODY,
+                     headers={"content-type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == want, r.read()
+        if want == 504:
+            # the error says how much of the SLO had passed: the kernel's 0.3 s
+            assert b"ms have passed since the request's first byte" in r.read()
+        conn.close()
+    finally:
+        s.close()
