@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -81,11 +82,10 @@ BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "dataty
 @pytest.mark.parametrize("socket_wait,want", [(True, 504), (False, 200)])
 def test_a_request_whose_bytes_waited_past_its_slo_is_a_miss_on_arrival(monkeypatch,
                                                                         socket_wait, want):
-    """A connection open for 0.5 s, then a request with a 100 ms SLO whose bytes (the kernel
-    says) waited 0.3 s before the loop read them (a stand-in for a busy loop): with the
-    socket wait its clock starts 0.3 s before the read, past its deadline, and it is answered
-    504 at once; without, its clock starts at the read and it is served. The stamp never
-    goes back past the connection's start (hence the open connection first)."""
+    """A request with a 100 ms SLO whose bytes (the kernel says) waited 0.3 s before the loop
+    read them (a stand-in for a busy loop): with the socket wait its clock starts 0.3 s before
+    the read, past its deadline, and it is answered 504 at once; without, its clock starts at
+    the read and it is served."""
     import http.client
 
     monkeypatch.setattr(rx_wait, "socket_wait_reader", lambda sock: (lambda: 0.3))
@@ -105,3 +105,15 @@ def test_a_request_whose_bytes_waited_past_its_slo_is_a_miss_on_arrival(monkeypa
         conn.close()
     finally:
         s.close()
+
+
+def test_a_wait_beyond_any_request_is_read_as_none():
+    class Sock:
+        def getsockopt(self, level, opt, size):
+            return bytes(52) + struct.pack("=I", 10**6) + bytes(size - 56)
+
+    wait = rx_wait.socket_wait_reader(Sock())
+    if rx_wait._TCP_INFO is None:  # not Linux: no reader at all
+        assert wait is None
+    else:
+        assert wait is not None and wait() == 0.0  # 1,000 s: not a wait

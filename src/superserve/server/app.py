@@ -80,7 +80,8 @@ def _stamped_protocol(direct: Any = None, socket_wait: bool = True) -> type:
     starts there, before parsing, body reading and decoding, and before it waits for a busy
     loop to reach the application. With `socket_wait` (Linux, TCP), moved back by how long
     those bytes had sat in the kernel's socket buffer before the loop read them
-    (server/rx_wait.py), never to before the connection was made."""
+    (server/rx_wait.py), the wait in a loop's accept backlog included: a client that sends
+    right after connecting to a busy server waits there too."""
     from time import monotonic
 
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -89,11 +90,9 @@ def _stamped_protocol(direct: Any = None, socket_wait: bool = True) -> type:
 
     class StampedHttpToolsProtocol(HttpToolsProtocol):
         _rx_s = 0.0
-        _made_s = 0.0
         _rx_wait: Any = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            self._made_s = monotonic()
             if socket_wait:
                 self._rx_wait = socket_wait_reader(transport.get_extra_info("socket"))
             super().connection_made(transport)
@@ -101,7 +100,7 @@ def _stamped_protocol(direct: Any = None, socket_wait: bool = True) -> type:
         def data_received(self, data: bytes) -> None:
             now = monotonic()  # the router's clock (runtime/clock.LoopClock)
             if self._rx_wait is not None:
-                now = max(self._made_s, now - self._rx_wait())
+                now -= self._rx_wait()
             self._rx_s = now
             super().data_received(data)
 

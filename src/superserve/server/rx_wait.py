@@ -10,7 +10,8 @@ scheduler ticks, e.g. 4 ms at HZ=250). Read right after the data is, it is the a
 just read: the stamp moves back by it (unbiased, to within one tick either way; a request whose
 first bytes came in an earlier segment than its last is aged by the later one, so never too
 old). One getsockopt per read (~1 us); nothing where the kernel does not say (not Linux, not
-TCP): the read's own time, as before.
+TCP): the read's own time, as before. A value beyond `MAX_WAIT_S` is not a wait (a socket in a
+state the kernel does not keep it for) and reads as none.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux only
 _LAST_DATA_RECV = 8 + 4 * 11
 _NEED = _LAST_DATA_RECV + 4
 _U32 = struct.Struct("=I")
+MAX_WAIT_S = 60.0  # longer than any request may take to arrive (--request-read-timeout-s)
 
 
 def socket_wait_reader(sock: Any) -> Callable[[], float] | None:
@@ -46,8 +48,9 @@ def socket_wait_reader(sock: Any) -> Callable[[], float] | None:
 
     def wait_s() -> float:
         try:
-            return unpack(get(proto, opt, _NEED), _LAST_DATA_RECV)[0] / 1e3
+            w = unpack(get(proto, opt, _NEED), _LAST_DATA_RECV)[0] / 1e3
         except (OSError, struct.error):  # closed meanwhile
             return 0.0
+        return w if w <= MAX_WAIT_S else 0.0
 
     return wait_s
