@@ -108,8 +108,10 @@ def bin_records(records: Sequence[RequestRecord], bin_s: float = 0.5,
         }
 
 
-def _axes(title: str, capacity_qps: float | None,
-          capacity_label: str = "most accurate subnet's capacity (table)"):
+CAPACITY_LABEL = "most accurate subnet's capacity (table)"  # the capacity line's default legend
+
+
+def _axes(title: str, capacity_qps: float | None, capacity_label: str = CAPACITY_LABEL):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +136,7 @@ def _axes(title: str, capacity_qps: float | None,
 
 def plot_timeline(records: Sequence[RequestRecord], path: str | Path, title: str = "",
                   bin_s: float = 0.5, capacity_qps: float | None = None,
-                  capacity_label: str = "most accurate subnet's capacity (table)") -> None:
+                  capacity_label: str = CAPACITY_LABEL) -> None:
     """One policy: offered load, SLO attainment and served accuracy per bin."""
     b = bin_records(records, bin_s)
     plt, fig, axes = _axes(title, capacity_qps, capacity_label)
@@ -154,7 +156,7 @@ def plot_timeline(records: Sequence[RequestRecord], path: str | Path, title: str
 
 def plot_timelines(runs: dict[str, Sequence[RequestRecord]], path: str | Path, title: str = "",
                    bin_s: float = 0.5, capacity_qps: float | None = None,
-                  capacity_label: str = "most accurate subnet's capacity (table)") -> None:
+                   capacity_label: str = CAPACITY_LABEL) -> None:
     """All policies on one figure (same trace): who keeps the SLO, at what accuracy."""
     plt, fig, axes = _axes(title, capacity_qps, capacity_label)
     for k, (name, recs) in enumerate(runs.items()):
