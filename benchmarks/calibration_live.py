@@ -17,6 +17,12 @@ CPU 1 say how steady the worker's core was (`worker_cpu_noise`: stalls of >= 10 
 the longest, the speed's swing; profiling/noise.py): a shared VM's stalls cost a deadline
 scheduler attainment, and a cell's figure is the host's as much as the server's.
 
+Order: rate by rate, the policies of a rate back to back (a VM whose speed drifts over minutes
+then treats the policies compared at a rate alike). --reps N runs the whole list N times and
+ends with a summary per (policy, rate): the mean and range of the client's attainment, the
+server's mean, the accuracies, and the mean paired difference (same repetition) to the first
+policy of `--policies` (`summary` in the JSON; one run of one cell is a sample of the host).
+
     python benchmarks/calibration_live.py                                  # the matrix
     python benchmarks/calibration_live.py --rates 1000 --duration-s 30 --hog-at 10
     python benchmarks/calibration_live.py --rates 1000 --hog-at 10 --duration-s 30 \\
@@ -25,6 +31,8 @@ scheduler attainment, and a cell's figure is the host's as much as the server's.
     python benchmarks/calibration_live.py --protocol binary|grpc|grpc-stream  # superserve loadgen
     python benchmarks/calibration_live.py --protocol grpc --client-args='--grpc-deadline timeout'
     python benchmarks/calibration_live.py --trace-kind azure-code --rates 1000
+    python benchmarks/calibration_live.py --placement one-core --policies clipper:0 slackfit \\
+        --rates 250 --reps 3                             # mean, range, paired difference
 
 --protocol json uses benchmarks/open_loop_client.py (aiohttp, KServe v2 JSON); binary (REST
 with the binary tensor extension) and grpc use the project's `superserve loadgen`. --hog-at S
@@ -80,13 +88,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noise-s", type=float, default=1.0,
                    help="before each cell, time fixed Python work on CPU 1 (the worker's) for "
                         "this long: how steady the core was (profiling/noise.py; 0: skip)")
+    p.add_argument("--reps", type=int, default=1,
+                   help="run every (rate, policy) cell this many times; the policies of a rate "
+                        "run one after another within each repetition (a drifting host "
+                        "affects them alike), and a summary gives each cell's mean and range "
+                        "and its paired difference to the first policy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/calibration_live.json"))
     p.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = p.parse_args(argv)
     if not args.noise_s >= 0:
         p.error(f"--noise-s must be >= 0, got {args.noise_s}")
+    if args.reps < 1:
+        p.error(f"--reps must be >= 1, got {args.reps}")
     return args
+
+
+def cells(policies: list[str], rates: list[float], reps: int) -> list[tuple[int, float, str]]:
+    """(repetition, rate, policy) in the order they run: the policies of one rate back to
+    back, so that a host whose speed drifts over minutes (a shared VM) treats the policies
+    compared at that rate alike; then the next rate; then the next repetition."""
+    return [(rep, rate, policy) for rep in range(reps) for rate in rates for policy in policies]
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (policy, rate), in the order first run: how many runs, the mean and range of the
+    client's and the server's attainment, the mean accuracies, and the mean paired
+    difference (same repetition, same rate) to the first policy run at that rate."""
+    by_cell: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    first: dict[float, str] = {}
+    for r in rows:
+        by_cell.setdefault((r["policy"], r["rate"]), []).append(r)
+        first.setdefault(r["rate"], r["policy"])
+    index = {(r["policy"], r["rate"], r.get("rep", 0)): r for r in rows}
+    out = []
+    for (policy, rate), runs in by_cell.items():
+        cell: dict[str, Any] = {
+            "policy": policy, "rate": rate, "runs": len(runs),
+            "slo_attainment": _spread([r["slo_attainment"] for r in runs]),
+            "server_slo_attainment": _spread([r["server_slo_attainment"] for r in runs
+                                              if r.get("server_slo_attainment") is not None]),
+            "profiled_accuracy": _spread([r["profiled_accuracy"] for r in runs])["mean"],
+            "realized_accuracy": _spread([r["realized_accuracy"] for r in runs])["mean"]}
+        base = first[rate]
+        pairs = [(r, index[(base, rate, r.get("rep", 0))]) for r in runs
+                 if policy != base and (base, rate, r.get("rep", 0)) in index]
+        if pairs:
+            n = len(pairs)
+            cell["paired"] = {
+                "against": base, "pairs": n,
+                "slo_attainment_diff": sum(a["slo_attainment"] - b["slo_attainment"]
+                                           for a, b in pairs) / n,
+                "profiled_accuracy_diff": sum(a["profiled_accuracy"] - b["profiled_accuracy"]
+                                              for a, b in pairs) / n}
+        out.append(cell)
+    return out
+
+
+def print_summary(summary: list[dict[str, Any]]) -> None:
+    print(f"\n{'summary':16s} {'rate':>6s} {'runs':>4s} {'client mean [min-max]':>24s} "
+          f"{'server mean':>11s} {'prof.acc':>8s} {'real.acc':>8s}  paired vs the rate's first")
+    for c in summary:
+        a, s = c["slo_attainment"], c["server_slo_attainment"]
+        span = f"{a['mean']:.4f} [{a['min']:.4f}-{a['max']:.4f}]"
+        p = c.get("paired")
+        paired = ("" if p is None else
+                  f"{p['slo_attainment_diff']:+.4f} attainment, "
+                  f"{100 * p['profiled_accuracy_diff']:+.2f} points accuracy vs {p['against']} "
+                  f"({p['pairs']} pairs)")
+        print(f"{c['policy']:16s} {c['rate']:6.0f} {c['runs']:4d} {span:>24s} "
+              f"{fmt(None if s is None else s['mean']):>11s} "
+              f"{100 * c['profiled_accuracy']:7.2f}% {100 * c['realized_accuracy']:7.2f}%  "
+              f"{paired}", flush=True)
 
 
 def trace_spec(kind: str, rate: float, duration_s: float, seed: int) -> str:
@@ -333,11 +412,12 @@ def last_attainment(timeline: list[dict[str, Any]], since_s: float) -> float | N
     return sum(t["met"] for t in b) / n if n else None
 
 
-def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
+             rep: int = 0) -> dict[str, Any]:
     spec = trace_spec(args.trace_kind, rate, args.duration_s, args.seed)
     # before the server starts, so nothing of the cell runs meanwhile
     noise = measure_host_noise(args.noise_s, cpu=1) if args.noise_s > 0 else None
-    tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{policy}_{rate:g}")
+    tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{policy}_{rate:g}" + (f"_r{rep}" if rep else ""))
     srv = Server(policy, args, work / f"{tag}.server.log")
     hog: list[subprocess.Popen] = []
     try:
@@ -383,7 +463,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path) -> 
     # over its warm-up requests too
     cpu_base = cpu0[0] if cpu0 else cpu_start
     n_cpu = max(rep["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
-    row = {"policy": policy, "rate": rate, "trace": spec, "placement": args.placement,
+    row = {"policy": policy, "rate": rate, "rep": rep, "trace": spec, "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
            "client_args": args.client_args,
            **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
@@ -456,18 +536,20 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out.parent / f"{args.out.stem}.logs"  # server logs, client reports
     work.mkdir(parents=True, exist_ok=True)
     try:
-        for policy in args.policies:
-            for rate in args.rates:
-                row = run_cell(policy, rate, args, work)
-                rows.append(row)
-                print_row(row)
+        for rep, rate, policy in cells(args.policies, args.rates, args.reps):
+            row = run_cell(policy, rate, args, work, rep)
+            rows.append(row)
+            print_row(row)
+        if args.reps > 1:
+            print_summary(summarize_rows(rows))
     except KeyboardInterrupt:
         print("interrupted: stopping every server, client and hog", file=sys.stderr)
         return 130
     finally:
         cleanup()
         doc = {"config": {k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in vars(args).items()}, "rows": rows}
+                          for k, v in vars(args).items()}, "rows": rows,
+               "summary": summarize_rows(rows)}
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     if args.json:
         print(json.dumps(doc))

@@ -5,12 +5,15 @@
 #   bash benchmarks/figures_11_12.sh [11|12|all] [BEFORE_SRC]
 # BEFORE_SRC: a checkout's src/ to measure the "before" of issue 12 (PYTHONPATH), e.g.
 #   git worktree add /tmp/before ba55600 && bash benchmarks/figures_11_12.sh 12 /tmp/before/src
+# REPS=3 runs each policy comparison three times, the policies of a rate back to back each
+# time, and adds a mean / range / paired-difference summary (~3x as long for those cells).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/figs}
 mkdir -p "$OUT"
 WHICH=${1:-all}
+REPS=${REPS:-1}  # repetitions of the policy comparisons (each run of a cell is a sample of the host)
 BEFORE=${2:-}
 # a live figure needs a quiet machine: another job on these 2 cores (a test run, say) ruins
 # it without any error. Refuse to start while the CPUs are less than 80% idle over 2 s
@@ -50,17 +53,17 @@ live() {  # name, then calibration_live.py arguments
 }
 if [[ $WHICH == 11 || $WHICH == all ]]; then
   # clipper:18 (97.30%): the fixed subnet just above slackfit's accuracy at 1,000-2,000 req/s
-  live json_split --policies slackfit clipper:0 clipper:18 --rates 500 1000 1500 2000
+  live json_split --policies slackfit clipper:0 clipper:18 --rates 500 1000 1500 2000 --reps "$REPS"
   # the most accurate fixed subnet that still holds ~1.0 at each rate (found by trying the
   # neighbours in session 13: clipper:21 at 1,500 gave 0.42, clipper:25 0.28)
   live json_best_fixed_500 --policies clipper:30 --rates 500
   live json_best_fixed_1000 --policies clipper:25 --rates 1000
   live json_best_fixed_1500 --policies clipper:20 --rates 1500
   live json_best_fixed_2000 --policies clipper:12 --rates 2000
-  live binary_split --protocol binary --policies slackfit clipper:0 --rates 1000 2000
-  live grpc_split --protocol grpc --policies slackfit clipper:0 --rates 500 1000
-  live json_onecore --placement one-core --policies slackfit clipper:0 --rates 250 500 1000
-  live azure_code --trace-kind azure-code --policies slackfit clipper:0 --rates 1000
+  live binary_split --protocol binary --policies slackfit clipper:0 --rates 1000 2000 --reps "$REPS"
+  live grpc_split --protocol grpc --policies slackfit clipper:0 --rates 500 1000 --reps "$REPS"
+  live json_onecore --placement one-core --policies slackfit clipper:0 --rates 250 500 1000 --reps "$REPS"
+  live azure_code --trace-kind azure-code --policies slackfit clipper:0 --rates 1000 --reps "$REPS"
   live hog_calibrated --policies slackfit --rates 1000 --duration-s 30 --hog-at 10
   live hog_no_calibrate --policies slackfit --rates 1000 --duration-s 30 --hog-at 10 --server-args=--no-calibrate
   if [[ -n ${EXTRAS:-} ]]; then  # the non-default calibration variants, for contrast

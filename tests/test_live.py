@@ -200,3 +200,43 @@ def test_calibration_live_reports_how_steady_the_worker_cpu_was(capsys):
     out = capsys.readouterr().out
     assert "CPU 1 just before: NOT steady, 2.0 stalls/s (>= 10 ms, longest 31 ms), swing x1.40" \
         in out
+
+
+def test_calibration_live_repetitions_interleave_policies_and_summarize(capsys):
+    """--reps runs the policies of a rate back to back in every repetition, and the summary
+    gives each cell's mean and range and its paired difference to the first policy."""
+    cal = _bench("calibration_live")
+    assert cal.parse_args([]).reps == 1
+    with pytest.raises(SystemExit):
+        cal.parse_args(["--reps", "0"])
+    assert cal.cells(["clipper:0", "slackfit"], [250.0, 500.0], 2) == [
+        (0, 250.0, "clipper:0"), (0, 250.0, "slackfit"),
+        (0, 500.0, "clipper:0"), (0, 500.0, "slackfit"),
+        (1, 250.0, "clipper:0"), (1, 250.0, "slackfit"),
+        (1, 500.0, "clipper:0"), (1, 500.0, "slackfit")]
+
+    def row(policy, rep, att, acc, server=None):
+        return {"policy": policy, "rate": 250.0, "rep": rep, "slo_attainment": att,
+                "server_slo_attainment": server, "profiled_accuracy": acc,
+                "realized_accuracy": acc + 0.01}
+
+    rows = [row("clipper:0", 0, 0.99, 0.9487, 0.995), row("slackfit", 0, 0.97, 0.97, 0.98),
+            row("clipper:0", 1, 0.98, 0.9487, 0.985), row("slackfit", 1, 0.99, 0.96, None)]
+    base, sf = cal.summarize_rows(rows)
+    assert base["policy"] == "clipper:0" and base["runs"] == 2 and "paired" not in base
+    assert base["slo_attainment"] == pytest.approx({"mean": 0.985, "min": 0.98, "max": 0.99})
+    assert base["server_slo_attainment"]["mean"] == pytest.approx(0.99)
+    assert sf["server_slo_attainment"] == pytest.approx({"mean": 0.98, "min": 0.98, "max": 0.98})
+    assert sf["profiled_accuracy"] == pytest.approx(0.965)
+    assert sf["realized_accuracy"] == pytest.approx(0.975)
+    p = sf["paired"]
+    assert p["against"] == "clipper:0" and p["pairs"] == 2
+    assert p["slo_attainment_diff"] == pytest.approx(((0.97 - 0.99) + (0.99 - 0.98)) / 2)
+    assert p["profiled_accuracy_diff"] == pytest.approx(((0.97 + 0.96) / 2) - 0.9487)
+    # a repetition cut short: the unpaired run still counts in its own cell, not in a pair
+    base2, sf2 = cal.summarize_rows(rows + [row("clipper:0", 2, 0.5, 0.9487)])
+    assert base2["runs"] == 3 and sf2["paired"]["pairs"] == 2
+    cal.print_summary(cal.summarize_rows(rows))
+    out = capsys.readouterr().out
+    assert "0.9800 [0.9700-0.9900]" in out
+    assert "-0.0050 attainment, +1.63 points accuracy vs clipper:0 (2 pairs)" in out
