@@ -413,11 +413,12 @@ def last_attainment(timeline: list[dict[str, Any]], since_s: float) -> float | N
 
 
 def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
-             rep: int = 0) -> dict[str, Any]:
+             repetition: int = 0) -> dict[str, Any]:
     spec = trace_spec(args.trace_kind, rate, args.duration_s, args.seed)
     # before the server starts, so nothing of the cell runs meanwhile
     noise = measure_host_noise(args.noise_s, cpu=1) if args.noise_s > 0 else None
-    tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{policy}_{rate:g}" + (f"_r{rep}" if rep else ""))
+    tag = re.sub(r"[^A-Za-z0-9.]+", "_",
+                 f"{policy}_{rate:g}" + (f"_r{repetition}" if repetition else ""))
     srv = Server(policy, args, work / f"{tag}.server.log")
     hog: list[subprocess.Popen] = []
     try:
@@ -463,7 +464,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
     # over its warm-up requests too
     cpu_base = cpu0[0] if cpu0 else cpu_start
     n_cpu = max(rep["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
-    row = {"policy": policy, "rate": rate, "rep": rep, "trace": spec, "placement": args.placement,
+    row = {"policy": policy, "rate": rate, "rep": repetition, "trace": spec,
+           "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
            "client_args": args.client_args,
            **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
