@@ -49,7 +49,7 @@ trap 'speed end' EXIT
 live() {  # name, then calibration_live.py arguments
   local name=$1; shift
   echo "== $name: $*" | tee "$OUT/$name.txt"
-  timeout 900 "$PY" benchmarks/calibration_live.py --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+  timeout $((900 * REPS)) "$PY" benchmarks/calibration_live.py --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/$name.txt"
 }
 if [[ $WHICH == 11 || $WHICH == all ]]; then
   # clipper:18 (97.30%): the fixed subnet just above slackfit's accuracy at 1,000-2,000 req/s
