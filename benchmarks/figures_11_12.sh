@@ -14,6 +14,10 @@ OUT=${OUT:-results/figs}
 mkdir -p "$OUT"
 WHICH=${1:-all}
 REPS=${REPS:-1}  # repetitions of the policy comparisons (each run of a cell is a sample of the host)
+if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
+  echo "figures_11_12.sh: REPS must be a whole number >= 1, got '$REPS'" >&2
+  exit 2
+fi
 BEFORE=${2:-}
 # a live figure needs a quiet machine: another job on these 2 cores (a test run, say) ruins
 # it without any error. Refuse to start while the CPUs are less than 80% idle over 2 s
