@@ -455,39 +455,39 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
             kill(h)
         srv.stop()
     if args.protocol == "json":
-        rep = json.loads(out_json.read_text())
+        report = json.loads(out_json.read_text())
     else:
-        rep = loadgen_report(json.loads(out.strip().splitlines()[-1]), out_dir, args.slo_ms,
-                             args.duration_s)
+        report = loadgen_report(json.loads(out.strip().splitlines()[-1]), out_dir,
+                                args.slo_ms, args.duration_s)
     # CPU from the start of the timed run when it was marked (binary/grpc always; JSON when
     # the mark from the client's stderr came through), else from before the client started,
     # over its warm-up requests too
     cpu_base = cpu0[0] if cpu0 else cpu_start
-    n_cpu = max(rep["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
+    n_cpu = max(report["requests"] + (0 if cpu0 else round(50 * args.warmup_s) + 32), 1)
     row = {"policy": policy, "rate": rate, "rep": repetition, "trace": spec,
            "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
            "client_args": args.client_args,
-           **{k: rep[k] for k in ("requests", "slo_attainment", "outcomes", "profiled_accuracy",
-                                  "realized_accuracy", "latency_ms_p50", "latency_ms_p99",
-                                  "max_send_lag_ms")},
+           **{k: report[k] for k in ("requests", "slo_attainment", "outcomes",
+                                     "profiled_accuracy", "realized_accuracy",
+                                     "latency_ms_p50", "latency_ms_p99", "max_send_lag_ms")},
            "server_slo_attainment": server_attainment(before, after),
            # CPU per request over the timed run (the /metrics scrapes are inside it)
            "router_cpu_us_per_request": (cpu1[0] - cpu_base[0]) * 1e6 / n_cpu,
            "server_cpu_us_per_request": (cpu1[1] - cpu_base[1]) * 1e6 / n_cpu,
            # the whole client process (warm-up and start-up included) per timed request
-           "client_cpu_us_per_request": client_cpu_s * 1e6 / max(rep["requests"], 1),
+           "client_cpu_us_per_request": client_cpu_s * 1e6 / max(report["requests"], 1),
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
            "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
            "worker_cpu_noise": None if noise is None else {**noise.to_dict(),
                                                            "steady": noise.steady()},
-           "timeline": rep["timeline"]}
+           "timeline": report["timeline"]}
     if args.hog_at is not None:
         row["hog_at_s"] = args.hog_at
         row["hog_started"] = bool(hog)
-        row["slo_attainment_last_10s"] = last_attainment(rep["timeline"], args.duration_s - 10)
+        row["slo_attainment_last_10s"] = last_attainment(report["timeline"], args.duration_s - 10)
     return row
 
 
