@@ -481,8 +481,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
            "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
-           "worker_cpu_noise": None if noise is None else {**noise.to_dict(),
-                                                           "steady": noise.steady()},
+           "worker_cpu_noise": None if noise is None else noise.to_dict(),
            "timeline": report["timeline"]}
     if args.hog_at is not None:
         row["hog_at_s"] = args.hog_at

@@ -33,6 +33,10 @@ def test_units_the_cpu_was_taken_from_count_as_stalls():
     assert n.stalls_per_s == pytest.approx(2 / n.seconds)
     assert n.longest_stall_ms == pytest.approx(30.0)
     assert not n.steady()
+    d = n.to_dict()  # what profile --speed, the demo and calibration_live report
+    assert d["steady"] is False and d["longest_stall_ms"] == 30.0 and d["units"] == 2000
+    assert d["stalls_per_s"] == round(n.stalls_per_s, 3)
+    assert summarize(*_even(2000, 1.0)).to_dict()["steady"] is True
 
 
 def test_a_speed_that_moves_between_windows_is_a_swing():

@@ -224,7 +224,7 @@ def speed(args: argparse.Namespace) -> int:
         "probes": [{"subnet": i, "batch": b, "measured_ms": round(sec * 1e3, 3),
                     "profiled_ms": round(table.latency_s(i, b) * 1e3, 3)}
                    for i, b, sec in measured],
-        **({} if noise is None else {"host_noise": {**noise.to_dict(), "steady": noise.steady()}}),
+        **({} if noise is None else {"host_noise": noise.to_dict()}),
     }, indent=None if args.json else 1))
     return 0
 

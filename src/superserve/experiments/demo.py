@@ -227,7 +227,7 @@ def run_demo(args: argparse.Namespace) -> int:
                   protocol=args.protocol, capacity_qps_most_accurate=trace.capacity_qps,
                   peak_qps=trace.peak_qps, server_args=common, machine_speed=speed,
                   sizing=speed_note,
-                  worker_cpu_noise={**noise.to_dict(), "steady": noise.steady()})
+                  worker_cpu_noise=noise.to_dict())
     _report(rows, out, speed)
     return 0
 

@@ -42,8 +42,12 @@ class HostNoise:
     swing: float  # slowest window median / fastest window median
     stall_ms: float = STALL_MS
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, float | int | bool]:
+        """The figures (floats to 3 decimals) and the `steady` verdict, as reported."""
+        d: dict[str, float | int | bool] = {
+            k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        d["steady"] = self.steady()
+        return d
 
     def steady(self) -> bool:
         """What a dedicated core shows: no stall in a few seconds and a speed that holds
