@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hog-at", type=float, default=None,
                    help="start a CPU hog on the worker's core this many seconds into the run")
     p.add_argument("--server-args", default="", help="extra `superserve serve` flags")
+    p.add_argument("--batch-logs", action="store_true",
+                   help="each cell's server writes its batch log (`serve --batch-log`) beside "
+                        "its server log, as TAG.batches.csv (one CSV per cell and repetition)")
     p.add_argument("--client-args", default="",
                    help="extra client flags: `superserve loadgen` (binary, grpc), e.g. "
                         "--client-args='--grpc-deadline timeout', or open_loop_client.py "
@@ -162,7 +165,11 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
                   f"{p['slo_attainment_diff']:+.4f} attainment, "
                   f"{100 * p['profiled_accuracy_diff']:+.2f} points accuracy vs {p['against']} "
                   f"({p['pairs']} pairs)")
-        print(f"{c['policy']:16s} {c['rate']:6.0f} {c['runs']:4d} {span:>24s} "
+        name = c["policy"]
+        if len(name) > 16:  # as in print_row: the columns stay aligned
+            print(name)
+            name = ""
+        print(f"{name:16s} {c['rate']:6.0f} {c['runs']:4d} {span:>24s} "
               f"{fmt(None if s is None else s['mean']):>11s} "
               f"{100 * c['profiled_accuracy']:7.2f}% {100 * c['realized_accuracy']:7.2f}%  "
               f"{paired}", flush=True)
@@ -211,12 +218,14 @@ def cleanup() -> None:
 
 
 class Server:
-    def __init__(self, policy: str, args: argparse.Namespace, log_path: Path) -> None:
+    def __init__(self, policy: str, args: argparse.Namespace, log_path: Path,
+                 batch_log: Path | None = None) -> None:
         self.http, self.grpc = free_port(), free_port()
         cpu = "0" if args.placement == "split" else "1"
         cmd = ["taskset", "-c", cpu, sys.executable, "-m", "superserve.cli", "-v", "serve",
                "--host", "127.0.0.1", "--http-port", str(self.http), "--grpc-port",
                str(self.grpc), "--policy", policy, "--worker-cpus", "1",
+               *(["--batch-log", str(batch_log)] if batch_log is not None else []),
                *shlex.split(args.server_args)]
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
@@ -419,7 +428,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
     noise = measure_host_noise(args.noise_s, cpu=1) if args.noise_s > 0 else None
     tag = re.sub(r"[^A-Za-z0-9.]+", "_",
                  f"{policy}_{rate:g}" + (f"_r{repetition}" if repetition else ""))
-    srv = Server(policy, args, work / f"{tag}.server.log")
+    srv = Server(policy, args, work / f"{tag}.server.log",
+                 work / f"{tag}.batches.csv" if args.batch_logs else None)
     hog: list[subprocess.Popen] = []
     try:
         srv.wait_ready()
@@ -468,6 +478,7 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
            "placement": args.placement,
            "protocol": args.protocol, "server_args": args.server_args,
            "client_args": args.client_args,
+           "batch_log": str(work / f"{tag}.batches.csv") if args.batch_logs else None,
            **{k: report[k] for k in ("requests", "slo_attainment", "outcomes",
                                      "profiled_accuracy", "realized_accuracy",
                                      "latency_ms_p50", "latency_ms_p99", "max_send_lag_ms")},
@@ -498,7 +509,11 @@ def print_row(r: dict[str, Any]) -> None:
     diff = (None if r["server_slo_attainment"] is None
             else r["server_slo_attainment"] - r["slo_attainment"])
     last = f" {fmt(r.get('slo_attainment_last_10s')):>8s}" if "hog_at_s" in r else ""
-    print(f"{r['policy']:16s} {r['rate']:6.0f} {r['slo_attainment']:8.4f} "
+    name = r["policy"]
+    if len(name) > 16:  # a long name on a line of its own, so the columns stay aligned
+        print(name)
+        name = ""
+    print(f"{name:16s} {r['rate']:6.0f} {r['slo_attainment']:8.4f} "
           f"{fmt(r['server_slo_attainment']):>8s} {fmt(diff, '+.4f'):>8s} "
           f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
           f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "

@@ -240,3 +240,34 @@ def test_calibration_live_repetitions_interleave_policies_and_summarize(capsys):
     out = capsys.readouterr().out
     assert "0.9800 [0.9700-0.9900]" in out
     assert "-0.0050 attainment, +1.63 points accuracy vs clipper:0 (2 pairs)" in out
+
+
+def test_calibration_live_batch_logs_per_cell_and_long_names_stay_aligned(tmp_path, capsys,
+                                                                          monkeypatch):
+    """--batch-logs gives each cell's server its own `--batch-log` CSV beside its server log
+    (one `--server-args=--batch-log X` would be overwritten by every cell); a policy name
+    longer than the first column goes on a line of its own so the numbers stay aligned."""
+    cal = _bench("calibration_live")
+    started = []
+    monkeypatch.setattr(cal, "start", lambda cmd, **kw: started.append(cmd) or None)
+    monkeypatch.setattr(cal, "free_port", lambda: 1)
+    assert cal.parse_args([]).batch_logs is False
+    cal.Server("slackfit", cal.parse_args([]), tmp_path / "a.server.log")
+    assert "--batch-log" not in started[-1]
+    args = cal.parse_args(["--batch-logs", "--server-args=--batch-wait-ms 0"])
+    cal.Server("slackfit", args, tmp_path / "a.server.log", tmp_path / "a.batches.csv")
+    cmd = started[-1]
+    assert cmd[cmd.index("--batch-log") + 1] == str(tmp_path / "a.batches.csv")
+    assert cmd[-2:] == ["--batch-wait-ms", "0"]
+
+    row = {"policy": "slackfit:cap=0.5,early_drop=0", "rate": 500.0, "slo_attainment": 0.97,
+           "server_slo_attainment": 0.98, "profiled_accuracy": 0.97, "realized_accuracy": 0.97,
+           "latency_ms_p99": 60.0, "max_send_lag_ms": 3.0, "outcomes": {"200": 10},
+           "batch_ratio_observed_over_planned": {"p50": 0.5, "p99": 1.1, "batches": 10},
+           "calibration": {}}
+    cal.print_row(row)
+    cal.print_row({**row, "policy": "slackfit"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "slackfit:cap=0.5,early_drop=0"
+    numbers = [ln for ln in lines if "0.9700" in ln]
+    assert len(numbers) == 2 and numbers[0].index("500") == numbers[1].index("500")
