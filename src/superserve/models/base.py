@@ -6,6 +6,9 @@ do not depend on the architecture; a family defines `forward_ctx`, `space`, `inp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,7 +16,9 @@ from torch import nn
 from superserve.subnetact.norm import NormContext, NormMode, NormStore, calibrate_specs
 from superserve.subnetact.spec import SubnetSpec
 
-__all__ = ["SupernetMixin", "as_tensor"]
+__all__ = ["ServingPlan", "SupernetMixin", "as_tensor"]
+
+ServingPlan = Callable[[torch.Tensor], torch.Tensor]
 
 
 def as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -32,8 +37,46 @@ class SupernetMixin:
     norm_dtype = torch.float16  # SubnetNorm storage (float32: exact, twice the bytes)
     eval_batch_size = 200  # images per forward when calibrating or scoring (activation memory)
 
+    # Serving plans (`serving_plan`): one per spec, bounded like NormStore's views.
+    PLAN_CACHE_LIMIT = 1024
+
     def _init_norm(self) -> None:
         self.norm_store = NormStore(self.norm_dtype)
+        self._plans: dict[SubnetSpec, tuple[Any, ServingPlan | None]] = {}
+
+    def serving_plan(self, spec: SubnetSpec, stats: Any) -> ServingPlan | None:
+        """`x -> self(x, spec)` in eval mode without autograd, as one flat function over views
+        of the shared weights and of `stats` (the spec's SubnetNorm statistics) taken once:
+        no module calls, no slicing, no statistics iterator per batch. Same operations in
+        the same order, so the same numbers as `forward_ctx`; the weights stay shared (views,
+        never copies). None (the default): the family has no plan, `forward_ctx` runs."""
+        return None
+
+    def _cached_plan(self, spec: SubnetSpec, stats: Any) -> ServingPlan | None:
+        plans = getattr(self, "_plans", None)
+        if plans is None:
+            plans = self._plans = {}
+        got = plans.get(spec)
+        if got is not None and got[0] is stats:  # new statistics for the spec: a new plan
+            return got[1]
+        plan = self.serving_plan(spec, stats)
+        if len(plans) >= self.PLAN_CACHE_LIMIT:
+            plans = self._plans = {}  # a fresh dict: concurrent readers keep theirs
+        plans[spec] = (stats, plan)
+        return plan
+
+    def _drop_plans(self) -> None:
+        self._plans = {}
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # .to(), .cuda(), .half(), ...: the parameters may move to new storage, which the
+        # plans' views would not follow
+        self._drop_plans()
+        return super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._drop_plans()  # assign=True replaces the parameters themselves
+        return super().load_state_dict(*args, **kwargs)  # type: ignore[misc]
 
     def materialize(self, spec: SubnetSpec) -> nn.Module:
         """A standalone module computing self(x, spec): by default the supernet trimmed to
@@ -62,7 +105,12 @@ class SupernetMixin:
             return self.forward_ctx(x, spec, NormContext(NormMode.TRAIN))
         if not self.uses_norm_stats:
             return self.forward_ctx(x, spec, NormContext(NormMode.EVAL))
-        return self.forward_ctx(x, spec, NormContext(NormMode.EVAL, self.norm_store.get(spec)))
+        stats = self.norm_store.get(spec)
+        if not torch.is_grad_enabled():  # serving, scoring, profiling: the flat plan if any
+            plan = self._cached_plan(spec, stats)
+            if plan is not None:
+                return plan(x)
+        return self.forward_ctx(x, spec, NormContext(NormMode.EVAL, stats))
 
     def forward_mode(self, x: torch.Tensor, spec: SubnetSpec, mode: NormMode) -> torch.Tensor:
         """Forward with another normalisation: NormMode.SHARED is "without SubnetNorm" (the

@@ -16,15 +16,16 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
-from superserve.models.base import SupernetMixin
+from superserve.models.base import ServingPlan, SupernetMixin
 from superserve.models.contract import InputSpec
-from superserve.subnetact.norm import ElasticBN, NormContext
+from superserve.subnetact.norm import BN_EPS, ElasticBN, NormContext
 from superserve.subnetact.spec import ResNetSpec, spec_from_dict
 
 __all__ = ["ResNetConfig", "ResNetSpace", "ResNetSupernet"]
@@ -224,6 +225,57 @@ class ResNetSupernet(SupernetMixin, nn.Module):
             h = self.blocks[s][b](h, mid, out, ctx)
         h = h.mean((2, 3))  # (B, C_last)
         return F.linear(h, self.head_w[:, :h.shape[1]], self.head_b)
+
+    def serving_plan(self, spec: ResNetSpec, stats: Any) -> ServingPlan | None:
+        """`forward_ctx` in eval mode as one flat function (SupernetMixin.serving_plan): the
+        sliced weights, BN affines and SubnetNorm statistics of every active layer are taken
+        as views once, the same ops run in the same order on them. On this family's shipped
+        subnets it costs 30-45% less CPU than the module path at batch 1 and ~15-25% at 8
+        (`benchmarks/serving_plan.py`): a batch of a small subnet is mostly Python. None for
+        a subclass with its own `forward_ctx` (the plan would not be its forward)."""
+        if type(self).forward_ctx is not ResNetSupernet.forward_ctx:
+            return None
+        means, variances = stats
+        layout = self.space.layout(spec)
+        n_bn = 1 + sum(3 + (self.blocks[s][b].shortcut is not None) for s, b, _, _ in layout)
+        if len(means) != n_bn or len(variances) != n_bn:
+            return None  # statistics of another layout: the module path says what is wrong
+        order = iter(zip(means, variances))
+
+        def bn(layer: ElasticBN, c: int) -> tuple[torch.Tensor, ...]:
+            mean, var = next(order)  # in the order forward_ctx reads them
+            return layer.weight[:c].detach(), layer.bias[:c].detach(), mean, var
+
+        c0 = self.config.stem_channels
+        stem, stem_bn = self.stem.detach(), bn(self.stem_bn, c0)
+        blocks = []
+        cin = c0
+        for s, b, mid, out in layout:
+            blk = self.blocks[s][b]
+            w1, n1 = blk.conv1[:mid, :cin].detach(), bn(blk.bn1, mid)
+            w2, n2 = blk.conv2[:mid, :mid].detach(), bn(blk.bn2, mid)
+            w3, n3 = blk.conv3[:out, :mid].detach(), bn(blk.bn3, out)
+            sc = (None if blk.shortcut is None
+                  else (blk.shortcut[:out, :cin].detach(), bn(blk.bn_sc, out)))
+            blocks.append((w1, n1, w2, n2, blk.stride, w3, n3, sc))
+            cin = out
+        head_w, head_b = self.head_w[:, :cin].detach(), self.head_b.detach()
+        conv, norm, relu, eps = torch.conv2d, torch.batch_norm, torch.relu, BN_EPS
+        cudnn = torch.backends.cudnn.enabled  # what F.batch_norm passes
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            h = (x - MNIST_MEAN) / MNIST_STD
+            h = relu(norm(conv(h, stem, None, 1, 1), *stem_bn, False, 0.0, eps, cudnn))
+            for w1, n1, w2, n2, stride, w3, n3, sc in blocks:
+                t = relu(norm(conv(h, w1), *n1, False, 0.0, eps, cudnn))
+                t = relu(norm(conv(t, w2, None, stride, 1), *n2, False, 0.0, eps, cudnn))
+                t = norm(conv(t, w3), *n3, False, 0.0, eps, cudnn)
+                if sc is not None:
+                    h = norm(conv(h, sc[0], None, stride), *sc[1], False, 0.0, eps, cudnn)
+                h = relu(t + h)
+            return F.linear(h.mean((2, 3)), head_w, head_b)
+
+        return run
 
     @property
     def input_spec(self) -> InputSpec:

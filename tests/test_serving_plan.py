@@ -1,0 +1,116 @@
+"""The serving plan (SupernetMixin.serving_plan): without autograd, `supernet(x, spec)` runs a
+flat function over views of the shared weights and of the spec's SubnetNorm statistics. It
+must give the module path's logits bit for bit, keep the weights shared, and never outlive
+what it captured: new statistics for the spec, a move to another device or dtype, replaced
+parameters. With autograd on, or for a subclass with its own forward, the module path runs."""
+
+import random
+
+import pytest
+import torch
+
+from superserve.data import load_digits8
+from superserve.models import build_supernet
+from superserve.models.configs import default_train_config
+from superserve.models.resnet import ResNetSupernet
+from superserve.subnetact.norm import NormContext, NormMode
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits8()
+
+
+def _net(digits, n_specs=8):
+    torch.manual_seed(0)
+    net = build_supernet("resnet", default_train_config("resnet", quick=True).model)
+    with torch.no_grad():  # non-trivial BN affines, so the statistics matter
+        for name, p in net.named_parameters():
+            if name.endswith(("weight", "bias")) and p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    rng = random.Random(3)
+    specs = [net.space.largest(), net.space.smallest()]
+    specs += [net.space.sample(rng) for _ in range(n_specs - 2)]
+    net.eval().calibrate(specs, digits.train[0], n=200)
+    return net, specs
+
+
+def _module(net, x, spec):
+    return net.forward_ctx(x, spec, NormContext(NormMode.EVAL, net.norm_store.get(spec)))
+
+
+def test_plan_gives_the_module_paths_logits_bit_for_bit(digits):
+    net, specs = _net(digits)
+    x = torch.from_numpy(digits.test[0][:5])
+    with torch.inference_mode():
+        for spec in specs:
+            for b in (1, 5):
+                assert torch.equal(net(x[:b], spec), _module(net, x[:b], spec)), spec
+    assert set(net._plans) == set(specs)
+    with torch.no_grad():  # no_grad counts as serving too
+        assert torch.equal(net(x, specs[2]), _module(net, x, specs[2]))
+    # the weights stay shared: the plan's views point into the supernet's own storage
+    def tensors(obj):
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, (list, tuple)):
+            for o in obj:
+                yield from tensors(o)
+
+    plan = net._plans[specs[0]][1]
+    captured = [t for c in plan.__closure__ for t in tensors(c.cell_contents)]
+    weights = [t for t in captured if t.dim() == 4]  # conv weights: stem, blocks
+    storages = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    assert len(weights) >= 1 + 3 * sum(specs[0].depths)
+    assert all(w.untyped_storage().data_ptr() in storages for w in weights)
+    assert not any(t.requires_grad for t in captured)
+
+
+def test_plan_follows_new_statistics_dtype_and_replaced_weights(digits):
+    net, specs = _net(digits, 3)
+    x = torch.from_numpy(digits.test[0][:4])
+    spec = specs[2]
+    with torch.inference_mode():
+        before = net(x, spec)
+    # new SubnetNorm statistics for the spec (a recalibration): a new plan, new logits
+    net.calibrate([spec], digits.train[0][200:], n=100, seed=7)
+    with torch.inference_mode():
+        after = net(x, spec)
+        assert torch.equal(after, _module(net, x, spec))
+    assert not torch.equal(before, after)
+    # a move to float64 (nn.Module._apply): the plans are dropped and rebuilt
+    net.double()
+    assert net._plans == {}
+    with torch.inference_mode():
+        y = net(x.double(), spec)
+        assert y.dtype == torch.float64 and torch.equal(y, _module(net, x.double(), spec))
+    net.float()
+    # parameters replaced by load_state_dict(assign=True): nothing of the old ones is used
+    state = {k: (v * 2 if k == "head_b" else v).clone() for k, v in net.state_dict().items()}
+    with torch.inference_mode():
+        net(x, spec)
+    net.load_state_dict(state, assign=True)
+    with torch.inference_mode():
+        assert torch.equal(net(x, spec), _module(net, x, spec))
+
+
+def test_autograd_and_subclasses_take_the_module_path(digits):
+    net, specs = _net(digits, 2)
+    x = torch.from_numpy(digits.test[0][:2]).requires_grad_(True)
+    out = net(x, specs[0])  # eval mode, grad on: gradients reach the input and the weights
+    out.sum().backward()
+    assert x.grad is not None and net.head_w.grad is not None
+    assert net._plans == {}
+
+    class Scaled(ResNetSupernet):
+        def forward_ctx(self, x, spec, ctx):
+            return 2 * super().forward_ctx(x, spec, ctx)
+
+    sub = Scaled(net.config)
+    sub.load_state_dict(net.state_dict())
+    sub.norm_store = net.norm_store
+    sub.eval()
+    with torch.inference_mode():
+        xs = x.detach()
+        assert torch.equal(sub(xs, specs[0]), 2 * _module(net, xs, specs[0]))
+    assert sub._plans[specs[0]][1] is None
