@@ -230,9 +230,10 @@ class ResNetSupernet(SupernetMixin, nn.Module):
         """`forward_ctx` in eval mode as one flat function (SupernetMixin.serving_plan): the
         sliced weights, BN affines and SubnetNorm statistics of every active layer are taken
         as views once, the same ops run in the same order on them. On this family's shipped
-        subnets it costs 30-45% less CPU than the module path at batch 1 and ~15-25% at 8
-        (`benchmarks/serving_plan.py`): a batch of a small subnet is mostly Python. None for
-        a subclass with its own `forward_ctx` (the plan would not be its forward)."""
+        subnets it costs 28-45% less CPU than the module path at batch 1, 13-25% at 8 and 31%
+        in the serving pattern (`benchmarks/serving_plan.py`): a batch of a small subnet is
+        mostly Python. None for a subclass with its own `forward_ctx` (the plan would not be
+        its forward)."""
         if type(self).forward_ctx is not ResNetSupernet.forward_ctx:
             return None
         means, variances = stats
