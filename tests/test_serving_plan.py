@@ -4,6 +4,8 @@ must give the module path's logits bit for bit, keep the weights shared, and nev
 what it captured: new statistics for the spec, a move to another device or dtype, replaced
 parameters. With autograd on, or for a subclass with its own forward, the module path runs."""
 
+import copy
+import io
 import random
 
 import pytest
@@ -114,3 +116,26 @@ def test_autograd_and_subclasses_take_the_module_path(digits):
         xs = x.detach()
         assert torch.equal(sub(xs, specs[0]), 2 * _module(net, xs, specs[0]))
     assert sub._plans[specs[0]][1] is None
+
+
+def test_copies_start_without_plans(digits):
+    """A deep copy (materialize's trim_to_spec makes one) or a pickled module must not keep
+    plans over the original's weights: the copy's forward reads its own."""
+    net, specs = _net(digits, 2)
+    x = torch.from_numpy(digits.test[0][:3])
+    with torch.inference_mode():
+        net(x, specs[0])
+    assert net._plans
+    twin = copy.deepcopy(net)
+    assert twin._plans == {} and net._plans
+    with torch.no_grad():
+        twin.head_b.add_(1.0)  # in place: a plan over the original's head would miss it
+    with torch.inference_mode():
+        assert torch.equal(twin(x, specs[0]), _module(twin, x, specs[0]))
+        assert not torch.equal(twin(x, specs[0]), net(x, specs[0]))
+    buf = io.BytesIO()
+    torch.save(net, buf)  # the whole module, closures and all, would not pickle
+    buf.seek(0)
+    back = torch.load(buf, weights_only=False)
+    with torch.inference_mode():
+        assert torch.equal(back(x, specs[0]), net(x, specs[0]))

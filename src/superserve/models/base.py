@@ -78,6 +78,12 @@ class SupernetMixin:
         self._drop_plans()  # assign=True replaces the parameters themselves
         return super().load_state_dict(*args, **kwargs)  # type: ignore[misc]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (copy.deepcopy, pickle, torch.save of the module) starts without plans: theirs
+        # would read the original's weights, and closures do not pickle
+        state = super().__getstate__()  # type: ignore[misc]
+        return {**state, "_plans": {}}
+
     def materialize(self, spec: SubnetSpec) -> nn.Module:
         """A standalone module computing self(x, spec): by default the supernet trimmed to
         the weight prefixes the spec reads, with the spec's statistics (subnetact.materialize.
