@@ -230,7 +230,7 @@ class ResNetSupernet(SupernetMixin, nn.Module):
         """`forward_ctx` in eval mode as one flat function (SupernetMixin.serving_plan): the
         sliced weights, BN affines and SubnetNorm statistics of every active layer are taken
         as views once, the same ops run in the same order on them. On this family's shipped
-        subnets it costs 28-45% less CPU than the module path at batch 1, 13-25% at 8 and 31%
+        subnets it costs 28-48% less CPU than the module path at batch 1, 13-30% at 8 and 31%
         in the serving pattern (`benchmarks/serving_plan.py`): a batch of a small subnet is
         mostly Python. None for a subclass with its own `forward_ctx` (the plan would not be
         its forward)."""
