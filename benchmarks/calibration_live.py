@@ -154,6 +154,15 @@ def summarize_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def name_column(policy: str) -> str:
+    """The first column of a printed row: a policy name longer than it goes on a line of its
+    own first, so the numbers stay aligned."""
+    if len(policy) > 16:
+        print(policy)
+        policy = ""
+    return f"{policy:16s}"
+
+
 def print_summary(summary: list[dict[str, Any]]) -> None:
     print(f"\n{'summary':16s} {'rate':>6s} {'runs':>4s} {'client mean [min-max]':>24s} "
           f"{'server mean':>11s} {'prof.acc':>8s} {'real.acc':>8s}  paired vs the rate's first")
@@ -165,11 +174,7 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
                   f"{p['slo_attainment_diff']:+.4f} attainment, "
                   f"{100 * p['profiled_accuracy_diff']:+.2f} points accuracy vs {p['against']} "
                   f"({p['pairs']} pairs)")
-        name = c["policy"]
-        if len(name) > 16:  # as in print_row: the columns stay aligned
-            print(name)
-            name = ""
-        print(f"{name:16s} {c['rate']:6.0f} {c['runs']:4d} {span:>24s} "
+        print(f"{name_column(c['policy'])} {c['rate']:6.0f} {c['runs']:4d} {span:>24s} "
               f"{fmt(None if s is None else s['mean']):>11s} "
               f"{100 * c['profiled_accuracy']:7.2f}% {100 * c['realized_accuracy']:7.2f}%  "
               f"{paired}", flush=True)
@@ -509,11 +514,7 @@ def print_row(r: dict[str, Any]) -> None:
     diff = (None if r["server_slo_attainment"] is None
             else r["server_slo_attainment"] - r["slo_attainment"])
     last = f" {fmt(r.get('slo_attainment_last_10s')):>8s}" if "hog_at_s" in r else ""
-    name = r["policy"]
-    if len(name) > 16:  # a long name on a line of its own, so the columns stay aligned
-        print(name)
-        name = ""
-    print(f"{name:16s} {r['rate']:6.0f} {r['slo_attainment']:8.4f} "
+    print(f"{name_column(r['policy'])} {r['rate']:6.0f} {r['slo_attainment']:8.4f} "
           f"{fmt(r['server_slo_attainment']):>8s} {fmt(diff, '+.4f'):>8s} "
           f"{100 * r['profiled_accuracy']:7.2f}% {100 * r['realized_accuracy']:7.2f}% "
           f"{fmt(r['latency_ms_p99'], '.1f'):>7s} {r['max_send_lag_ms']:7.1f}{last}  "

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             x = torch.rand(3, *shape)
             if not torch.equal(module_path(net, x, spec), net(x, spec)):
                 mismatched.append(i)
-        has_plan = net._cached_plan(specs[0], net.norm_store.get(specs[0])) is not None
+        stats = net.norm_store.get(specs[0]) if getattr(net, "uses_norm_stats", True) else None
+        has_plan = net.serving_plan(specs[0], stats) is not None
         by_speed = sorted(range(len(specs)), key=lambda i: table.lat_s[i][0])
         picks = [by_speed[0], by_speed[len(specs) // 2], by_speed[-1]]
         cells = []

@@ -139,3 +139,21 @@ def test_copies_start_without_plans(digits):
     back = torch.load(buf, weights_only=False)
     with torch.inference_mode():
         assert torch.equal(back(x, specs[0]), net(x, specs[0]))
+
+
+def test_serving_plan_benchmark_checks_the_shipped_subnets(capsys):
+    """benchmarks/serving_plan.py: the shipped resnet has a plan and every one of its subnets
+    gives the module path's logits bit for bit (its exit status says so); a family without a
+    plan (vit) is reported as such instead of failing."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_plan.py"
+    spec = importlib.util.spec_from_file_location("serving_plan", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run(bench.parse_args(["--calls", "2", "--warmup", "0"]))
+    assert out["has_plan"] and out["not_bit_identical"] == [] and out["subnets"] == 37
+    assert len(out["cells"]) == 9 and out["serving_pattern"]["calls"] == 4
+    assert bench.run(bench.parse_args(["--model", "vit", "--calls", "1", "--warmup", "0"]))[
+        "has_plan"] is False
