@@ -88,3 +88,37 @@ def test_cli_profile_speed_refuses_a_negative_noise_probe():
                         "--noise-s", "-1"], capture_output=True, text=True, timeout=120,
                        check=False)
     assert p.returncode != 0 and "--noise-s" in p.stderr
+
+
+def test_retime_interleaves_every_subnet_and_batch_size_in_each_round(small_table, tmp_path,
+                                                                      monkeypatch):
+    """A host that drifts during the run must move every (subnet, batch) alike: each timed
+    round calls all of them once, and progress counts rounds."""
+    import superserve.profiling.retime as retime
+
+    seen: list[list[int]] = []
+    real = retime.measure_interleaved
+
+    def spy(fns, repeats, warmup, **kw):
+        seen.append([len(fns), repeats, warmup])
+        return real(fns, repeats, warmup, **kw)
+
+    monkeypatch.setattr(retime, "measure_interleaved", spy)
+    path, old = small_table
+    rounds: list[tuple[str, int, int]] = []
+    retime_table(path, "resnet", tmp_path / "new.json", repeats=3, warmup=1,
+                 progress=lambda *a: rounds.append(a))
+    assert seen == [[len(old) * len(old.batch_sizes), 3, 1]]  # one call: all pairs per round
+    assert rounds == [("retime", 1, 3), ("retime", 2, 3), ("retime", 3, 3)]
+
+
+def test_retime_monotone_fits_p1_p2_and_the_provenance_says_which(small_table, tmp_path):
+    path, _ = small_table
+    raw = retime_table(path, "resnet", tmp_path / "raw.json", repeats=2, warmup=1)
+    assert raw.provenance["monotone_fit"] is False
+    assert "violations_before_monotone_fit" not in raw.provenance
+    fit = retime_table(path, "resnet", tmp_path / "fit.json", repeats=2, warmup=1,
+                       monotone=True)
+    assert fit.provenance["monotone_fit"] is True
+    assert fit.p1_violations() == [] and fit.p2_violations() == []
+    assert set(fit.provenance["violations_before_monotone_fit"]) == {"p1", "p2"}

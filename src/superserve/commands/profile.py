@@ -180,20 +180,25 @@ def latency_only(args: argparse.Namespace) -> int:
         from superserve.errors import ConfigError
 
         raise ConfigError(f"--out {out} is the table being re-timed; name another file")
-    bar = tqdm(total=1, desc="re-timing (batch sizes)", file=sys.stderr)
+    bar = tqdm(total=1, desc="re-timing (rounds over every subnet and batch size)",
+               file=sys.stderr)
 
     def progress(stage: str, i: int, n: int) -> None:
         bar.total = n
         bar.update(i - bar.n)
 
     table = retime_table(src, args.model, out, threads=args.threads,
-                         repeats=args.repeats or 20, device=args.device, progress=progress)
+                         repeats=args.repeats or 20, device=args.device, progress=progress,
+                         monotone=args.monotone)
     bar.close()
     r = table.provenance["retimed"]
     print(json.dumps({"table": str(out), "from": str(src), "subnets": len(table),
                       "machine": table.provenance["machine"],
                       "median_ratio_new_over_old": round(r["median_ratio_new_over_old"], 3),
-                      "seconds": r["seconds"]}, indent=None if args.json else 1))
+                      "seconds": r["seconds"], "monotone_fit": args.monotone,
+                      "p1_violations": len(table.p1_violations()),
+                      "p2_violations": len(table.p2_violations())},
+                     indent=None if args.json else 1))
     return 0
 
 

@@ -71,28 +71,36 @@ def _load(table_path: str | Path, model: str, threads: int, device: str
     return table, net, specs, dev
 
 
-def _time_batch(net: Any, specs: list[Any], b: int, dev: Any, repeats: int, warmup: int
+def _time_pairs(net: Any, specs: list[Any], pairs: list[tuple[int, int]], dev: Any,
+                repeats: int, warmup: int, on_round: Progress | None = None
                 ) -> list[tuple[float, float]]:
-    """(median, p99) seconds of each spec's forward at batch size `b`, interleaved."""
+    """(median, p99) seconds of the forward of each (spec index, batch size) in `pairs`, all
+    of them interleaved round-robin: a machine that speeds up or slows down during the run
+    (a co-tenant, frequency scaling) moves every pair's rounds alike, so the table's shape
+    across batch sizes is measured as well as across subnets. Timing one batch size after
+    another (as until 2026-11-30) put a drift of the host between the batch sizes."""
     import numpy as np
     import torch
 
     spec_in = net.input_spec  # the family's input contract: (C, H, W), elastic resolutions
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    inputs: dict[int, Any] = {}  # per resolution (a spec of an elastic family picks one)
-    for spec in specs:
-        r = getattr(spec, "r", None) or spec_in.height
-        if r not in inputs:
-            inputs[r] = torch.from_numpy(np.random.default_rng(b).random(
-                (b, spec_in.channels, r, r), dtype=np.float32)).to(dev)
+    inputs: dict[tuple[int, int], Any] = {}  # per (resolution, batch): a spec may pick one
 
-    def call(spec: Any = None) -> None:
-        x = inputs[getattr(spec, "r", None) or spec_in.height]
+    def x_for(spec: Any, b: int) -> Any:
+        r = getattr(spec, "r", None) or spec_in.height
+        if (r, b) not in inputs:
+            inputs[r, b] = torch.from_numpy(np.random.default_rng(b).random(
+                (b, spec_in.channels, r, r), dtype=np.float32)).to(dev)
+        return inputs[r, b]
+
+    def call(spec: Any, x: Any) -> None:
         with torch.inference_mode():
             net(x, spec)
         sync()
 
-    return measure_interleaved([lambda s=s: call(s) for s in specs], repeats, warmup)
+    fns = [lambda s=specs[i], x=x_for(specs[i], b): call(s, x) for i, b in pairs]
+    rounds = None if on_round is None else (lambda k, n: on_round("retime", k, n))
+    return measure_interleaved(fns, repeats, warmup, on_round=rounds)
 
 
 def speed_factor(table_path: str | Path, model: str, pairs: list[tuple[int, int]],
@@ -103,22 +111,22 @@ def speed_factor(table_path: str | Path, model: str, pairs: list[tuple[int, int]
     `repeats` interleaved runs after `warmup`; and the measurements (subnet, batch,
     seconds). A few seconds for a handful of pairs of the shipped tables."""
     table, net, specs, dev = _load(table_path, model, threads, device)
-    measured = []
-    for b in sorted({b for _, b in pairs}):
-        idx = sorted({i for i, bb in pairs if bb == b})
-        for i, (median, _) in zip(idx, _time_batch(net, [specs[i] for i in idx], b, dev,
-                                                   repeats, warmup)):
-            measured.append((i, b, median))
+    order = sorted(set(pairs), key=lambda p: (p[1], p[0]))
+    measured = [(i, b, median) for (i, b), (median, _) in
+                zip(order, _time_pairs(net, specs, order, dev, repeats, warmup))]
     ratios = sorted(sec / table.latency_s(i, b) for i, b, sec in measured)
     return ratios[len(ratios) // 2], measured
 
 
 def retime_table(table_path: str | Path, model: str, out: str | Path, threads: int = 1,
                  repeats: int = 20, warmup: int = 3, device: str = "cpu",
-                 progress: Progress | None = None) -> ProfileTable:
-    """Measure every subnet of the table at `table_path` on this machine and write a table
-    with the same subnets and accuracies and the new latencies to `out` (its SubnetNorm
-    statistics copied beside it)."""
+                 progress: Progress | None = None, monotone: bool = False) -> ProfileTable:
+    """Measure every subnet of the table at `table_path` at every batch size on this machine
+    and write a table with the same subnets and accuracies and the new latencies to `out`
+    (its SubnetNorm statistics copied beside it). `progress("retime", round, repeats)` after
+    each timed round. `monotone`: fit the latencies to P1/P2 before saving
+    (`ProfileTable.monotone`; the violations as measured stay in the provenance), as
+    `superserve profile --monotone` does for a new table."""
     import torch
 
     from superserve.profiling import norm_path
@@ -127,11 +135,10 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
     table, net, specs, dev = _load(table_path, model, threads, device)
     src_norm = norm_path(table_path)
     timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
-    for j, b in enumerate(table.batch_sizes):
-        for i, r in enumerate(_time_batch(net, specs, b, dev, repeats, warmup)):
-            timed[i][b] = r
-        if progress is not None:
-            progress("retime", j + 1, len(table.batch_sizes))
+    pairs = [(i, b) for b in table.batch_sizes for i in range(len(specs))]
+    for (i, b), r in zip(pairs, _time_pairs(net, specs, pairs, dev, repeats, warmup,
+                                            progress)):
+        timed[i][b] = r
     subnets = [replace(s, latency_ms={b: v[0] * 1e3 for b, v in timed[i].items()},
                        latency_p99_ms={b: v[1] * 1e3 for b, v in timed[i].items()})
                for i, s in enumerate(table.subnets)]
@@ -142,12 +149,18 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
                         table.provenance.get("machine", "unknown"),
                         "seconds": round(time.perf_counter() - t_start, 1),
                         "repeats": repeats, "threads": threads,
+                        "interleaved": "every (subnet, batch size) once per round",
                         "median_ratio_new_over_old": ratios[len(ratios) // 2],
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    # the source's fit was of its own latencies: these are fitted only if asked (below)
+    prov["monotone_fit"] = False
+    prov.pop("violations_before_monotone_fit", None)
     new = ProfileTable.build(table.family, subnets, table.batch_sizes, device=dev.type,
                              threads=threads, checkpoint_sha256=table.checkpoint_sha256,
                              torch_version=str(torch.__version__), config=dict(table.config),
                              provenance=prov, load_ms=table.load_ms)
+    if monotone:
+        new = new.monotone()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     new.save(out)

@@ -37,11 +37,13 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int,
 
 def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
                         clock: Callable[[], float] = time.perf_counter,
-                        sync: Callable[[], Any] | None = None
+                        sync: Callable[[], Any] | None = None,
+                        on_round: Callable[[int, int], Any] | None = None
                         ) -> list[tuple[float, float]]:
     """(median, p99) seconds of each fn, timed round-robin: `warmup` untimed rounds, then
     `repeats` timed rounds, each calling every fn once. `sync`: waits for the device after
-    every call (inside the timed region); None on the CPU."""
+    every call (inside the timed region); None on the CPU. `on_round(done, repeats)` after
+    each timed round (progress)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     done = sync or (lambda: None)
@@ -50,12 +52,14 @@ def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: 
             fn()
             done()
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
+    for k in range(repeats):
         for i, fn in enumerate(fns):
             t0 = clock()
             fn()
             done()
             times[i].append(clock() - t0)
+        if on_round is not None:
+            on_round(k + 1, repeats)
     out = []
     for ts in times:
         ts.sort()
