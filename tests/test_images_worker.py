@@ -42,7 +42,8 @@ def _cfg(d, norm):
 
 
 def test_worker_serves_the_users_weights_at_the_family_input_shape(ofa_files, monkeypatch):
-    from superserve.runtime.runners import ONEDNN_CACHE_CAPACITY, make_runner
+    from superserve.runtime.devices import ONEDNN_CACHE_CAPACITY
+    from superserve.runtime.runners import make_runner
 
     d, net, specs = ofa_files
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)

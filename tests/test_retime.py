@@ -4,6 +4,7 @@ accuracies, gets new latencies and says where they were measured."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -94,7 +95,7 @@ def test_retime_interleaves_every_subnet_and_batch_size_in_each_round(small_tabl
                                                                       monkeypatch):
     """A host that drifts during the run must move every (subnet, batch) alike: each timed
     round calls all of them once, and progress counts rounds."""
-    import superserve.profiling.retime as retime
+    from superserve.profiling import retime
 
     seen: list[list[int]] = []
     real = retime.measure_interleaved
@@ -122,3 +123,18 @@ def test_retime_monotone_fits_p1_p2_and_the_provenance_says_which(small_table, t
     assert fit.provenance["monotone_fit"] is True
     assert fit.p1_violations() == [] and fit.p2_violations() == []
     assert set(fit.provenance["violations_before_monotone_fit"]) == {"p1", "p2"}
+
+
+def test_retime_widens_onednn_kernel_cache_unless_the_user_set_one(small_table, tmp_path,
+                                                                  monkeypatch):
+    """Every round cycles through every (subnet, batch): with oneDNN's default 1,024 kernels
+    the shipped resnet's ~1,400 would be rebuilt each round and the rebuilds timed."""
+    from superserve.runtime.devices import ONEDNN_CACHE_CAPACITY, widen_kernel_cache
+
+    path, _ = small_table
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    retime_table(path, "resnet", tmp_path / "new.json", repeats=1, warmup=0)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "2048")
+    widen_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "2048"

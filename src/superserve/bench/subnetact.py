@@ -96,8 +96,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from superserve.data import load_mnist
     from superserve.models import load_supernet
+    from superserve.runtime.devices import widen_kernel_cache
     from superserve.subnetact import materialize
 
+    widen_kernel_cache()  # as the worker's
     torch.set_num_threads(args.threads)
     net = load_supernet(args.model or args.family)
     data = load_mnist()

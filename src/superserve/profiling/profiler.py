@@ -317,7 +317,9 @@ def run_profile(model: str, out: str | Path, cfg: ProfileConfig = ProfileConfig(
     from superserve.models.checkpoint import provenance, resolve_checkpoint
     from superserve.profiling import norm_path
     from superserve.profiling.journal import SearchJournal, journal_path
+    from superserve.runtime.devices import widen_kernel_cache
 
+    widen_kernel_cache()  # timed as the worker runs: its kernels stay built (runtime/devices)
     net = load_supernet(model, weights=weights, model_config=model_config)
     ckpt = Path(weights) if weights is not None else resolve_checkpoint(model)
     meta = provenance()

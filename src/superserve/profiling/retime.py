@@ -51,8 +51,10 @@ def _load(table_path: str | Path, model: str, threads: int, device: str
 
     from superserve.models import load_supernet
     from superserve.profiling import norm_path
+    from superserve.runtime.devices import widen_kernel_cache
 
     table = ProfileTable.load(table_path)
+    widen_kernel_cache()  # every round runs every (subnet, batch): more kernels than 1,024
     torch.set_num_threads(threads)
     net = load_supernet(model, map_location="cpu")
     if net.family != table.family:
@@ -98,7 +100,8 @@ def _time_pairs(net: Any, specs: list[Any], pairs: list[tuple[int, int]], dev: A
             net(x, spec)
         sync()
 
-    fns = [lambda s=specs[i], x=x_for(specs[i], b): call(s, x) for i, b in pairs]
+    args = [(specs[i], x_for(specs[i], b)) for i, b in pairs]
+    fns = [lambda a=a: call(*a) for a in args]
     rounds = None if on_round is None else (lambda k, n: on_round("retime", k, n))
     return measure_interleaved(fns, repeats, warmup, on_round=rounds)
 

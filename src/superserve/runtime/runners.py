@@ -22,14 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# oneDNN (torch's CPU convolutions) keeps the kernels it built per layer and input shape in an
-# LRU cache of 1,024 by default, and a miss rebuilds one. Serving every subnet at every batch
-# size needs ~10,000 for the shipped resnet (37 subnets x 32 batch sizes x its layers): 4,000
-# batches of a random mix of subnets and batch sizes took 67 s at the default and 49 s at
-# 8,192 or more (one thread; sorted by shape, 49 s either way), for ~25 MB more memory. A
-# value the user exported wins.
-ONEDNN_CACHE_CAPACITY = 65536
-
 __all__ = ["Runner", "make_runner", "probe", "probe_pairs"]
 
 
@@ -91,10 +83,11 @@ def _torch_runner(cfg: WorkerConfig, index: int = 0, device_name: str | None = N
 
     from superserve.models import load_supernet
     from superserve.profiling.table import ProfileTable
+    from superserve.runtime.devices import widen_kernel_cache
     from superserve.runtime.warmup import cover, kernel_signature, warm_plan
 
     # read by oneDNN when it builds its first kernel, so setting it here still counts
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+    widen_kernel_cache()
     torch.set_num_threads(cfg.threads)
     try:
         torch.set_num_interop_threads(1)
