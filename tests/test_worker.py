@@ -196,6 +196,8 @@ def test_torch_worker_runs_supernet_with_subnet_norm(tmp_path, separate, transpo
             # the warm-up ran every batch size of the subnets that cover all layer shapes
             done, total = pool.info(0)["warmup_extra_calls"]
             assert pool.info(0)["warmup_covering"] and done == total > 0
+            # the model and its plans are frozen out of the cyclic GC (runners.settle_heap)
+            assert pool.info(0)["gc_frozen"] > 10_000
             out = []
             for sid, n in ((0, 1), (1, 5), (0, 8)):  # a growing batch remaps the input slab
                 policy.subnet = sid
@@ -296,3 +298,18 @@ def test_start_up_probe_reaches_the_router_and_seeds_calibration(tmp_path):
             await pool.close()
 
     asyncio.run(body())
+
+
+def test_settle_heap_freezes_what_exists_out_of_the_cyclic_gc():
+    """What a serving process holds from start-up on is frozen, so a full collection walks
+    only what was made after it (here: in a child, so the test process stays as it is)."""
+    import subprocess
+    import sys
+
+    code = ("import gc, collections; keep = [collections.OrderedDict() for _ in range(5000)]; "
+            "from superserve.runtime.runners import settle_heap; n = settle_heap(); "
+            "print(n, gc.get_freeze_count(), len(gc.get_objects(generation=2)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    frozen, count, gen2 = map(int, out)
+    assert frozen == count >= 5000 and gen2 < 100

@@ -116,7 +116,7 @@ class SuperserveWorker:
 
             import ray
 
-            from superserve.runtime.runners import make_runner
+            from superserve.runtime.runners import make_runner, settle_heap
 
             gpu_ids = [str(g) for g in ray.get_gpu_ids()]
             device = None
@@ -133,7 +133,8 @@ class SuperserveWorker:
                 self._run, self.info = make_runner(local, index, device)
             ctx = ray.get_runtime_context()
             self.info.update(index=index, pid=os.getpid(), node_id=ctx.get_node_id(),
-                             node_ip=ray.util.get_node_ip_address(), gpu_ids=gpu_ids)
+                             node_ip=ray.util.get_node_ip_address(), gpu_ids=gpu_ids,
+                             gc_frozen=settle_heap())
         except Exception as e:  # noqa: BLE001 -- reported by ready(): the pool logs it and decides
             self.error = f"{type(e).__name__}: {e}"
 

@@ -26,7 +26,7 @@ import numpy as np
 from superserve.errors import ConfigError
 from superserve.runtime import shm
 from superserve.runtime.devices import check_device, parse_cpu_list, worker_cpus
-from superserve.runtime.runners import make_runner
+from superserve.runtime.runners import make_runner, settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def worker_main(conn: Any, cfg: WorkerConfig, worker_id: int,
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
         return
     info["pid"] = os.getpid()
+    info["gc_frozen"] = settle_heap()
     conn.send(("ready", info))
     _serve(conn, run, cfg)
 
