@@ -9,7 +9,7 @@ serving pattern: a random subnet and a batch of 1, 2 or 4 on every call (each ca
 the caches cold, as a worker switching subnets does). Both paths are checked to give the same
 logits, bit for bit, on every subnet of the table first.
 
-    python benchmarks/serving_plan.py [--model resnet] [--calls 300] [--cpu 1] [--json]
+    python benchmarks/serving_plan.py [--model resnet|vit] [--calls 300] [--cpu 1] [--json]
 """
 
 from __future__ import annotations

@@ -142,9 +142,8 @@ def test_copies_start_without_plans(digits):
 
 
 def test_serving_plan_benchmark_checks_the_shipped_subnets(capsys):
-    """benchmarks/serving_plan.py: the shipped resnet has a plan and every one of its subnets
-    gives the module path's logits bit for bit (its exit status says so); a family without a
-    plan (vit) is reported as such instead of failing."""
+    """benchmarks/serving_plan.py: the shipped resnet and vit have plans and every one of
+    their subnets gives the module path's logits bit for bit (its exit status says so)."""
     import importlib.util
     from pathlib import Path
 
@@ -155,5 +154,50 @@ def test_serving_plan_benchmark_checks_the_shipped_subnets(capsys):
     out = bench.run(bench.parse_args(["--calls", "2", "--warmup", "0"]))
     assert out["has_plan"] and out["not_bit_identical"] == [] and out["subnets"] == 37
     assert len(out["cells"]) == 9 and out["serving_pattern"]["calls"] == 4
-    assert bench.run(bench.parse_args(["--model", "vit", "--calls", "1", "--warmup", "0"]))[
-        "has_plan"] is False
+    vit = bench.run(bench.parse_args(["--model", "vit", "--calls", "1", "--warmup", "0"]))
+    assert vit["has_plan"] and vit["not_bit_identical"] == [] and vit["subnets"] == 40
+
+
+@pytest.mark.parametrize("config", [{}, {"stem_channels": 8, "pool": "mean"}],
+                         ids=["vit", "hybrid-mean-pool"])
+def test_vit_plan_gives_the_module_paths_logits_and_shares_the_weights(config):
+    """The vit family (no SubnetNorm: its plans are keyed by the spec alone) runs the same
+    flat plan: bit for bit, over views of the shared weights, dropped with a dtype move, and
+    not used under autograd."""
+    from superserve.models.vit import ViTConfig, ViTSupernet
+
+    torch.manual_seed(0)
+    net = ViTSupernet(ViTConfig(**config)).eval()
+    with torch.no_grad():  # non-trivial LayerNorm affines and biases
+        for name, p in net.named_parameters():
+            if p.dim() == 1:
+                p.uniform_(-0.5, 1.5)
+    rng = random.Random(5)
+    specs = [net.space.largest(), net.space.smallest()] + [net.space.sample(rng)
+                                                           for _ in range(6)]
+    x = torch.rand(5, 1, 28, 28)
+
+    def module(x, spec):
+        return net.forward_ctx(x, spec, NormContext(NormMode.EVAL))
+
+    with torch.inference_mode():
+        for spec in specs:
+            for b in (1, 5):
+                assert torch.equal(net(x[:b], spec), module(x[:b], spec)), spec
+    assert set(net._plans) == set(specs) and all(p is not None for _, p in net._plans.values())
+    storages = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    plan = net._plans[specs[0]][1]
+    cells = [c.cell_contents for c in plan.__closure__]
+    layers = next(c for c in cells if isinstance(c, list))
+    assert len(layers) == specs[0].depth
+    mats = [t for layer in layers for t in layer if isinstance(t, torch.Tensor) and t.dim() == 2]
+    assert len(mats) == 4 * specs[0].depth  # qkv, proj, fc1, fc2 of every kept layer
+    assert all(t.untyped_storage().data_ptr() in storages and not t.requires_grad for t in mats)
+    net.double()
+    assert net._plans == {}
+    with torch.inference_mode():
+        assert torch.equal(net(x.double(), specs[2]), module(x.double(), specs[2]))
+    net.float()
+    xg = x[:2].clone().requires_grad_(True)  # autograd: the module path, gradients flow
+    net(xg, specs[0]).sum().backward()
+    assert xg.grad is not None and net.head_w.grad is not None and net._plans == {}

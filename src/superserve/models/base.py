@@ -49,7 +49,8 @@ class SupernetMixin:
         of the shared weights and of `stats` (the spec's SubnetNorm statistics) taken once:
         no module calls, no slicing, no statistics iterator per batch. Same operations in
         the same order, so the same numbers as `forward_ctx`; the weights stay shared (views,
-        never copies). None (the default): the family has no plan, `forward_ctx` runs."""
+        never copies). `stats` is None for a family without SubnetNorm (`uses_norm_stats`
+        False). None (the default): the family has no plan, `forward_ctx` runs."""
         return None
 
     def _cached_plan(self, spec: SubnetSpec, stats: Any) -> ServingPlan | None:
@@ -109,9 +110,9 @@ class SupernetMixin:
         assert isinstance(self, nn.Module)
         if self.training:
             return self.forward_ctx(x, spec, NormContext(NormMode.TRAIN))
-        if not self.uses_norm_stats:
-            return self.forward_ctx(x, spec, NormContext(NormMode.EVAL))
-        stats = self.norm_store.get(spec)
+        # a family without SubnetNorm (LayerNorm only) has no statistics: its plans are keyed
+        # by the spec alone
+        stats = self.norm_store.get(spec) if self.uses_norm_stats else None
         if not torch.is_grad_enabled():  # serving, scoring, profiling: the flat plan if any
             plan = self._cached_plan(spec, stats)
             if plan is not None:

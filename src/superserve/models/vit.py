@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superserve.errors import ConfigError, InvalidSpecError
-from superserve.models.base import SupernetMixin
+from superserve.models.base import ServingPlan, SupernetMixin
 from superserve.models.contract import InputSpec
 from superserve.subnetact.norm import NormContext
 from superserve.subnetact.spec import ViTSpec, spec_from_dict
@@ -207,6 +207,57 @@ class ViTSupernet(SupernetMixin, nn.Module):
             h = self.layers[layer](h, heads, mlp)
         h = h[:, 1:].mean(1) if c.pool == "mean" else h[:, 0]  # (B, D)
         return F.linear(self.ln(h), self.head_w, self.head_b)  # (B, classes)
+
+    def serving_plan(self, spec: ViTSpec, stats: object) -> ServingPlan | None:
+        """`forward_ctx` in eval mode as one flat function (SupernetMixin.serving_plan): every
+        kept layer's head and MLP slices of the shared weights and its LayerNorm affines are
+        taken as views once; the same ops run in the same order on them, with no module
+        calls and no slicing per batch (`benchmarks/serving_plan.py --model vit`). None for
+        a subclass with its own `forward_ctx` or layers (the plan would not be its forward)."""
+        if type(self).forward_ctx is not ViTSupernet.forward_ctx or \
+                any(type(m) is not _Layer for m in self.layers):
+            return None
+        c = self.config
+        D, hd, p = c.embed_dim, c.head_dim, c.patch_size
+
+        def ln(m: nn.LayerNorm) -> tuple:
+            return (m.normalized_shape, m.weight.detach(), m.bias.detach(), m.eps)
+
+        layers = []
+        for i, heads, mlp in zip(self._kept[spec.depth], spec.heads, spec.mlp):
+            L = self.layers[i]
+            a = heads * hd
+            layers.append((heads, a, ln(L.ln1),
+                           L.qkv_w[:heads].reshape(heads * 3 * hd, D).detach(),
+                           L.qkv_b[:heads].reshape(-1).detach(),
+                           L.proj_w[:, :a].detach(), L.proj_b.detach(), ln(L.ln2),
+                           L.fc1_w[:mlp].detach(), L.fc1_b[:mlp].detach(),
+                           L.fc2_w[:, :mlp].detach(), L.fc2_b.detach()))
+        stem = None if self.stem_w is None else (self.stem_w.detach(), self.stem_b.detach())
+        patch_w, patch_b = self.patch_w.detach(), self.patch_b.detach()
+        cls, pos = self.cls.detach(), self.pos.detach()
+        final, head_w, head_b = ln(self.ln), self.head_w.detach(), self.head_b.detach()
+        mean_pool = c.pool == "mean"
+        linear, layer_norm, gelu, sdpa = F.linear, F.layer_norm, F.gelu, \
+            F.scaled_dot_product_attention
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            h = (x - MNIST_MEAN) / MNIST_STD
+            if stem is not None:
+                h = gelu(F.conv2d(h, stem[0], stem[1], 1, 1))
+            h = F.conv2d(h, patch_w, patch_b, p).flatten(2).transpose(1, 2)
+            h = torch.cat([cls.expand(h.shape[0], -1, -1), h], 1) + pos
+            B, T, _ = h.shape
+            for heads, a, ln1, qkv_w, qkv_b, proj_w, proj_b, ln2, w1, b1, w2, b2 in layers:
+                qkv = linear(layer_norm(h, *ln1), qkv_w, qkv_b)
+                q, k, v = qkv.view(B, T, heads, 3, hd).permute(3, 0, 2, 1, 4)
+                att = sdpa(q, k, v).transpose(1, 2).reshape(B, T, a)
+                h = h + linear(att, proj_w, proj_b)
+                h = h + linear(gelu(linear(layer_norm(h, *ln2), w1, b1)), w2, b2)
+            h = h[:, 1:].mean(1) if mean_pool else h[:, 0]
+            return linear(layer_norm(h, *final), head_w, head_b)
+
+        return run
 
     @property
     def input_spec(self) -> InputSpec:
