@@ -100,7 +100,7 @@ def test_ofa_profile_on_an_image_folder(tmp_path):
     table = run_profile("ofa_mbv3", out, cfg, lambda s, i, n: stages.add(s), weights=weights,
                         data=data, model_config=TINY)
     assert table.provenance["estimate_seconds"]["total_s"] > 0
-    assert {"latency model", "search", "calibrate + score", "profile batch sizes"} <= stages
+    assert {"latency model", "search", "calibrate + score", "profile rounds"} <= stages
     again = ProfileTable.load(out)
     assert again.family == "ofa_mbv3" and len(again) >= 1
     spec = again.subnets[0].spec

@@ -181,3 +181,28 @@ def test_spearman_handles_ties_and_constant_input():
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 1], [1, 2, 3]) == 0.0
     assert spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)
+
+
+def test_measure_interleaved_per_fn_counts_spread_evenly_over_the_rounds():
+    """Per-fn repeat counts: max(repeats) rounds, each fn timed in its own count of them,
+    spread over the whole run (a drifting host moves every fn alike), warmed up front."""
+    calls: list[tuple[str, int]] = []
+    rounds: list[tuple[int, int]] = []
+    done_rounds = {"n": 0}  # timed rounds completed when a call is made
+
+    def make(name):
+        return lambda: calls.append((name, done_rounds["n"]))
+
+    def on_round(done, total):
+        rounds.append((done, total))
+        done_rounds["n"] = done
+
+    res = measure_interleaved([make("a"), make("b")], [4, 2], [2, 1], on_round=on_round)
+    assert len(res) == 2 and all(med > 0 for med, _ in res)
+    assert [n for n, _ in calls[:3]] == ["a", "b", "a"]  # warm-up: a twice, b once
+    timed = calls[3:]
+    assert [r for n, r in timed if n == "a"] == [0, 1, 2, 3]
+    assert [r for n, r in timed if n == "b"] == [0, 2]  # spread over the run, not rounds 0-1
+    assert rounds == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(ValueError):
+        measure_interleaved([make("a")], [1, 2], 0)

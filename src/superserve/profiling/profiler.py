@@ -204,21 +204,24 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
             step("calibrate + score", i + 1, len(specs))
         phase_s["final_calibrate_and_score"] = time.perf_counter() - t0
 
-        # 3b. time every batch size with the worker's threads, subnets interleaved
+        # 3b. time every batch size with the worker's threads: every (subnet, batch size)
+        # interleaved, so a host that drifts during the phase moves them all alike (timing
+        # one batch size after another put the drift between the batch sizes)
         t0 = time.perf_counter()
         torch.set_num_threads(cfg.threads)
         timed: list[dict[int, tuple[float, float]]] = [{} for _ in specs]
+        pairs = [(k, b) for b in cfg.batch_sizes for k in range(len(specs))]
+        xs = {b: xtr[torch.arange(b) % len(xtr)] for b in cfg.batch_sizes}  # images repeat
         with torch.inference_mode():
-            for j, b in enumerate(cfg.batch_sizes):
-                xb = xtr[torch.arange(b) % len(xtr)]  # a small folder: images repeat
-                # what a worker pays: the host batch to the device, forward, logits back
-                res = measure_interleaved(
-                    [lambda s=s, xb=xb: net(stager.to_device(xb), s).float().cpu()
-                     for s in specs], repeats_for(b, cfg.repeats, cfg.min_repeats),
-                    warmup_for(b, cfg.warmup), sync=sync)
-                for k, r in enumerate(res):
-                    timed[k][b] = r
-                step("profile batch sizes", j + 1, len(cfg.batch_sizes))
+            # what a worker pays: the host batch to the device, forward, logits back
+            res = measure_interleaved(
+                [lambda s=specs[k], xb=xs[b]: net(stager.to_device(xb), s).float().cpu()
+                 for k, b in pairs],
+                [repeats_for(b, cfg.repeats, cfg.min_repeats) for _, b in pairs],
+                [warmup_for(b, cfg.warmup) for _, b in pairs], sync=sync,
+                on_round=lambda i, n: step("profile rounds", i, n))
+        for (k, b), r in zip(pairs, res):
+            timed[k][b] = r
         phase_s["profile"] = time.perf_counter() - t0
 
         # served: the predicted frontier, in order of predicted latency with the predicted

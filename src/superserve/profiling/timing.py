@@ -35,31 +35,45 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int,
     return measure_interleaved([fn], repeats, warmup, clock, sync)[0]
 
 
-def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+def measure_interleaved(fns: Sequence[Callable[[], Any]], repeats: int | Sequence[int],
+                        warmup: int | Sequence[int],
                         clock: Callable[[], float] = time.perf_counter,
                         sync: Callable[[], Any] | None = None,
                         on_round: Callable[[int, int], Any] | None = None
                         ) -> list[tuple[float, float]]:
-    """(median, p99) seconds of each fn, timed round-robin: `warmup` untimed rounds, then
-    `repeats` timed rounds, each calling every fn once. `sync`: waits for the device after
-    every call (inside the timed region); None on the CPU. `on_round(done, repeats)` after
-    each timed round (progress)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    """(median, p99) seconds of each fn, timed round-robin: untimed warm-up rounds, then timed
+    rounds, each calling every fn due in it once. `repeats` and `warmup`: one count for all, or
+    one per fn. With per-fn counts there are max(repeats) timed rounds and fn i is timed in
+    `repeats[i]` of them spread evenly over the run (so a host that drifts during it moves
+    every fn alike), and warmed in the first `warmup[i]` warm-up rounds. `sync`: waits for the
+    device after every call (inside the timed region); None on the CPU. `on_round(done,
+    rounds)` after each timed round (progress)."""
+    n = len(fns)
+    reps = [repeats] * n if isinstance(repeats, int) else list(repeats)
+    warm = [warmup] * n if isinstance(warmup, int) else list(warmup)
+    if len(reps) != n or len(warm) != n:
+        raise ValueError(f"{n} fns but {len(reps)} repeat and {len(warm)} warm-up counts")
+    if any(r < 1 for r in reps):
+        raise ValueError(f"repeats must be >= 1, got {min(reps) if reps else repeats}")
     done = sync or (lambda: None)
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-            done()
+    for k in range(max(warm, default=0)):
+        for fn, w in zip(fns, warm):
+            if k < w:
+                fn()
+                done()
+    rounds = max(reps, default=0)
+    # fn i runs in rounds floor(j * rounds / reps[i]), j < reps[i]: evenly spread
+    due = [{(j * rounds) // r for j in range(r)} for r in reps]
     times: list[list[float]] = [[] for _ in fns]
-    for k in range(repeats):
+    for k in range(rounds):
         for i, fn in enumerate(fns):
-            t0 = clock()
-            fn()
-            done()
-            times[i].append(clock() - t0)
+            if k in due[i]:
+                t0 = clock()
+                fn()
+                done()
+                times[i].append(clock() - t0)
         if on_round is not None:
-            on_round(k + 1, repeats)
+            on_round(k + 1, rounds)
     out = []
     for ts in times:
         ts.sort()
