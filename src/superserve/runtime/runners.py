@@ -183,7 +183,9 @@ def settle_heap() -> int:
     server process does: a full collection walks only what was made after. In the worker,
     the first collection after the warm-up was a full one (the warm-up left the older
     generations due) that took 74-146 ms on this VM (2026-11-30, measured with gc
-    callbacks): a batch in flight when it comes is late. Returns the objects frozen."""
+    callbacks). In those 20 s runs it came only at shutdown, ~26 s after ready, once enough
+    objects had piled up; a longer run meets it while serving, where the batch in flight
+    and the queue behind it would wait that long. Returns the objects frozen."""
     import gc
 
     gc.collect()
