@@ -54,7 +54,7 @@ def _load(table_path: str | Path, model: str, threads: int, device: str
     from superserve.runtime.devices import widen_kernel_cache
 
     table = ProfileTable.load(table_path)
-    widen_kernel_cache()  # every round runs every (subnet, batch): more kernels than 1,024
+    widen_kernel_cache()  # every round runs every (subnet, batch): keep all their kernels
     torch.set_num_threads(threads)
     net = load_supernet(model, map_location="cpu")
     if net.family != table.family:

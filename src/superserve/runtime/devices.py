@@ -48,10 +48,12 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 def widen_kernel_cache() -> None:
     """Let oneDNN keep `ONEDNN_CACHE_CAPACITY` kernels (unless the user exported a capacity).
     oneDNN reads the variable when it builds its first kernel, so call this before the
-    process's first convolution. Timing that cycles through more shapes than the default
-    1,024 kernels (`profile --latency-only` runs the shipped resnet's 37 subnets x 6 batch
-    sizes in every round: ~1,400 kernels) otherwise rebuilds kernels on every round and
-    measures the rebuilds."""
+    process's first convolution. Timing that cycles through more kernels than the default
+    1,024 would rebuild them in every round and measure the rebuilds: `profile
+    --latency-only` runs every subnet at every profiled batch size in each round (786
+    kernels for the shipped resnet's 37 x 6, under the default; a table with more subnets or
+    batch sizes is not), and 13 of its subnets at every size 1-16 already need 1,376
+    (counted with ONEDNN_VERBOSE=profile_create, 2026-11-30)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
 
 
