@@ -71,8 +71,9 @@ def profile_supernet(net, cfg: ProfileConfig = ProfileConfig(), progress: Progre
         search_may_continue,
         warmup_for,
     )
-    from superserve.runtime.devices import Stager, worker_device
+    from superserve.runtime.devices import Stager, widen_kernel_cache, worker_device
 
+    widen_kernel_cache()  # before this process's first convolution, if it is (run_profile)
     t_start = time.perf_counter()
     threads_before = torch.get_num_threads()
     worker_device("cpu", (cfg.device,), 0, torch.cuda.device_count())  # ConfigError if absent
