@@ -139,3 +139,42 @@ def test_retime_widens_onednn_kernel_cache_unless_the_user_set_one(small_table, 
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "2048")
     widen_kernel_cache()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "2048"
+
+
+def test_retime_keep_level_takes_the_shape_here_and_the_level_of_the_source(small_table,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    """--keep-level: one factor (median old / new at the largest batch size) scales every
+    new latency, so the largest batch keeps the source's level and the smaller ones take
+    this machine's shape; the machine stays the source's and the provenance says so."""
+    from superserve.profiling import retime
+
+    path, old = small_table
+    # this machine: x2 the source at batch 2 and x1.5 at batch 1 (a cheaper small batch)
+    shape = {1: 1.5, 2: 2.0}
+
+    def fake(net, specs, pairs, dev, repeats, warmup, progress):
+        return [(old.latency_s(i, b) * shape[b], old.latency_s(i, b) * shape[b] * 1.1)
+                for i, b in pairs]
+
+    monkeypatch.setattr(retime, "_time_pairs", fake)
+    new = retime_table(path, "resnet", tmp_path / "kept.json", repeats=1, warmup=0,
+                       keep_level=True)
+    for i in range(len(old)):
+        assert new.latency_s(i, 2) == pytest.approx(old.latency_s(i, 2))
+        assert new.latency_s(i, 1) == pytest.approx(old.latency_s(i, 1) * 0.75)
+    r = new.provenance["retimed"]
+    assert r["level"]["kept_at_batch"] == 2 and r["level"]["factor"] == pytest.approx(0.5)
+    assert r["median_ratio_new_over_old"] == pytest.approx(2.0)  # as timed, before scaling
+    assert new.provenance["machine"] == "a slower one"
+    assert r["timed_on"] == machine_description()
+    plain = retime_table(path, "resnet", tmp_path / "plain.json", repeats=1, warmup=0)
+    assert plain.latency_s(0, 2) == pytest.approx(old.latency_s(0, 2) * 2)
+    assert "level" not in plain.provenance["retimed"]
+    assert plain.provenance["machine"] == machine_description()
+
+
+def test_cli_keep_level_needs_latency_only():
+    p = subprocess.run([sys.executable, "-m", "superserve.cli", "profile", "--keep-level"],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode != 0 and "--latency-only" in p.stderr

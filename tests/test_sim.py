@@ -289,8 +289,10 @@ def test_early_drop_keeps_slackfit_from_collapsing_under_overload():
         arr = bursty(rate / 2, rate / 2, 4.0, 60.0, np.random.default_rng(0))
         return simulate(arr, table, make_policy(spec, table, slo_s=0.05), cfg).slo_attainment
 
-    plain = attainment("slackfit:cap=1,early_drop=0,rate=0", 3300)  # the paper's rule
-    early = attainment("slackfit:cap=1,early_drop=1", 3300)
+    # 4,200 req/s: the paper's rule 0.84, early drop 0.999 on the shipped table (re-timed on
+    # the serving plan 2026-11-30; on the module path's table it collapsed by 3,300)
+    plain = attainment("slackfit:cap=1,early_drop=0,rate=0", 4200)  # the paper's rule
+    early = attainment("slackfit:cap=1,early_drop=1", 4200)
     assert plain < 0.9 < 0.99 < early
     low = [attainment(s, 1000) for s in ("slackfit:cap=1,early_drop=0,rate=0",
                                          "slackfit:cap=1,early_drop=1")]

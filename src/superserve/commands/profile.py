@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shipped one of --model): same subnets and accuracies, new latencies, "
                         "written to --out (default ./<family>.<host>.json; never the shipped "
                         "table)")
+    p.add_argument("--keep-level", action="store_true",
+                   help="with --latency-only: keep the source table's level and take only the "
+                        "shape across batch sizes from this machine. Every latency is scaled "
+                        "by one factor, the median old/new at the largest batch size, where a "
+                        "forward is almost all arithmetic. Use it to correct a table timed on "
+                        "a costlier code path without timing it on the original machine")
     p.add_argument("--speed", action="store_true",
                    help="only measure how much slower (>1) or faster this machine runs the "
                         "table's subnets (--table, default the shipped one of --model): the "
@@ -71,6 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "show":
         return show(args)
+    if args.keep_level and not args.latency_only:
+        from superserve.errors import ConfigError
+
+        raise ConfigError("--keep-level re-times a table: it needs --latency-only")
     if args.latency_only:
         return latency_only(args)
     if args.speed:
@@ -189,13 +199,16 @@ def latency_only(args: argparse.Namespace) -> int:
 
     table = retime_table(src, args.model, out, threads=args.threads,
                          repeats=args.repeats or 20, device=args.device, progress=progress,
-                         monotone=args.monotone)
+                         monotone=args.monotone, keep_level=args.keep_level)
     bar.close()
     r = table.provenance["retimed"]
     print(json.dumps({"table": str(out), "from": str(src), "subnets": len(table),
-                      "machine": table.provenance["machine"],
+                      "machine": r.get("timed_on", table.provenance["machine"]),
                       "median_ratio_new_over_old": round(r["median_ratio_new_over_old"], 3),
                       "seconds": r["seconds"], "monotone_fit": args.monotone,
+                      **({"level_factor": round(r["level"]["factor"], 4),
+                          "level_kept_at_batch": r["level"]["kept_at_batch"]}
+                         if "level" in r else {}),
                       "p1_violations": len(table.p1_violations()),
                       "p2_violations": len(table.p2_violations())},
                      indent=None if args.json else 1))

@@ -123,13 +123,24 @@ def speed_factor(table_path: str | Path, model: str, pairs: list[tuple[int, int]
 
 def retime_table(table_path: str | Path, model: str, out: str | Path, threads: int = 1,
                  repeats: int = 20, warmup: int = 3, device: str = "cpu",
-                 progress: Progress | None = None, monotone: bool = False) -> ProfileTable:
+                 progress: Progress | None = None, monotone: bool = False,
+                 keep_level: bool = False) -> ProfileTable:
     """Measure every subnet of the table at `table_path` at every batch size on this machine
     and write a table with the same subnets and accuracies and the new latencies to `out`
     (its SubnetNorm statistics copied beside it). `progress("retime", round, repeats)` after
     each timed round. `monotone`: fit the latencies to P1/P2 before saving
     (`ProfileTable.monotone`; the violations as measured stay in the provenance), as
-    `superserve profile --monotone` does for a new table."""
+    `superserve profile --monotone` does for a new table.
+
+    `keep_level`: keep the source table's level and take only the shape from this machine.
+    Every new latency is multiplied by one factor, the median over subnets of old / new at the
+    largest batch size. There a forward is almost all arithmetic, so the factor is the speed
+    of this machine against the one that profiled the source. The result is the source
+    machine's speed with this code path's costs across batch sizes.
+
+    This is for a table timed on a costlier code path than the one that serves it. The shipped
+    tables were timed on the module path. Serving plans (models/base.py) take 40% less at
+    batch 1 and about none at 32. The provenance records the factor and the batch size."""
     import torch
 
     from superserve.profiling import norm_path
@@ -142,18 +153,31 @@ def retime_table(table_path: str | Path, model: str, out: str | Path, threads: i
     for (i, b), r in zip(pairs, _time_pairs(net, specs, pairs, dev, repeats, warmup,
                                             progress)):
         timed[i][b] = r
+    old = {(i, b): table.latency_s(i, b) for i in range(len(table)) for b in table.batch_sizes}
+    ratios = sorted(timed[i][b][0] / old[i, b] for i, b in old)
+    level = None
+    if keep_level:
+        top = table.batch_sizes[-1]
+        at_top = sorted(old[i, top] / timed[i][top][0] for i in range(len(specs)))
+        k = at_top[len(at_top) // 2]
+        timed = [{b: (m * k, p * k) for b, (m, p) in t.items()} for t in timed]
+        level = {"kept_at_batch": top, "factor": k,
+                 "what": "every latency x factor: the source machine's level, this machine's "
+                         "shape across batch sizes (median old / new at the largest batch)"}
     subnets = [replace(s, latency_ms={b: v[0] * 1e3 for b, v in timed[i].items()},
                        latency_p99_ms={b: v[1] * 1e3 for b, v in timed[i].items()})
                for i, s in enumerate(table.subnets)]
-    old = {(i, b): table.latency_s(i, b) for i in range(len(table)) for b in table.batch_sizes}
-    ratios = sorted(timed[i][b][0] / old[i, b] for i, b in old)
-    prov = {**dict(table.provenance), "machine": machine_description(),
+    here = machine_description()
+    # with the level kept, the latencies are the source machine's speed: its name stays
+    prov = {**dict(table.provenance),
+            "machine": table.provenance.get("machine", "unknown") if keep_level else here,
             "retimed": {"from": str(table_path), "from_machine":
-                        table.provenance.get("machine", "unknown"),
+                        table.provenance.get("machine", "unknown"), "timed_on": here,
                         "seconds": round(time.perf_counter() - t_start, 1),
                         "repeats": repeats, "threads": threads,
                         "interleaved": "every (subnet, batch size) once per round",
                         "median_ratio_new_over_old": ratios[len(ratios) // 2],
+                        **({} if level is None else {"level": level}),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
     # the source's fit was of its own latencies: these are fitted only if asked (below)
     prov["monotone_fit"] = False
