@@ -203,7 +203,7 @@ def latency_only(args: argparse.Namespace) -> int:
     bar.close()
     r = table.provenance["retimed"]
     print(json.dumps({"table": str(out), "from": str(src), "subnets": len(table),
-                      "machine": r.get("timed_on", table.provenance["machine"]),
+                      "machine": r["timed_on"],
                       "median_ratio_new_over_old": round(r["median_ratio_new_over_old"], 3),
                       "seconds": r["seconds"], "monotone_fit": args.monotone,
                       **({"level_factor": round(r["level"]["factor"], 4),
