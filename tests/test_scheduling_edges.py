@@ -279,6 +279,27 @@ def test_rate_guard_plans_only_subnets_that_keep_up_with_the_arrival_rate():
     assert decide(guarded, 1, 12.5, arrival_rate_qps=900)[0] == 0
 
 
+def test_rate_guard_swap_takes_the_largest_batch_the_faster_subnet_fits():
+    """T3, 8.5 ms of slack: SlackFit's own choice is id2 at batch 2 (8 ms). At 900/s only id0
+    keeps up, and it fits batch 4 (3 ms) in that slack: the guard swapped for throughput, so
+    the plan takes the largest batch id0 fits (the queue allowing), not the batch the bucket
+    sized for id2 (id0 at batch 2 sustains 1,000/s, at batch 4 1,333/s)."""
+    t = table(T3)
+    plain = SlackFit(t, buckets=12)
+    guarded = SlackFit(t, buckets=12, rate_headroom=1.0)
+    assert decide(plain, 4, 8.5) == (2, 2)
+    assert decide(guarded, 4, 8.5, arrival_rate_qps=900) == (0, 4)
+    assert decide(guarded, 100, 8.5, arrival_rate_qps=900) == (0, 4)
+    assert decide(guarded, 2, 8.5, arrival_rate_qps=900) == (0, 2)  # the queue caps it
+    # 4.5 ms: own choice id1 at batch 2 (4 ms); at 900/s id0 takes batch 4 (3 ms) ...
+    assert decide(plain, 4, 4.5) == (1, 2)
+    assert decide(guarded, 4, 4.5, arrival_rate_qps=900) == (0, 4)
+    # ... and where the guard keeps SlackFit's own choice, its batch stands
+    assert decide(guarded, 4, 4.5, arrival_rate_qps=500) == (1, 2)
+    # 2.5 ms: id0 fits batch 2 only
+    assert decide(guarded, 4, 2.5, arrival_rate_qps=900) == (0, 2)
+
+
 def test_rate_guard_never_trades_the_batch_deadline_for_throughput():
     """id1 sustains more (4 / 3.6 ms = 1,111/s) than id0 (1 / 1 ms = 1,000/s at batch 1), so
     at 1,100/s only id1 passes the guard; but with 1.5 ms of slack only id0 at batch 1 fits:

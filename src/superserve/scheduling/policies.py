@@ -324,6 +324,10 @@ class SlackFit:
             alt = self.lookup.most_accurate_of(self._col[batch], slack, ok)
             if alt >= 0:  # ... within the slack; else SlackFit's own choice, which fits it
                 subnet = alt
+                # ... at the largest batch it fits (the queue allowing): the guard swapped
+                # for throughput, and the bucket's batch was sized for a slower subnet
+                j = self.lookup.largest_batch(alt, slack, self.lookup.cover(view.length))
+                batch = max(batch, self.table.batch_sizes[j])
         if view.length < batch:
             j = self.lookup.cover(view.length)
             better = (self.lookup.most_accurate(j, slack) if ok is None
