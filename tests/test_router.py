@@ -252,7 +252,7 @@ def test_router_on_virtual_clock_matches_the_simulator(table, spec, calibrate):
     from superserve.sim.simulator import SimConfig, simulate
     from superserve.traces.generators import bursty
 
-    arrivals = bursty(800.0, 800.0, 4.0, 3.0, np.random.default_rng(0))
+    arrivals = bursty(1500.0, 1500.0, 4.0, 3.0, np.random.default_rng(0))
     sim = simulate(arrivals, table, make_test_policy(table, spec),
                    SimConfig(slo_s=0.030, workers=1, calibrate=calibrate))
 

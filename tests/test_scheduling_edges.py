@@ -300,6 +300,28 @@ def test_rate_guard_swap_takes_the_largest_batch_the_faster_subnet_fits():
     assert decide(guarded, 4, 2.5, arrival_rate_qps=900) == (0, 2)
 
 
+def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
+    """The measured rate is a ~1 s moving average and lags a burst's onset; the queue shows
+    it within one batch. The guard asks for the larger of the rate and the queue cleared
+    within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO and 8 queued asks
+    400/s (id2 sustains 333/s: out), with 20 queued 1,000/s (id1, 667/s: out too)."""
+    t = table(T3)
+    g = SlackFit(t, buckets=12, rate_headroom=1.0)
+    slo = {"arrival_rate_qps": 100, "head_slo_s": 20 * MS}
+    assert decide(g, 4, 12.5, **slo) == (2, 4)  # 200/s: the own choice
+    assert decide(g, 8, 12.5, **slo)[0] == 1
+    assert decide(g, 20, 12.5, **slo)[0] == 0
+    # no SLO known (neither the view's nor the policy's): the rate alone
+    assert decide(g, 20, 12.5, arrival_rate_qps=100) == (2, 4)
+    # the policy's own SLO (the burst guard's window) serves when the view has none
+    w = SlackFit(t, buckets=12, rate_headroom=1.0, burst_guard_slo_s=20 * MS)
+    assert decide(w, 20, 12.5, arrival_rate_qps=100)[0] == 0
+    # no rate measured yet: the queue alone
+    assert decide(g, 20, 12.5, head_slo_s=20 * MS)[0] == 0
+    # off: the queue changes nothing
+    assert decide(SlackFit(t, buckets=12), 20, 12.5, **slo) == (2, 4)
+
+
 def test_rate_guard_never_trades_the_batch_deadline_for_throughput():
     """id1 sustains more (4 / 3.6 ms = 1,111/s) than id0 (1 / 1 ms = 1,000/s at batch 1), so
     at 1,100/s only id1 passes the guard; but with 1.5 ms of slack only id0 at batch 1 fits:

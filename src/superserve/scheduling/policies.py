@@ -254,15 +254,25 @@ class SlackFit:
         self._thr_key, self._thr, self._thr_min = key, (thr, thr_any), min(thr)
         return self._thr
 
+    def _demand_qps(self, view: QueueView) -> float:
+        """What the rate guard must keep up with (images / s, all workers): the measured
+        arrival rate, or the queue cleared within one SLO when that is more. The rate is a
+        moving average over about a second; at a burst's onset it lags by hundreds of ms
+        while the queue shows the burst within one batch."""
+        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+        backlog = view.length / slo if slo else 0.0
+        rate = view.arrival_rate_qps
+        return rate if rate >= backlog else backlog
+
     def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
         """Whether the rate guard, its headroom times `factor` (and the view's boost), keeps
         out any subnet at the view's arrival rate: a raise of the miss feedback's boost
         changes a plan only then (at 50 req/s every subnet keeps up even at x4, and misses
         there are no throughput problem)."""
-        h, rate = self.rate_headroom, view.arrival_rate_qps
-        if h is None or rate <= 0:
+        h, demand = self.rate_headroom, self._demand_qps(view)
+        if h is None or demand <= 0:
             return False
-        need = h * factor * view.rate_boost * rate / self.workers
+        need = h * factor * view.rate_boost * demand / self.workers
         self._throughputs(view)  # refreshes the cached minimum when the cost moved
         return self._thr_min < need
 
@@ -280,10 +290,10 @@ class SlackFit:
         co-tenant that inflates the per-batch reserve (a CPU hog time-slicing the worker)
         left the guard crediting subnets with batch-32 throughput that SlackFit could never
         plan, and the worker ran saturated at batch ~10 of them."""
-        h, rate = self.rate_headroom, view.arrival_rate_qps
-        if h is None or rate <= 0:
+        h, demand = self.rate_headroom, self._demand_qps(view)
+        if h is None or demand <= 0:
             return None
-        need = h * view.rate_boost * rate / self.workers
+        need = h * view.rate_boost * demand / self.workers
         thr, thr_any = self._throughputs(view)
         # at 2,000 req/s the rate moves by 1% every few dozen arrivals: ~3% steps
         key = (round(math.log(need) * 33), self._thr_key)

@@ -156,7 +156,7 @@ class _View:
         self.latency_scale = 1.0
         self.burst_images = 0.0
         self.burst_peaks: tuple[float, ...] = ()
-        self.head_slo_s: float | None = None  # one SLO for every request: the policy's
+        self.head_slo_s: float | None = None  # the SLO (simulate sets it)
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
         self.rate_boost = 1.0
 
@@ -221,6 +221,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     record = cfg.record_batches
     scale_log: list[tuple[float, float]] = []
     view = _View(overhead)
+    view.head_slo_s = slo  # one SLO for every request (the router: each head's own)
     model = None
     if cfg.calibrate:
         model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
