@@ -254,25 +254,31 @@ class SlackFit:
         self._thr_key, self._thr, self._thr_min = key, (thr, thr_any), min(thr)
         return self._thr
 
-    def _demand_qps(self, view: QueueView) -> float:
-        """What the rate guard must keep up with (images / s, all workers): the measured
-        arrival rate, or the queue cleared within one SLO when that is more. The rate is a
-        moving average over about a second; at a burst's onset it lags by hundreds of ms
-        while the queue shows the burst within one batch."""
+    def _need_qps(self, view: QueueView, headroom: float) -> float:
+        """The throughput per worker (images / s) the rate guard asks of a subnet: the
+        measured arrival rate x headroom x the miss feedback's boost, or the queue cleared
+        within one SLO when that is more. The rate is a moving average over about a second and
+        lags a burst's onset by hundreds of ms; every queued image arrived within the last SLO
+        (older ones were dropped), so length / SLO is a lower bound on the recent rate that
+        shows the burst within one batch. It takes no headroom or boost: in steady traffic it
+        stays below the rate's own bar (a queue of about one batch), and only a queue longer
+        than the measured rate explains moves the guard."""
         slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
         backlog = view.length / slo if slo else 0.0
-        rate = view.arrival_rate_qps
-        return rate if rate >= backlog else backlog
+        need = headroom * view.rate_boost * view.arrival_rate_qps
+        return (need if need >= backlog else backlog) / self.workers
 
     def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
         """Whether the rate guard, its headroom times `factor` (and the view's boost), keeps
         out any subnet at the view's arrival rate: a raise of the miss feedback's boost
         changes a plan only then (at 50 req/s every subnet keeps up even at x4, and misses
         there are no throughput problem)."""
-        h, demand = self.rate_headroom, self._demand_qps(view)
-        if h is None or demand <= 0:
+        h = self.rate_headroom
+        if h is None:
             return False
-        need = h * factor * view.rate_boost * demand / self.workers
+        need = self._need_qps(view, h * factor)
+        if need <= 0:
+            return False
         self._throughputs(view)  # refreshes the cached minimum when the cost moved
         return self._thr_min < need
 
@@ -290,10 +296,12 @@ class SlackFit:
         co-tenant that inflates the per-batch reserve (a CPU hog time-slicing the worker)
         left the guard crediting subnets with batch-32 throughput that SlackFit could never
         plan, and the worker ran saturated at batch ~10 of them."""
-        h, demand = self.rate_headroom, self._demand_qps(view)
-        if h is None or demand <= 0:
+        h = self.rate_headroom
+        if h is None:
             return None
-        need = h * view.rate_boost * demand / self.workers
+        need = self._need_qps(view, h)
+        if need <= 0:
+            return None
         thr, thr_any = self._throughputs(view)
         # at 2,000 req/s the rate moves by 1% every few dozen arrivals: ~3% steps
         key = (round(math.log(need) * 33), self._thr_key)
