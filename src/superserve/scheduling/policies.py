@@ -266,7 +266,7 @@ class SlackFit:
         slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
         backlog = view.length / slo if slo else 0.0
         need = headroom * view.rate_boost * view.arrival_rate_qps
-        return (need if need >= backlog else backlog) / self.workers
+        return max(need, backlog) / self.workers
 
     def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
         """Whether the rate guard, its headroom times `factor` (and the view's boost), keeps
