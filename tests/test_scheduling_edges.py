@@ -302,8 +302,8 @@ def test_rate_guard_swap_takes_the_largest_batch_the_faster_subnet_fits():
 
 def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
     """The measured rate is a ~1 s moving average and lags a burst's onset; the queue shows
-    it within one batch. The guard asks for the larger of the rate and the queue cleared
-    within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO and 8 queued asks
+    it within one batch. The guard asks for the larger of the rate (x headroom x boost) and
+    the queue cleared within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO and 8 queued asks
     400/s (id2 sustains 333/s: out), with 20 queued 1,000/s (id1, 667/s: out too)."""
     t = table(T3)
     g = SlackFit(t, buckets=12, rate_headroom=1.0)
@@ -318,6 +318,11 @@ def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
     assert decide(w, 20, 12.5, arrival_rate_qps=100)[0] == 0
     # no rate measured yet: the queue alone
     assert decide(g, 20, 12.5, head_slo_s=20 * MS)[0] == 0
+    # the headroom and the miss feedback's boost multiply the rate, not the queue's bound:
+    # 8 queued ask 400/s however high the boost (x4 on it would shut out id1 too)
+    assert decide(g, 8, 12.5, head_slo_s=20 * MS, rate_boost=4.0)[0] == 1
+    assert decide(g, 8, 12.5, arrival_rate_qps=200, head_slo_s=20 * MS,
+                  rate_boost=4.0)[0] == 0  # 4 x 200/s = 800/s: the rate's bar is higher
     # off: the queue changes nothing
     assert decide(SlackFit(t, buckets=12), 20, 12.5, **slo) == (2, 4)
 

@@ -221,7 +221,7 @@ def test_actuation_delay_is_paid_on_every_switch():
     t = table3()
     # two requests far apart; slackfit serves the first alone on id2; the second arrives to a
     # short slack (SLO 3 ms) and needs id0: a 5 ms actuation delay makes it late. (No rate
-    # guard: with a 5 ms SLO a queue of one asks 240/s of a subnet, and it would keep the
+    # guard: with a 5 ms SLO a queue of one asks 200/s of a subnet, and it would keep the
     # first request off id2.)
     arr = [0.0, 0.010]
     quick = simulate(arr, t, make_policy("slackfit:rate=0", t), SimConfig(slo_s=0.005, workers=1))

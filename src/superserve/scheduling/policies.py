@@ -270,7 +270,7 @@ class SlackFit:
 
     def rate_guard_binds(self, view: QueueView, factor: float = 1.0) -> bool:
         """Whether the rate guard, its headroom times `factor` (and the view's boost), keeps
-        out any subnet at the view's arrival rate: a raise of the miss feedback's boost
+        out any subnet at the view's demand (`_need_qps`): a raise of the miss feedback's boost
         changes a plan only then (at 50 req/s every subnet keeps up even at x4, and misses
         there are no throughput problem)."""
         h = self.rate_headroom
@@ -283,8 +283,8 @@ class SlackFit:
         return self._thr_min < need
 
     def rate_ok(self, view: QueueView) -> list[bool] | None:
-        """Per subnet: can it sustain rate_headroom x the arrival rate per worker at the
-        view's calibrated cost, at a batch size that also meets the SLO in that steady
+        """Per subnet: can it sustain rate_headroom x the arrival rate per worker (or the
+        queue's own bound on the rate, `_need_qps`) at the view's calibrated cost, at a batch size that also meets the SLO in that steady
         state? None when the guard is off or every subnet can. Cached: the inputs move
         slowly, so it is recomputed only when one moves by about 3%.
 
