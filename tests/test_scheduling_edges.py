@@ -303,8 +303,9 @@ def test_rate_guard_swap_takes_the_largest_batch_the_faster_subnet_fits():
 def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
     """The measured rate is a ~1 s moving average and lags a burst's onset; the queue shows
     it within one batch. The guard asks for the larger of the rate (x headroom x boost) and
-    the queue cleared within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO and 8 queued asks
-    400/s (id2 sustains 333/s: out), with 20 queued 1,000/s (id1, 667/s: out too)."""
+    the queue cleared within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO
+    and 8 queued asks 400/s (id2 sustains 333/s: out), with 20 queued 1,000/s (id1, 667/s:
+    out too)."""
     t = table(T3)
     g = SlackFit(t, buckets=12, rate_headroom=1.0)
     slo = {"arrival_rate_qps": 100, "head_slo_s": 20 * MS}

@@ -284,8 +284,9 @@ class SlackFit:
 
     def rate_ok(self, view: QueueView) -> list[bool] | None:
         """Per subnet: can it sustain rate_headroom x the arrival rate per worker (or the
-        queue's own bound on the rate, `_need_qps`) at the view's calibrated cost, at a batch size that also meets the SLO in that steady
-        state? None when the guard is off or every subnet can. Cached: the inputs move
+        queue's own bound on the rate, `_need_qps`) at the view's calibrated cost, at a batch
+        size that also meets the SLO in that steady state? None when the guard is off or every
+        subnet can. Cached: the inputs move
         slowly, so it is recomputed only when one moves by about 3%.
 
         A batch of b costs typ(b) = latency_scale x profiled(b) + cycle overhead on average

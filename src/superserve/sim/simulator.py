@@ -149,14 +149,14 @@ class _View:
                  "head_deadline_s", "head_slo_s", "latency_scale", "length", "overhead_s",
                  "rate_boost", "worker_id", "worker_subnet")
 
-    def __init__(self, overhead_s: float) -> None:
+    def __init__(self, overhead_s: float, slo_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
         self.worker_subnet: int | None = None
         self.arrival_rate_qps, self.overhead_s = 0.0, overhead_s
         self.latency_scale = 1.0
         self.burst_images = 0.0
         self.burst_peaks: tuple[float, ...] = ()
-        self.head_slo_s: float | None = None  # the SLO (simulate sets it)
+        self.head_slo_s: float | None = slo_s  # one SLO for every request (router: each head's)
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
         self.rate_boost = 1.0
 
@@ -220,8 +220,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     log: list[tuple[float, int, int, int]] = []
     record = cfg.record_batches
     scale_log: list[tuple[float, float]] = []
-    view = _View(overhead)
-    view.head_slo_s = slo  # one SLO for every request (the router: each head's own)
+    view = _View(overhead, slo)
     model = None
     if cfg.calibrate:
         model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
