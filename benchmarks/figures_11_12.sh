@@ -56,6 +56,10 @@ live() {  # name, then calibration_live.py arguments
   timeout $((900 * REPS)) "$PY" benchmarks/calibration_live.py --out "$OUT/$name.json" "$@" 2>&1 | tee -a "$OUT/$name.txt"
 }
 if [[ $WHICH == 11 || $WHICH == all ]]; then
+  # the JSON client's own floor: the same client and traces against a server that answers at
+  # once, alone on CPU 1 and beside the client on CPU 0 (no policy can beat it)
+  echo "== client_floor" | tee "$OUT/client_floor.txt"
+  timeout 900 "$PY" benchmarks/client_floor.py --out "$OUT/client_floor.json" 2>&1 | tee -a "$OUT/client_floor.txt"
   # clipper:18 (97.30%): the fixed subnet just above slackfit's accuracy at 1,000-2,000 req/s
   live json_split --policies slackfit clipper:0 clipper:18 --rates 500 1000 1500 2000 --reps "$REPS"
   # the most accurate fixed subnet that still holds ~1.0 at each rate (found by trying the

@@ -201,3 +201,28 @@ def test_vit_plan_gives_the_module_paths_logits_and_shares_the_weights(config):
     xg = x[:2].clone().requires_grad_(True)  # autograd: the module path, gradients flow
     net(xg, specs[0]).sum().backward()
     assert xg.grad is not None and net.head_w.grad is not None and net._plans == {}
+
+
+def test_plan_reads_the_cudnn_switch_at_each_call(digits, monkeypatch):
+    """F.batch_norm passes torch.backends.cudnn.enabled as it stands when it runs; so does
+    the plan (it once took the value at build time, and a later switch did not reach it)."""
+    net, specs = _net(digits, 2)
+    x = torch.from_numpy(digits.test[0][:2])
+    seen = []
+    real = torch.batch_norm
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(torch, "batch_norm", spy)  # before the plan is built: it binds it
+    net._plans.clear()
+    monkeypatch.setattr(torch.backends.cudnn, "enabled", True)
+    with torch.inference_mode():
+        net(x, specs[0])
+        assert seen and all(seen)
+        seen.clear()
+        monkeypatch.setattr(torch.backends.cudnn, "enabled", False)
+        net(x, specs[0])  # the same plan, built above
+    assert seen and not any(seen)
+    assert len(net._plans) == 1

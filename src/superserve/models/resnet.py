@@ -262,9 +262,10 @@ class ResNetSupernet(SupernetMixin, nn.Module):
             cin = out
         head_w, head_b = self.head_w[:, :cin].detach(), self.head_b.detach()
         conv, norm, relu, eps = torch.conv2d, torch.batch_norm, torch.relu, BN_EPS
-        cudnn = torch.backends.cudnn.enabled  # what F.batch_norm passes
+        backend = torch.backends.cudnn
 
         def run(x: torch.Tensor) -> torch.Tensor:
+            cudnn = backend.enabled  # what F.batch_norm passes, as it stands at the call
             h = (x - MNIST_MEAN) / MNIST_STD
             h = relu(norm(conv(h, stem, None, 1, 1), *stem_bn, False, 0.0, eps, cudnn))
             for w1, n1, w2, n2, stride, w3, n3, sc in blocks:
