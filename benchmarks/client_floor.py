@@ -91,7 +91,7 @@ def serve_null(port: int) -> None:
     asyncio.run(main())
 
 
-def run_cell(rate: float, place: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_cell(rate: float, place: str, rep: int, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     cpu = "1" if place == "cpu1" else "0"
     srv = start(["taskset", "-c", cpu, sys.executable, str(Path(__file__).resolve()),
@@ -100,7 +100,8 @@ def run_cell(rate: float, place: str, args: argparse.Namespace) -> dict[str, Any
     if "ready" not in srv.stdout.readline():
         raise SystemExit(f"client_floor: the null server on port {port} did not start")
     spec = trace_spec("bursty", rate, args.duration_s, args.seed)
-    out = args.out.parent / f"client_floor_{place}_{rate:g}.client.json"
+    tag = f"client_floor_{place}_{rate:g}" + (f"_r{rep}" if rep else "")
+    out = args.out.parent / f"{tag}.client.json"
     cmd = ["taskset", "-c", "0", sys.executable, str(HERE / "open_loop_client.py"),
            "--url", f"http://127.0.0.1:{port}", "--trace", spec, "--slo-ms", str(args.slo_ms),
            "--warmup", str(round(50 * args.warmup_s)), "--seed", str(args.seed),
@@ -122,7 +123,7 @@ def run_cell(rate: float, place: str, args: argparse.Namespace) -> dict[str, Any
     if client.returncode != 0:
         raise SystemExit(f"client_floor: the client failed ({client.returncode}): {err[-2000:]}")
     rep = json.loads(out.read_text())
-    return {"rate": rate, "place": place, "trace": spec, "requests": rep["requests"],
+    return {"rate": rate, "place": place, "rep": rep, "trace": spec, "requests": rep["requests"],
             "slo_attainment": rep["slo_attainment"], "outcomes": rep["outcomes"],
             "latency_ms_p50": rep["latency_ms_p50"], "latency_ms_p99": rep["latency_ms_p99"],
             "max_send_lag_ms": rep["max_send_lag_ms"], "wall_s": time.monotonic() - t0,
@@ -161,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'cli us':>7s}  outcomes",
           flush=True)
     try:
-        for _ in range(args.reps):
+        for rep in range(args.reps):
             for rate in args.rates:
                 for place in args.places:
-                    r = run_cell(rate, place, args)
+                    r = run_cell(rate, place, rep, args)
                     rows.append(r)
                     print(f"{place:6s} {rate:6.0f} {r['slo_attainment']:8.4f} "
                           f"{r['latency_ms_p99'] or float('nan'):8.1f} "
