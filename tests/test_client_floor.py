@@ -23,6 +23,7 @@ def _client_module():
 
 
 def test_null_server_answers_what_the_client_reads():
+    client = _client_module()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -31,7 +32,7 @@ def test_null_server_answers_what_the_client_reads():
     try:
         assert "ready" in proc.stdout.readline()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        body = _client_module().bodies(np.zeros((1, 1, 28, 28), np.float32), 50.0)[0]
+        body = client.bodies(np.zeros((1, 1, 28, 28), np.float32), 50.0)[0]
         for _ in range(3):  # one connection, kept alive
             conn.request("POST", "/v2/models/resnet/infer", body,
                          {"Content-Type": "application/json"})
@@ -39,7 +40,7 @@ def test_null_server_answers_what_the_client_reads():
             doc = json.loads(r.read())
             assert r.status == 200
             assert doc["parameters"]["subnet_accuracy"] == 1.0
-            assert _client_module().predicted(doc) == 1
+            assert client.predicted(doc) == 1
         conn.close()
     finally:
         proc.terminate()

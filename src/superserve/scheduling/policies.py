@@ -223,13 +223,17 @@ class SlackFit:
         floor = self._fastest_col[-1] * latency_scale + overhead_s
         return max(floor, guard)
 
+    def _slo_s(self, view: QueueView) -> float | None:
+        """The SLO the rate guard plans for: the head's own, else the burst guard's window."""
+        return view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+
     def _throughputs(self, view: QueueView) -> tuple[list[float], list[float]]:
         """Per subnet: its sustained throughput per worker (images / s) at the view's
         calibrated cost, at batch sizes that meet the SLO in steady state, and at any size
         (`rate_ok`). Cached: recomputed only when the cost or the SLO moves by about 3%."""
         cyc = view.overhead_s if view.cycle_overhead_s is None else view.cycle_overhead_s
         scale, reserve = view.latency_scale, view.overhead_s
-        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+        slo = self._slo_s(view)
         # ~3% steps (0.1 ms for the overheads and the SLO): recomputing on 1% steps cost
         # 1.4% of the router's time at 2,000 req/s
         key = (round(math.log(max(scale, 1e-9)) * 33), round(cyc * 1e4), round(reserve * 1e4),
@@ -263,7 +267,7 @@ class SlackFit:
         shows the burst within one batch. It takes no headroom or boost: in steady traffic it
         stays below the rate's own bar (a queue of about one batch), and only a queue longer
         than the measured rate explains moves the guard."""
-        slo = view.head_slo_s if view.head_slo_s is not None else self.burst_window_s
+        slo = self._slo_s(view)
         backlog = view.length / slo if slo else 0.0
         need = headroom * view.rate_boost * view.arrival_rate_qps
         return max(need, backlog) / self.workers
@@ -286,8 +290,8 @@ class SlackFit:
         """Per subnet: can it sustain rate_headroom x the arrival rate per worker (or the
         queue's own bound on the rate, `_need_qps`) at the view's calibrated cost, at a batch
         size that also meets the SLO in that steady state? None when the guard is off or every
-        subnet can. Cached: the inputs move
-        slowly, so it is recomputed only when one moves by about 3%.
+        subnet can. Cached: the inputs move slowly, so it is recomputed only when one moves by
+        about 3%.
 
         A batch of b costs typ(b) = latency_scale x profiled(b) + cycle overhead on average
         and is planned at plan(b) = latency_scale x profiled(b) + overhead_s (the reserve).
