@@ -219,18 +219,22 @@ def test_losing_half_the_workers_costs_capacity():
 
 def test_actuation_delay_is_paid_on_every_switch():
     t = table3()
-    # two requests far apart; slackfit serves the first alone on id2; the second arrives to a
-    # short slack (SLO 3 ms) and needs id0: a 5 ms actuation delay makes it late. (No rate
-    # guard: with a 5 ms SLO a queue of one asks 200/s of a subnet, and it would keep the
-    # first request off id2.)
+    # two requests far apart: slackfit serves each alone on id2 (4 ms within the 5 ms SLO), so
+    # the worker never switches and a 5 ms actuation delay costs nothing. (No rate guard: with
+    # a 5 ms SLO a queue of one asks 200/s of a subnet, and it would keep them off id2.)
     arr = [0.0, 0.010]
-    quick = simulate(arr, t, make_policy("slackfit:rate=0", t), SimConfig(slo_s=0.005, workers=1))
-    slow = simulate(arr, t, make_policy("slackfit:rate=0", t),
-                    SimConfig(slo_s=0.005, workers=1, actuation_s=0.0))
-    assert quick.completed_in_slo == slow.completed_in_slo == 2
-    switch = simulate([0.0, 0.010, 0.0101], t, make_policy("slackfit:rate=0", t),
-                      SimConfig(slo_s=0.005, workers=1, actuation_s=0.005))
-    assert switch.completed_late >= 1
+    free = simulate(arr, t, make_policy("slackfit:rate=0", t),
+                    SimConfig(slo_s=0.005, workers=1, actuation_s=0.005))
+    assert free.completed_in_slo == 2 and free.latency_ms_p99 == pytest.approx(4.0)
+    # a third request right behind the second waits for id2 and is left 1.1 ms of slack: it
+    # needs id0, a switch. Without an actuation delay all three are on time; with 5 ms it is late.
+    arr = [0.0, 0.010, 0.0101]
+    cfg = dict(slo_s=0.005, workers=1)
+    instant = simulate(arr, t, make_policy("slackfit:rate=0", t), SimConfig(**cfg))
+    assert instant.completed_in_slo == 3
+    switch = simulate(arr, t, make_policy("slackfit:rate=0", t),
+                      SimConfig(**cfg, actuation_s=0.005))
+    assert switch.completed_in_slo == 2 and switch.completed_late == 1
 
 
 def test_infaas_load_delay_blocks_the_worker():
