@@ -85,7 +85,7 @@ def test_expired_request_answered_by_timer_while_worker_busy(table):
         long = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
         assert pool.busy(0)  # the worker is busy for latency(2, 16) = 20 ms
         short = router.submit(IMG, slo_s=0.005)
-        drop_at = 0.005 - router.overhead_s - table.fastest_latency_s() * router.latency_scale
+        drop_at = 0.005 - router.drop_overhead_s - table.fastest_latency_s() * router.drop_scale
         clock.run_until(drop_at - 1e-6)
         assert not short.done()
         clock.run_until(drop_at + 1e-6)
@@ -504,6 +504,33 @@ def test_response_writing_tail_is_learned_and_forgotten(table):
     run(body)
 
 
+def test_the_drop_rule_judges_by_the_typical_cost_not_the_plans_reserve(table):
+    """A 15 ms response-writing tail goes into every batch's plan, not into the drop rule: a
+    request left less slack than the plan but more than the fastest subnet typically takes is
+    served (on time), and one left less than that is answered at once."""
+    async def body():
+        clock, _pool, router = make(table)
+        for _ in range(40):
+            fut = router.submit(IMG, slo_s=1.0)
+            clock.advance(0.05)
+            r = fut.result()
+            router.response_written(r, r.end_s + 0.015)
+        assert router.response_tail_s == pytest.approx(0.015, abs=0.002)
+        typical = router.min_latency_s * router.drop_scale + router.drop_overhead_s
+        planned = router.min_latency_s * router.latency_scale + router.overhead_s
+        assert planned > typical + 0.012
+        slo = (typical + planned) / 2
+        served = router.submit(IMG, slo_s=slo)
+        hopeless = router.submit(IMG, slo_s=0.8 * typical)
+        assert hopeless.done() and hopeless.result().outcome is Outcome.DROPPED_DEADLINE
+        assert "cannot be met" in str(hopeless.result().error)
+        clock.advance(0.05)
+        r = served.result()
+        assert r.outcome is Outcome.COMPLETED and r.deadline_met
+        assert r.subnet_id == 0  # the slack is below every plan: the fastest subnet, alone
+    run(body)
+
+
 def test_a_burst_after_small_batches_is_planned_with_the_tail_of_its_size(table):
     """The response tail is kept per position in the batch: after batches of one only (a
     paced warm-up), a burst's large batch is planned with the first position's tail plus the
@@ -636,4 +663,6 @@ def test_batch_log_writes_one_csv_line_per_finished_batch(table, tmp_path):
         assert float(r["observed_ms"]) > 0 and float(r["profiled_ms"]) > 0
         assert float(r["planned_ms"]) >= float(r["profiled_ms"]) * 0.5
         assert int(r["late"]) == 0
+        assert float(r["plan_scale"]) > 0 and float(r["reserve_ms"]) >= 0
+        assert float(r["response_tail_ms"]) >= 0
     assert all(res.deadline_met for res in results)

@@ -229,7 +229,7 @@ def test_actuation_delay_is_paid_on_every_switch():
     # a third request right behind the second waits for id2 and is left 1.1 ms of slack: it
     # needs id0, a switch. Without an actuation delay all three are on time; with 5 ms it is late.
     arr = [0.0, 0.010, 0.0101]
-    cfg = dict(slo_s=0.005, workers=1)
+    cfg = {"slo_s": 0.005, "workers": 1}
     instant = simulate(arr, t, make_policy("slackfit:rate=0", t), SimConfig(**cfg))
     assert instant.completed_in_slo == 3
     switch = simulate(arr, t, make_policy("slackfit:rate=0", t),

@@ -231,8 +231,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     step_t = [t for t, _ in cfg.factor_steps]
     step_f = [f for _, f in cfg.factor_steps]
     base_factor = cfg.latency_factor
-    scale = 1.0
-    plan_ovh = overhead
+    scale = drop_scale = 1.0
+    plan_ovh = drop_ovh = overhead
     decide = policy.decide
     actuation = cfg.actuation_s
     now = 0.0
@@ -256,14 +256,19 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             plan_ovh = model.plan_overhead_s + client_ovh
             view.latency_scale, view.overhead_s = scale, plan_ovh
             view.cycle_overhead_s = model.overhead_s + model.transport_s
+            # the drop rule's typical cost (Router.drop_scale, Router.drop_overhead_s)
+            drop_scale, drop_ovh = model.scale, view.cycle_overhead_s + client_ovh
         while free and (requeue or head < tail):
             # the shared drop rule, in bulk on the main range: deadline - now - overhead <
-            # bar x scale <=> arrival < now + overhead + bar x scale - slo; the bar is the
-            # fastest choice, or the policy's early-drop threshold for the queue as it stands
+            # fastest x scale <=> arrival < now + overhead + fastest x scale - slo, at the
+            # typical cost; and the policy's early drop, at the planned one, when its bar for
+            # the queue as it stands is above the fastest choice
             rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
-            cut = now + plan_ovh + bar * scale - slo
+            cut = now + drop_ovh + fastest * drop_scale - slo
+            if bar > fastest:
+                cut = max(cut, now + plan_ovh + bar * scale - slo)
             dropped = fresh = 0  # fresh: evidence for the feedback's next raise (is_fresh)
             fresh_from = fb.fresh_from(slo) if fb is not None else math.inf
             while requeue and arrl[requeue[0]] < cut:
