@@ -12,7 +12,7 @@ at once to open its connections), scrape /metrics, the timed run (--duration-s),
 /metrics again. Client-side attainment (latency from the
 scheduled send time) beside the server's own (deltas of its request counters over the timed
 run, and the cumulative `superserve_slo_attainment` gauge), and every `superserve_calibration_*`
-metric at the end. Before each server starts, --noise-s (1) seconds of fixed Python work on
+metric at the end. Before each server starts, --noise-s (3) seconds of fixed Python work on
 CPU 1 say how steady the worker's core was (`worker_cpu_noise`: stalls of >= 10 ms per second,
 the longest, the speed's swing; profiling/noise.py): a shared VM's stalls cost a deadline
 scheduler attainment, and a cell's figure is the host's as much as the server's.
@@ -88,9 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra client flags: `superserve loadgen` (binary, grpc), e.g. "
                         "--client-args='--grpc-deadline timeout', or open_loop_client.py "
                         "(json), e.g. --client-args='--warmup-burst 64'")
-    p.add_argument("--noise-s", type=float, default=1.0,
+    p.add_argument("--noise-s", type=float, default=3.0,
                    help="before each cell, time fixed Python work on CPU 1 (the worker's) for "
-                        "this long: how steady the core was (profiling/noise.py; 0: skip)")
+                        "this long: how steady the core was (profiling/noise.py; 0: skip). "
+                        "The 2-core VM's stalls came in clusters ~1.9 s apart: 1 s saw none "
+                        "about half the time")
     p.add_argument("--reps", type=int, default=1,
                    help="run every (rate, policy) cell this many times; the policies of a rate "
                         "run one after another within each repetition (a drifting host "
