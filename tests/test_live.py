@@ -190,7 +190,7 @@ def test_calibration_live_reports_how_steady_the_worker_cpu_was(capsys):
     """Each cell's row carries the host-noise probe taken on CPU 1 before its server started,
     and its printout says it; a negative probe length is refused."""
     cal = _bench("calibration_live")
-    assert cal.parse_args([]).noise_s == 1.0
+    assert cal.parse_args([]).noise_s == 3.0
     with pytest.raises(SystemExit):
         cal.parse_args(["--noise-s", "-1"])
     row = {"policy": "slackfit", "rate": 500.0, "slo_attainment": 0.97,
