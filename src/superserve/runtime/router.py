@@ -30,8 +30,9 @@ is applied before every dispatch and at admission. It judges by the typical cost
 compute fit and the median transport), not the plan's high quantile: a drop is final, and a
 request left less slack than the plan's reserve still makes its deadline most of the time
 (the reserve is there so that SlackFit does not fill the slack of a whole batch to its edge).
-On a VM whose response writing has a tail of 5-20 ms, the reserve-based rule answered
-requests with 504 that a batch of one would have served on time.
+On a VM where the reserve and the response-writing tail reached 5-12 ms a batch, for a batch
+of one that took ~2 ms, the reserve-based rule answered requests with 504 that a batch of one
+could still have served in time (docs/calibration.md has the live A/B).
 
 Lifecycle: a request whose client stops waiting ends as CANCELLED at once (`cancel`); its
 images still queued are skipped when they reach the head (never put in a batch), one already
@@ -714,8 +715,8 @@ class Router:
               - self.min_latency_s * self.drop_scale + 1e-6)
         if self._timer_at <= at:
             # armed for no later: it fires, drops nothing that can still be met, re-arms.
-            # (The reserve moves with every response written, so re-arming on every change
-            # would replace a loop timer per request.)
+            # (The typical cost moves with every batch that ends, so re-arming on every
+            # change would replace a loop timer per batch.)
             return
         self._cancel_timer()
         self._timer_at = at
