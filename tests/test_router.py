@@ -584,6 +584,52 @@ def test_a_burst_after_small_batches_is_planned_with_the_tail_of_its_size(table)
     run(body)
 
 
+def _learn_response_tail(clock, router, per, base=0.0005, rounds=20):
+    """Bursts of 32 requests whose k-th response in a batch is written base + per (k-1)
+    after it resolved, until the router has measured that cost per response."""
+    for _ in range(rounds):
+        futs = [router.submit(IMG, slo_s=1.0) for _ in range(32)]
+        for _ in range(200):
+            clock.advance(0.005)
+            if all(f.done() for f in futs):
+                break
+        for r in sorted((f.result() for f in futs), key=lambda r: (r.batch_id,
+                                                                   r.batch_position)):
+            router.response_written(r, r.end_s + base + per * (r.batch_position - 1))
+
+
+@pytest.mark.parametrize("spec", ["slackfit", "clipper:0"])
+def test_a_batch_smaller_than_the_queue_is_planned_with_its_own_response_tail(table, spec):
+    """The first plan reserves the tail of the largest batch the queue can fill; when only a
+    smaller batch fits that, the batch is planned again with its own (shorter) tail. Live,
+    JSON 2,000 req/s, the tail of 32 responses alone held SlackFit at batches of one."""
+    async def body():
+        clock, _, router = make(table, policy=make_test_policy(table, spec))
+        _learn_response_tail(clock, router, per=0.001)
+        assert router.response_per_image_s == pytest.approx(0.001, rel=1e-6)
+        full = router.batch_overhead_s(table.max_batch)
+        assert full > router.batch_overhead_s(1) + 0.010
+        busy = router.submit(IMG, slo_s=1.0)  # the worker is busy with it ...
+        # ... while 40 requests queue whose slack fits no batch on the tail of 32
+        futs = [router.submit(IMG, slo_s=full) for _ in range(40)]
+        while not busy.done():
+            clock.advance(0.0002)
+        fl = next(iter(router._inflight.values()))
+        n = len(fl.jobs)
+        assert n > 1  # not a batch of one
+        # planned with its own tail, and on that plan it meets its head's deadline
+        own = (router.table.latency_s(fl.subnet, n) * router.latency_scale
+               + router.batch_overhead_s(n))
+        assert fl.planned_s == pytest.approx(own)
+        assert fl.dispatched_s + fl.planned_s <= fl.jobs[0].request.result.deadline_s
+        for _ in range(400):
+            clock.advance(0.005)
+            if all(f.done() for f in futs):
+                break
+        assert all(f.done() for f in futs) and router.open_requests == 0
+    run(body)
+
+
 def test_on_done_answers_a_batch_as_it_ends_and_a_refusal_after_submit(table):
     """`on_done` runs at the end of the batch_done that completed the request (after the
     worker's next batch went out; not behind other callbacks waiting on the loop), and for

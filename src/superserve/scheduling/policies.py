@@ -172,12 +172,21 @@ class SlackFit:
                 last = k
             self._below.append(last)
 
+    def _early_drop_col(self, queue_length: int) -> int:
+        """Column of the batch a head must fit to be kept (0: the plain rule's)."""
+        if not self.early_drop:
+            return 0
+        want = min(queue_length, self.table.max_batch) / EARLY_DROP_SHARE
+        return max(bisect.bisect_right(self.table.batch_sizes, want) - 1, 0)
+
+    def early_drop_batch(self, queue_length: int) -> int:
+        """The batch size a head must fit on the fastest subnet to be kept for a queue of
+        `queue_length` (`drop_slack_s`): the caller's per-batch overhead is that batch's."""
+        return self.table.batch_sizes[self._early_drop_col(queue_length)]
+
     def drop_slack_s(self, queue_length: int, arrival_rate_qps: float) -> float:
         """The least slack a head needs to be kept (base.drop_slack_s)."""
-        if not self.early_drop:
-            return self.min_latency_s
-        want = min(queue_length, self.table.max_batch) / EARLY_DROP_SHARE
-        j = bisect.bisect_right(self.table.batch_sizes, want) - 1
+        j = self._early_drop_col(queue_length)
         if j <= 0:
             return self.min_latency_s
         return max(self.min_latency_s, self._fastest_col[j])
