@@ -610,6 +610,8 @@ def test_a_batch_smaller_than_the_queue_is_planned_with_its_own_response_tail(ta
         full = router.batch_overhead_s(table.max_batch)
         assert full > router.batch_overhead_s(1) + 0.010
         busy = router.submit(IMG, slo_s=1.0)  # the worker is busy with it ...
+        while not router._inflight:  # (a high arrival rate may hold it a moment first)
+            clock.advance(0.0001)
         # ... while 40 requests queue whose slack fits no batch on the tail of 32
         futs = [router.submit(IMG, slo_s=full) for _ in range(40)]
         while not busy.done():

@@ -164,6 +164,23 @@ def test_rate_estimator_converges():
     assert r.rate(25.0) < 1.0
 
 
+def test_rate_estimator_reads_a_cold_start_at_once():
+    """A stream that starts at 2,000 req/s reads ~2,000 within 50 ms (the plain level: ~100),
+    one arrival alone a finite rate, and after a few tau the correction is gone."""
+    r = RateEstimator(tau_s=1.0)
+    assert r.rate(5.0) == 0.0
+    r.observe(10.0)
+    assert r.rate(10.0) == pytest.approx(100, rel=0.01)
+    for k in range(1, 100):
+        r.observe(10.0 + k * 0.0005)
+    assert r.level(10.05) == pytest.approx(100, rel=0.1)
+    assert r.rate(10.05) == pytest.approx(2000, rel=0.1)
+    for k in range(100, 20000):
+        r.observe(10.0 + k * 0.0005)
+    assert r.rate(20.0) == pytest.approx(r.level(20.0), rel=1e-3)
+    assert r.rate(20.0) == pytest.approx(2000, rel=0.01)
+
+
 def test_pure_packages_import_without_torch():
     code = ("import sys, superserve.scheduling, superserve.profiling, superserve.sim, "
             "superserve.traces, superserve.sim.simulator; assert 'torch' not in sys.modules")

@@ -41,7 +41,7 @@ from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
 from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
-from superserve.scheduling.rate import ewma_levels
+from superserve.scheduling.rate import ewma_levels, warmup_gain
 
 __all__ = ["SimConfig", "SimResult", "simulate"]
 
@@ -263,7 +263,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             # fastest x scale <=> arrival < now + overhead + fastest x scale - slo, at the
             # typical cost; and the policy's early drop, at the planned one, when its bar for
             # the queue as it stands is above the fastest choice
-            rate = levels[tail - 1] * exp((arrl[tail - 1] - now) / tau) if tail else 0.0
+            rate = (levels[tail - 1] * exp((arrl[tail - 1] - now) / tau)
+                    / warmup_gain(now - arrl[0], tau)) if tail else 0.0
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
             cut = now + drop_ovh + fastest * drop_scale - slo
