@@ -632,6 +632,42 @@ def test_a_batch_smaller_than_the_queue_is_planned_with_its_own_response_tail(ta
     run(body)
 
 
+def test_early_drop_judges_a_head_with_the_tail_of_the_batch_it_keeps_it_for(table):
+    """Early drop keeps a head only if it fits a batch of a quarter of the queue on the
+    fastest subnet; with a response tail of 1 ms a response, that batch's own tail counts:
+    a head whose slack fits it on the tail of one response, but not of that many, is
+    dropped early (kept, it would get a batch of one or two: the spiral it exists to stop)."""
+    async def body():
+        policy = make_test_policy(table, "slackfit:early_drop=1")
+        clock, _, router = make(table, policy=policy)
+        _learn_response_tail(clock, router, per=0.001)
+        busy = router.submit(IMG, slo_s=1.0)
+        while not router._inflight:
+            clock.advance(0.0001)
+        fl = next(iter(router._inflight.values()))
+        free_at = fl.dispatched_s + table.latency_s(fl.subnet, len(fl.jobs))
+        keep = policy.early_drop_batch(40)
+        assert keep > 1
+        need = policy.drop_slack_s(40, 0.0) * router.latency_scale
+        lo = router.batch_overhead_s(1) + need  # enough on the tail of one response
+        hi = router.batch_overhead_s(keep) + need  # enough on its own
+        assert hi - lo > 0.002
+        now = clock.now()
+        head = router.submit(IMG, slo_s=free_at + (lo + hi) / 2 - now)
+        rest = [router.submit(IMG, slo_s=1.0) for _ in range(39)]
+        while not busy.done():
+            clock.advance(0.0001)
+        r = head.result()
+        assert r.outcome is Outcome.DROPPED_DEADLINE and "dropped early" in str(r.error)
+        for _ in range(400):
+            clock.advance(0.005)
+            if all(f.done() for f in rest):
+                break
+        assert all(f.result().outcome is Outcome.COMPLETED for f in rest)
+        assert router.open_requests == 0
+    run(body)
+
+
 def test_on_done_answers_a_batch_as_it_ends_and_a_refusal_after_submit(table):
     """`on_done` runs at the end of the batch_done that completed the request (after the
     worker's next batch went out; not behind other callbacks waiting on the loop), and for

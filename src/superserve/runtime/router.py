@@ -296,6 +296,7 @@ class Router:
         fb = self.config.feedback
         self.feedback = MissFeedback(fb) if fb is not None else None
         self._rate_guard_binds = getattr(policy, "rate_guard_binds", None)  # _with_feedback
+        self._early_drop_batch = getattr(policy, "early_drop_batch", None)  # _drop_early
         # images per window (one SLO, and shorter ones) at the peak of recent bursts, for
         # SlackFit's guard
         window = getattr(policy, "burst_window_s", None)
@@ -688,7 +689,7 @@ class Router:
         need *= self.latency_scale
         # the overhead of the batch the head is kept for: SlackFit plans that batch with
         # its own response tail (`_own_tail`), so a kept head can be given it
-        size = getattr(self.policy, "early_drop_batch", None)
+        size = self._early_drop_batch
         overhead = self.overhead_s if size is None else self.batch_overhead_s(size(queued))
         cut = now + overhead + need
         while q and q.head_deadline_s() < cut:
