@@ -68,8 +68,8 @@ cli.TERMINATE_GRACE_S = 1.0
 signal.signal(signal.SIGTERM, cli._terminate)
 child = subprocess.Popen(["sleep", "300"], start_new_session=True)
 server_proc._RUNNING.add(child.pid)
-print(child.pid, flush=True)
-try:
+try:  # the SIGTERM may come as soon as the pid is out
+    print(child.pid, flush=True)
     time.sleep(60)
 except cli._Terminated:
     time.sleep(60)  # an unwinding that hangs

@@ -63,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from superserve.errors import SuperServeError
 
-    if args.command != "serve" and threading.current_thread() is threading.main_thread():
-        # SIGTERM unwinds like Ctrl-C, so the servers a demo, experiment or benchmark
-        # started (each in its own session, out of reach of the terminal's signals) are
-        # stopped by their context managers instead of being left running. (`serve` has
-        # its own handler: drain, then exit.)
-        signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command != "serve" and threading.current_thread() is threading.main_thread():
+            # SIGTERM unwinds like Ctrl-C, so the servers a demo, experiment or benchmark
+            # started (each in its own session, out of reach of the terminal's signals) are
+            # stopped by their context managers instead of being left running. (`serve` has
+            # its own handler: drain, then exit.) Installed inside the try: a SIGTERM the
+            # moment it is in place still exits with 143.
+            signal.signal(signal.SIGTERM, _terminate)
         return int(args._module.run(args) or 0)
     except SuperServeError as e:
         print(f"superserve {args.command}: error: {e}", file=sys.stderr)
