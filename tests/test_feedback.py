@@ -90,7 +90,7 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
 
     img = np.zeros((1, 1, 28, 28), dtype=np.float32)
 
-    async def body(feedback, rate=1500.0, scale=4.0):
+    async def body(feedback, rate=1500.0, scale=4.0, age=0.0):
         clock = ManualClock()
         pool = FakePool(table, clock, n_workers=1, latency_scale=scale)
         router = Router(make_policy("slackfit", table), pool, clock,
@@ -100,7 +100,7 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
         futs = []
         for t in np.arange(0.0, 2.0, 1 / rate):
             clock.run_until(float(t))
-            futs.append(router.submit(img, slo_s=0.030))
+            futs.append(router.submit(img, slo_s=0.030, arrival_s=float(t) - age))
         clock.advance(1.0)
         missed = sum(not f.result().deadline_met for f in futs)
         return router, missed
@@ -115,6 +115,15 @@ def test_router_counts_drops_as_misses_and_raises_the_boost(table):
     router, missed = asyncio.run(body(FeedbackConfig(), rate=20.0, scale=30.0))
     assert missed > 0.05 * 40
     assert router.feedback.boost == 1.0 and router.feedback.can_raise is False
+    # the same slow worker, but every request reached the router with under half its SLO
+    # left (a front end behind on its core): they miss, yet no plan could have answered
+    # them, and a faster subnet does nothing for that core, so the boost stays
+    router, missed = asyncio.run(body(FeedbackConfig(), age=0.016))
+    assert missed > 0.05 * 3000
+    assert router.feedback.boost == 1.0 and router.feedback.miss_fraction(3.0) == 0.0
+    # ... and one that reached it with just over half its SLO left is evidence again
+    router, missed = asyncio.run(body(FeedbackConfig(), age=0.014))
+    assert missed > 0.05 * 3000 and router.feedback.boost > 1.0
 
 
 def test_a_raise_is_taken_only_where_it_can_change_a_plan():
