@@ -303,15 +303,17 @@ def test_rate_guard_swap_takes_the_largest_batch_the_faster_subnet_fits():
 def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
     """The measured rate is a ~1 s moving average and lags a burst's onset; the queue shows
     it within one batch. The guard asks for the larger of the rate (x headroom x boost) and
-    the queue cleared within one SLO: T3 at 100/s (every subnet keeps up) with a 20 ms SLO
-    and 8 queued asks 400/s (id2 sustains 333/s: out), with 20 queued 1,000/s (id1, 667/s:
-    out too)."""
+    the queue's own rate: all but the head arrived within the head's age (here 20 ms SLO -
+    12.5 ms slack = 7.5 ms, above the floor of 5 ms). T3 at 100/s (every subnet keeps up);
+    id2 sustains 250/s at a size that meets the SLO in steady state (batch 2: 8 + 8 ms), id1
+    667/s: 2 queued ask 133/s (the own choice), 3 queued 267/s (id2 out), 8 queued 933/s
+    (id1 out too)."""
     t = table(T3)
     g = SlackFit(t, buckets=12, rate_headroom=1.0)
     slo = {"arrival_rate_qps": 100, "head_slo_s": 20 * MS}
-    assert decide(g, 4, 12.5, **slo) == (2, 4)  # 200/s: the own choice
-    assert decide(g, 8, 12.5, **slo)[0] == 1
-    assert decide(g, 20, 12.5, **slo)[0] == 0
+    assert decide(g, 2, 12.5, **slo) == (2, 2)
+    assert decide(g, 3, 12.5, **slo)[0] == 1
+    assert decide(g, 8, 12.5, **slo)[0] == 0
     # no SLO known (neither the view's nor the policy's): the rate alone
     assert decide(g, 20, 12.5, arrival_rate_qps=100) == (2, 4)
     # the policy's own SLO (the burst guard's window) serves when the view has none
@@ -320,9 +322,9 @@ def test_rate_guard_keeps_up_with_the_queue_when_it_is_ahead_of_the_rate():
     # no rate measured yet: the queue alone
     assert decide(g, 20, 12.5, head_slo_s=20 * MS)[0] == 0
     # the headroom and the miss feedback's boost multiply the rate, not the queue's bound:
-    # 8 queued ask 400/s however high the boost (x4 on it would shut out id1 too)
-    assert decide(g, 8, 12.5, head_slo_s=20 * MS, rate_boost=4.0)[0] == 1
-    assert decide(g, 8, 12.5, arrival_rate_qps=200, head_slo_s=20 * MS,
+    # 3 queued ask 267/s however high the boost (x4 on it would shut out id1 too)
+    assert decide(g, 3, 12.5, head_slo_s=20 * MS, rate_boost=4.0)[0] == 1
+    assert decide(g, 3, 12.5, arrival_rate_qps=200, head_slo_s=20 * MS,
                   rate_boost=4.0)[0] == 0  # 4 x 200/s = 800/s: the rate's bar is higher
     # off: the queue changes nothing
     assert decide(SlackFit(t, buckets=12), 20, 12.5, **slo) == (2, 4)
@@ -367,6 +369,28 @@ def test_rate_guard_binds_says_whether_a_raised_headroom_keeps_a_subnet_out():
     assert g.rate_guard_binds(view, 4.0)
     assert g.rate_guard_binds(dataclasses.replace(view, rate_boost=4.0))
     assert not SlackFit(t, buckets=12).rate_guard_binds(view, 100.0)
+
+
+def test_rate_guard_reads_the_queue_as_arrived_within_the_heads_age():
+    """T3 at batch 4: id0 1,333/s, id1 667/s, id2 333/s. 20 images queued behind a head with
+    a 100 ms SLO while the moving average still says 10/s (an onset): over the whole SLO
+    they say 200/s (all keep up); the head arrived 10 ms ago, so they came within at most
+    max(10 ms, 25 ms = BACKLOG_WINDOW_FLOOR x SLO): 800/s, only id0 keeps up; 50 ms ago:
+    400/s; older than the SLO: the SLO again."""
+    from superserve.scheduling.policies import BACKLOG_WINDOW_FLOOR
+
+    assert BACKLOG_WINDOW_FLOOR == 0.25
+    g = SlackFit(table(T3), buckets=12, rate_headroom=1.0)
+    view = QueueView(length=20, head_deadline_s=0.1, arrival_rate_qps=10, head_slo_s=0.1)
+    assert g.rate_ok(view) is None  # no time given: the SLO (as before)
+    assert g.rate_ok(view, 0.010) == [True, False, False]
+    assert g.rate_ok(view, 0.050) == [True, True, False]
+    assert g.rate_ok(view, 0.090) is None  # 20 / 90 ms = 222/s
+    assert g.rate_ok(view, 0.2) is None
+    assert g.rate_guard_binds(view, 1.0, 0.010) and not g.rate_guard_binds(view, 1.0)
+    # the same queue and slack (90 ms), its head 10 ms old or 90 ms old (a 180 ms SLO)
+    assert g.decide(view, 0.01).subnet == 0
+    assert g.decide(dataclasses.replace(view, head_slo_s=0.18), 0.01).subnet == 2
 
 
 def test_rate_boost_multiplies_the_guard_headroom():

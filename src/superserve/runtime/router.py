@@ -789,7 +789,7 @@ class Router:
         fb = self.feedback
         assert fb is not None
         binds = self._rate_guard_binds
-        fb.set_can_raise(now, binds is not None and binds(view, fb.config.up))
+        fb.set_can_raise(now, binds is not None and binds(view, fb.config.up, now))
         boost = fb.update(now)
         return view if boost == view.rate_boost else dataclasses.replace(view, rate_boost=boost)
 

@@ -306,7 +306,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 view.burst_images = peaks[-1]
             if fb is not None:  # a raise only where it changes a plan (Router._with_feedback)
                 fb.set_can_raise(now, binds is not None
-                                 and binds(view, fb_up))  # type: ignore[arg-type]
+                                 and binds(view, fb_up, now))  # type: ignore[arg-type]
             plan = decide(view, now)  # type: ignore[arg-type]  # duck-typed QueueView
             if plan is None:
                 break
