@@ -30,10 +30,10 @@ from superserve.scheduling.bursts import BURST_FRACTIONS
 __all__ = ["DEFAULT_BUCKETS", "Clipper", "Infaas", "Lookup", "MaxAcc", "MaxBatch", "SlackFit"]
 
 DEFAULT_BUCKETS = 64  # SlackFit latency buckets (docs/scheduling.md: why 64)
-EARLY_DROP_SHARE = 4
+EARLY_DROP_SHARE = 4  # SlackFit early drop: a head needs slack for >= queue / 4 (see SlackFit)
 # the rate guard's backlog bound (SlackFit._need_qps) counts the queue as arrived within the
 # head's age, but over no less than this share of the SLO
-BACKLOG_WINDOW_FLOOR = 0.25  # SlackFit early drop: a head needs slack for >= queue / 4 (see SlackFit)
+BACKLOG_WINDOW_FLOOR = 0.25
 
 
 class Lookup:
