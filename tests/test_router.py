@@ -79,6 +79,28 @@ def test_multi_image_request_is_answered_when_all_images_are_done(table):
     run(body)
 
 
+def test_the_view_says_how_many_queued_images_came_with_the_head(table):
+    """A request's images arrive together: the router tells the policy how many of them head
+    the queue (`QueueView.head_images`), so SlackFit's rate guard does not read one large
+    request as a rate."""
+    views = []
+
+    class Recording(GreedyPolicy):
+        def decide(self, view, now_s):
+            views.append(view)
+            return super().decide(view, now_s)
+
+    async def body():
+        clock, pool, router = make(table, policy=Recording(table), batch_wait=None)
+        router.submit(np.zeros((5, 1, 28, 28), dtype=np.float32), slo_s=0.100)
+        router.submit(np.zeros((3, 1, 28, 28), dtype=np.float32), slo_s=0.100)
+        clock.advance(0.100)
+    run(body)
+    first = views[0]
+    assert (first.length, first.head_images) == (5, 5)  # the first went out at once
+    assert all(1 <= v.head_images <= v.length for v in views)
+
+
 def test_expired_request_answered_by_timer_while_worker_busy(table):
     async def body():
         clock, pool, router = make(table)

@@ -388,6 +388,13 @@ def test_rate_guard_reads_the_queue_as_arrived_within_the_heads_age():
     assert g.rate_ok(view, 0.090) is None  # 20 / 90 ms = 222/s
     assert g.rate_ok(view, 0.2) is None
     assert g.rate_guard_binds(view, 1.0, 0.010) and not g.rate_guard_binds(view, 1.0)
+    # one request of 20 images (all arrived with the head): no rate in that, the rate alone
+    one = dataclasses.replace(view, head_images=20)
+    assert g.rate_ok(one, 0.010) is None and not g.rate_guard_binds(one, 1.0, 0.010)
+    # ... and behind a head of 10 images, 10 more within 10 ms (read over 25 ms): 400/s,
+    # id2 out; behind a head of 12, 8 more: 320/s, all keep up
+    assert g.rate_ok(dataclasses.replace(view, head_images=10), 0.010) == [True, True, False]
+    assert g.rate_ok(dataclasses.replace(view, head_images=12), 0.010) is None
     # the same queue and slack (90 ms), its head 10 ms old or 90 ms old (a 180 ms SLO)
     assert g.decide(view, 0.01).subnet == 0
     assert g.decide(dataclasses.replace(view, head_slo_s=0.18), 0.01).subnet == 2

@@ -847,7 +847,8 @@ class Router:
             if not q:
                 break
             wid = self._idle[-1]
-            head = q.peek().request.result
+            head_req = q.peek().request
+            head = head_req.result
             peaks = self._bursts.peaks(now) if self._bursts else ()
             # the tail of the largest batch the queue can fill: its last response waits
             # for the ones written before it
@@ -860,7 +861,8 @@ class Router:
                              burst_images=peaks[-1] if peaks else 0.0, burst_peaks=peaks,
                              head_slo_s=head.deadline_s - head.arrival_s,
                              cycle_overhead_s=self.cycle_overhead_s,
-                             rate_boost=1.0 if self.feedback is None else self.feedback.boost)
+                             rate_boost=1.0 if self.feedback is None else self.feedback.boost,
+                             head_images=min(head_req.remaining, len(q)))
             if self.feedback is not None:
                 view = self._with_feedback(view, now)
             plan = self.policy.decide(view, now)

@@ -59,6 +59,9 @@ class QueueView:
     # multiplies SlackFit's rate-guard headroom: the caller's miss feedback
     # (scheduling/feedback.py), > 1 while requests recently missed their SLO; 1: none
     rate_boost: float = 1.0
+    # images of the head's own request still queued: they arrived with it, all at once, so
+    # they are no evidence of a rate (SlackFit's rate guard counts only the images behind them)
+    head_images: int = 1
 
 
 @dataclass(frozen=True, slots=True)

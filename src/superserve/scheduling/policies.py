@@ -275,8 +275,9 @@ class SlackFit:
         measured arrival rate x headroom x the miss feedback's boost, or the queue's own
         bound on the recent rate when that is more. The rate is a moving average over about a
         second and lags a burst's onset by hundreds of ms; every queued image arrived after
-        the head did (EDF, within one SLO), so (length - 1) / the head's age (`now_s`) is the
-        rate since then, which shows an onset within one batch. The age is taken as at least
+        the head did (EDF, within one SLO), so the images behind the head's request (length -
+        `head_images`) / the head's age (`now_s`) is the rate since then, which shows an onset
+        within one batch. The age is taken as at least
         BACKLOG_WINDOW_FLOOR x the SLO (so that a few requests that came together do not
         read as a flood) and at most the SLO; without `now_s`, length / SLO. It takes no
         headroom or boost: in steady traffic it stays below the rate's own bar (a queue of
@@ -295,8 +296,9 @@ class SlackFit:
         backlog = view.length / slo if slo else 0.0
         if slo and now_s is not None and view.head_slo_s is not None:
             age = now_s - (view.head_deadline_s - view.head_slo_s)
-            # the head arrived first: the others came within its age
-            backlog = (view.length - 1) / min(slo, max(age, BACKLOG_WINDOW_FLOOR * slo))
+            # the head's request arrived first: the images behind it came within its age
+            behind = max(view.length - max(view.head_images, 1), 0)
+            backlog = behind / min(slo, max(age, BACKLOG_WINDOW_FLOOR * slo))
         need = headroom * view.rate_boost * view.arrival_rate_qps
         return max(need, backlog) / self.workers
 

@@ -146,8 +146,8 @@ class _View:
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
     __slots__ = ("arrival_rate_qps", "burst_images", "burst_peaks", "cycle_overhead_s",
-                 "head_deadline_s", "head_slo_s", "latency_scale", "length", "overhead_s",
-                 "rate_boost", "worker_id", "worker_subnet")
+                 "head_deadline_s", "head_images", "head_slo_s", "latency_scale", "length",
+                 "overhead_s", "rate_boost", "worker_id", "worker_subnet")
 
     def __init__(self, overhead_s: float, slo_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -159,6 +159,7 @@ class _View:
         self.head_slo_s: float | None = slo_s  # one SLO for every request (router: each head's)
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
         self.rate_boost = 1.0
+        self.head_images = 1  # every simulated request is one image
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
