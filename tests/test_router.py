@@ -91,7 +91,7 @@ def test_the_view_says_how_many_queued_images_came_with_the_head(table):
             return super().decide(view, now_s)
 
     async def body():
-        clock, pool, router = make(table, policy=Recording(table), batch_wait=None)
+        clock, _pool, router = make(table, policy=Recording(table), batch_wait=None)
         router.submit(np.zeros((5, 1, 28, 28), dtype=np.float32), slo_s=0.100)
         router.submit(np.zeros((3, 1, 28, 28), dtype=np.float32), slo_s=0.100)
         clock.advance(0.100)
