@@ -330,7 +330,7 @@ def test_slackfit_meets_a_step_onset_from_a_trickle_to_2000_per_second():
     and a 4 ms reserve, calibration on: the moving-average rate still says ~50/s when the
     step comes, but the rate guard reads the queue as arrived within its head's age, so
     accurate subnets do not take 20-35 ms batches into the onset. With the queue read over
-    the whole SLO (before 2026-12-01) this seed missed 56 requests in the first second."""
+    the whole SLO (before 2026-12-01) this run missed 34 requests in the first second."""
     from superserve.profiling import default_table_path
     from superserve.traces import load_trace
 

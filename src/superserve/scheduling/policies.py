@@ -277,9 +277,9 @@ class SlackFit:
         second and lags a burst's onset by hundreds of ms; every queued image arrived after
         the head did (EDF, within one SLO), so the images behind the head's request (length -
         `head_images`) / the head's age (`now_s`) is the rate since then, which shows an onset
-        within one batch. The age is taken as at least
-        BACKLOG_WINDOW_FLOOR x the SLO (so that a few requests that came together do not
-        read as a flood) and at most the SLO; without `now_s`, length / SLO. It takes no
+        within one batch. The age is taken as at least BACKLOG_WINDOW_FLOOR x the SLO (so
+        that a few requests that came together do not read as a flood) and at most the SLO;
+        without `now_s`, length / SLO. It takes no
         headroom or boost: in steady traffic it stays below the rate's own bar (a queue of
         about one batch), and only a queue longer than the measured rate explains moves it.
 
@@ -293,10 +293,12 @@ class SlackFit:
         calibration_sim.py within 0.001 of attainment and 0.08 points of accuracy either way.
         A floor of 0.5 left 5-50 of those misses; 0.1 cost up to 0.2 points of accuracy."""
         slo = self._slo_s(view)
-        backlog = view.length / slo if slo else 0.0
-        if slo and now_s is not None and view.head_slo_s is not None:
+        if not slo:
+            backlog = 0.0
+        elif now_s is None or view.head_slo_s is None:
+            backlog = view.length / slo
+        else:  # the head's request arrived first: the images behind it came within its age
             age = now_s - (view.head_deadline_s - view.head_slo_s)
-            # the head's request arrived first: the images behind it came within its age
             behind = max(view.length - max(view.head_images, 1), 0)
             backlog = behind / min(slo, max(age, BACKLOG_WINDOW_FLOOR * slo))
         need = headroom * view.rate_boost * view.arrival_rate_qps
