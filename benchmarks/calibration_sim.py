@@ -165,7 +165,7 @@ def defaults_grid(args: argparse.Namespace) -> dict:
              "slackfit:cap=0.5,early_drop=1",  # the previous default
              "slackfit:cap=0.75,early_drop=1",
              "slackfit:cap=auto,early_drop=1,rate=0",  # the previous default
-             "slackfit:cap=auto,early_drop=1",  # = plain "slackfit", the default (rate=1.2)
+             "slackfit:cap=auto,early_drop=1",  # = plain "slackfit", the default (rate=1.1)
              "clipper:0"]  # the fastest fixed subnet: the attainment to match
     cells = [("bursty", r) for r in (500, 1000, 1500, 2000, 2250, 2500)] + \
         [("azure-code", r) for r in (1000, 1500)]

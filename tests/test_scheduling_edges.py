@@ -130,7 +130,7 @@ def test_plain_slackfit_means_the_measured_defaults():
     t = synthetic_table()
     p = make_policy("slackfit", t, slo_s=0.040, workers=2)
     assert p.cap_s is None and p.burst_window_s == pytest.approx(0.040)
-    assert p.early_drop is True and p.workers == 2 and p.rate_headroom == pytest.approx(1.2)
+    assert p.early_drop is True and p.workers == 2 and p.rate_headroom == pytest.approx(1.1)
     paper = make_policy("slackfit:cap=1,early_drop=0,rate=0", t, slo_s=0.040)
     assert paper.cap_s is None and paper.burst_window_s is None and paper.early_drop is False
     assert paper.rate_headroom is None
