@@ -203,3 +203,64 @@ def test_stale_reclassified_misses_do_not_raise():
         fb.reclassify(t, raised - 0.01, 0.05)
     assert fb.boost == 1.25
     assert fb.miss_fraction(1.6) > 0.5
+
+
+class _TwoArgGuard:
+    """A custom policy written against `rate_guard_binds(view, factor)`, the form before the
+    time argument: SlackFit's plans, its own binds (always true, so a raise is allowed)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.table, self.min_latency_s = "two-arg", inner.table, inner.min_latency_s
+        self.calls = 0
+
+    def decide(self, view, now_s):
+        return self.inner.decide(view, now_s)
+
+    def rate_guard_binds(self, view, factor=1.0):
+        self.calls += 1
+        return True
+
+
+def test_a_policy_with_the_two_argument_rate_guard_binds_still_serves(table):
+    """The router and the simulator call it without the time instead of failing every plan
+    (scheduling.base.rate_guard_binds_of); a current policy gets the time."""
+    import asyncio
+
+    import numpy as np
+
+    from superserve.runtime.clock import ManualClock
+    from superserve.runtime.fake import FakePool
+    from superserve.runtime.router import Router, RouterConfig
+    from superserve.scheduling.base import rate_guard_binds_of
+    from superserve.scheduling.registry import make_policy
+    from superserve.sim.simulator import SimConfig, simulate
+
+    slackfit = make_policy("slackfit", table, slo_s=0.05)
+    assert rate_guard_binds_of(slackfit) == slackfit.rate_guard_binds  # bound, as is
+    assert rate_guard_binds_of(make_policy("clipper:0", table)) is None
+
+    policy = _TwoArgGuard(slackfit)
+    res = simulate(np.arange(0.0, 1.0, 1 / 500), table, policy,
+                   SimConfig(slo_s=0.05, latency_factor=3.0, calibrate=False))
+    assert res.completed_in_slo + res.completed_late > 0 and policy.calls > 0
+
+    img = np.zeros((1, 1, 28, 28), dtype=np.float32)
+
+    async def body():
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=1, latency_scale=3.0)
+        policy.calls = 0
+        router = Router(policy, pool, clock, RouterConfig(calibrate=False, max_queue=10_000,
+                                                          feedback=FeedbackConfig()))
+        router.start()
+        clock.run_until(0.0)
+        futs = []
+        for t in np.arange(0.0, 0.5, 1 / 500):
+            clock.run_until(float(t))
+            futs.append(router.submit(img, slo_s=0.05, arrival_s=float(t)))
+        clock.advance(1.0)
+        return [f.result() for f in futs]
+
+    results = asyncio.run(body())
+    assert len(results) == 250 and policy.calls > 0

@@ -69,7 +69,14 @@ from superserve.errors import (
 )
 from superserve.runtime.clock import Clock, TimerHandle
 from superserve.runtime.protocol import BatchTask, WorkerPool
-from superserve.scheduling.base import Plan, Policy, QueueView, cannot_meet, drop_slack_s
+from superserve.scheduling.base import (
+    Plan,
+    Policy,
+    QueueView,
+    cannot_meet,
+    drop_slack_s,
+    rate_guard_binds_of,
+)
 from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import BurstTracker
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, ResponseTail
@@ -303,7 +310,7 @@ class Router:
         self._rate = RateEstimator(rate_tau_s)
         fb = self.config.feedback
         self.feedback = MissFeedback(fb) if fb is not None else None
-        self._rate_guard_binds = getattr(policy, "rate_guard_binds", None)  # _with_feedback
+        self._rate_guard_binds = rate_guard_binds_of(policy)  # _with_feedback
         self._early_drop_batch = getattr(policy, "early_drop_batch", None)  # _drop_early
         # images per window (one SLO, and shorter ones) at the peak of recent bursts, for
         # SlackFit's guard

@@ -23,12 +23,15 @@ and the queue is non-empty:
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from superserve.profiling.table import ProfileTable
 
-__all__ = ["Plan", "Policy", "QueueView", "cannot_meet", "drop_slack_s", "table_slack_s"]
+__all__ = ["Plan", "Policy", "QueueView", "cannot_meet", "drop_slack_s", "rate_guard_binds_of",
+           "table_slack_s"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +113,22 @@ def drop_slack_s(policy: object, queue_length: int, arrival_rate_qps: float,
     rule's bar: the policy's fastest choice)."""
     f = getattr(policy, "drop_slack_s", None)
     return fastest_s if f is None else f(queue_length, arrival_rate_qps)
+
+
+def rate_guard_binds_of(policy: object) -> Callable[[QueueView, float, float], bool] | None:
+    """The policy's `rate_guard_binds(view, factor, now_s)` (SlackFit's; the miss feedback
+    raises its boost only where that is true), or None when it has none. A policy written
+    against the two-argument form of before 2026-12-01, `rate_guard_binds(view, factor)`, is
+    called without the time instead of failing on every plan."""
+    f = getattr(policy, "rate_guard_binds", None)
+    if f is None:
+        return None
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: take it as current
+        return f
+    positional = [p for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params):
+        return f
+    return lambda view, factor, now_s: f(view, factor)

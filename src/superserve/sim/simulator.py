@@ -36,7 +36,7 @@ import numpy as np
 
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
-from superserve.scheduling.base import Policy
+from superserve.scheduling.base import Policy, rate_guard_binds_of
 from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
@@ -227,7 +227,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         model = LatencyModel(table.fastest_s, max(max(r) for r in table.lat_s), cfg.calibration)
     client_ovh = overhead - busy_ovh  # reserved, never occupies a worker (live: the front end)
     fb = MissFeedback(cfg.feedback) if cfg.feedback is not None else None
-    binds = getattr(policy, "rate_guard_binds", None)
+    binds = rate_guard_binds_of(policy)
     fb_up = cfg.feedback.up if cfg.feedback is not None else 1.0
     step_t = [t for t, _ in cfg.factor_steps]
     step_f = [f for _, f in cfg.factor_steps]
