@@ -573,22 +573,16 @@ def test_a_burst_after_small_batches_is_planned_with_the_tail_of_its_size(table)
         assert router.response_per_image_s == prior
 
         def burst(per: float) -> list:
-            """32 requests at once; each batch's k-th response written base + per (k-1)
-            after it resolved. Returns the batches' planned reserve beyond one response."""
-            futs = [router.submit(IMG, slo_s=1.0) for _ in range(32)]
+            """One `_burst`; returns its batches' planned reserve beyond one response."""
             extra = []
-            for _ in range(40):
+
+            def watch() -> None:
                 fl = next(iter(router._inflight.values()), None)
                 if fl is not None and len(fl.jobs) > 1:
                     extra.append(fl.planned_s - router.table.latency_s(fl.subnet, len(fl.jobs))
                                  * router.latency_scale - router.overhead_s)
-                clock.advance(0.005)
-                if all(f.done() for f in futs):
-                    break
-            done = sorted((f.result() for f in futs), key=lambda r: (r.batch_id,
-                                                                     r.batch_position))
-            for r in done:
-                router.response_written(r, r.end_s + 0.0005 + per * (r.batch_position - 1))
+
+            _burst(clock, router, per, watch=watch, steps=40)
             return extra
 
         extra = burst(0.0003)
@@ -606,18 +600,24 @@ def test_a_burst_after_small_batches_is_planned_with_the_tail_of_its_size(table)
     run(body)
 
 
+def _burst(clock, router, per, base=0.0005, watch=None, steps=200):
+    """32 requests at once, run in 5 ms steps (`watch()` before each); each batch's k-th
+    response is then written base + per (k-1) after it resolved."""
+    futs = [router.submit(IMG, slo_s=1.0) for _ in range(32)]
+    for _ in range(steps):
+        if watch is not None:
+            watch()
+        clock.advance(0.005)
+        if all(f.done() for f in futs):
+            break
+    for r in sorted((f.result() for f in futs), key=lambda r: (r.batch_id, r.batch_position)):
+        router.response_written(r, r.end_s + base + per * (r.batch_position - 1))
+
+
 def _learn_response_tail(clock, router, per, base=0.0005, rounds=20):
-    """Bursts of 32 requests whose k-th response in a batch is written base + per (k-1)
-    after it resolved, until the router has measured that cost per response."""
+    """Bursts (`_burst`) until the router has measured that cost per response."""
     for _ in range(rounds):
-        futs = [router.submit(IMG, slo_s=1.0) for _ in range(32)]
-        for _ in range(200):
-            clock.advance(0.005)
-            if all(f.done() for f in futs):
-                break
-        for r in sorted((f.result() for f in futs), key=lambda r: (r.batch_id,
-                                                                   r.batch_position)):
-            router.response_written(r, r.end_s + base + per * (r.batch_position - 1))
+        _burst(clock, router, per, base)
 
 
 @pytest.mark.parametrize("spec", ["slackfit", "clipper:0"])
