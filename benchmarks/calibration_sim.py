@@ -160,7 +160,7 @@ def defaults_grid(args: argparse.Namespace) -> dict:
     """SlackFit's options under calibration in the drifting world: attainment and accuracy
     per rate, and the highest rate (of a ladder) at >= 0.99."""
     table = ProfileTable.load(default_table_path("resnet"))
-    specs = ["slackfit:cap=1,early_drop=0,rate=0",  # the paper's rule
+    specs = ["slackfit:cap=1,early_drop=0,rate=0,front=0",  # the paper's rule
              "slackfit:cap=1,early_drop=1", "slackfit:cap=0.5,early_drop=0",
              "slackfit:cap=0.5,early_drop=1",  # the previous default
              "slackfit:cap=0.75,early_drop=1",

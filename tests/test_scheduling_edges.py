@@ -122,8 +122,9 @@ def test_decision_reads_only_the_view_not_the_queue():
 
 
 def test_plain_slackfit_means_the_measured_defaults():
-    """`slackfit` = the paper's rule + the adaptive burst guard + early drop;
-    `slackfit:cap=1,early_drop=0,rate=0` is the paper's rule exactly; cap=F a fixed guard."""
+    """`slackfit` = the paper's rule + the adaptive burst guard + early drop + the rate guard
+    + the front-end rule; `slackfit:cap=1,early_drop=0,rate=0,front=0` is the paper's rule
+    exactly; cap=F a fixed guard."""
     from conftest import synthetic_table
     from superserve.scheduling.registry import make_policy
 
@@ -131,9 +132,10 @@ def test_plain_slackfit_means_the_measured_defaults():
     p = make_policy("slackfit", t, slo_s=0.040, workers=2)
     assert p.cap_s is None and p.burst_window_s == pytest.approx(0.040)
     assert p.early_drop is True and p.workers == 2 and p.rate_headroom == pytest.approx(1.1)
-    paper = make_policy("slackfit:cap=1,early_drop=0,rate=0", t, slo_s=0.040)
+    assert p.front_end_share == pytest.approx(0.5)
+    paper = make_policy("slackfit:cap=1,early_drop=0,rate=0,front=0", t, slo_s=0.040)
     assert paper.cap_s is None and paper.burst_window_s is None and paper.early_drop is False
-    assert paper.rate_headroom is None
+    assert paper.rate_headroom is None and paper.front_end_share is None
     with pytest.raises(ConfigError, match="rate"):
         make_policy("slackfit:rate=0.1", t, slo_s=0.040)
     fixed = make_policy("slackfit:cap=0.5", t, slo_s=0.040)

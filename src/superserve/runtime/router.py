@@ -81,7 +81,7 @@ from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import BurstTracker
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel, ResponseTail
 from superserve.scheduling.edf import EDFQueue
-from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
+from superserve.scheduling.feedback import FRONT_END_SHARE, FeedbackConfig, MissFeedback
 from superserve.scheduling.rate import RateEstimator
 from superserve.types import Outcome
 
@@ -90,13 +90,8 @@ log = logging.getLogger(__name__)
 # ends that count as misses for the feedback; a completion counts as one when it ends after
 # its deadline, or when its response is written after it (Router.response_written)
 _MISSES = (Outcome.DROPPED_DEADLINE, Outcome.REJECTED)
-# ... except requests that reached the router with less than this share of their SLO left
-# (`Router._plan_can_answer`): the front end's core, not the worker, held them up, and a
-# raised boost (a faster subnet) does nothing for that core. Live, JSON 2,000 req/s, router
-# and load generator sharing one core at ~95-103% of it: a second whose requests reached the
-# router 35-45 ms old raised the boost to x2.7-x4 and held SlackFit on the fastest subnet
-# for the rest of the run (95.1% / 94.9% accuracy; runs without such a second: 96.8%)
-FRONT_END_SHARE = 0.5
+# ... except requests that reached the router with less than FRONT_END_SHARE of their SLO
+# left (`Router._plan_can_answer`; scheduling/feedback.py says why)
 # between requests, read the workers' results at most this often without waiting for the
 # loop's reader callback: when parsing hundreds of ready requests makes one loop iteration
 # last tens of milliseconds, a worker that finished its batch otherwise idles until the
@@ -305,6 +300,9 @@ class Router:
         self._hold: TimerHandle | None = None  # the batch wait's timer (scheduling/batching.py)
         self._hold_at = math.inf
         self._held_until = -math.inf  # the last hold that ran out: not held again
+        # the share of its SLO the newest queued request had left when it got here
+        # (QueueView.entry_share; None: none queued yet)
+        self._entry_share: float | None = None
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
@@ -600,6 +598,8 @@ class Router:
                     f"fastest subnet, more than the {(result.deadline_s - now) * 1e3:.1f} ms "
                     "left of its SLO", self.config.retry_after_s))
         self._open[fut] = req
+        if slo_s > 0:
+            self._entry_share = (result.deadline_s - now) / slo_s
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
         self._dispatch()  # arms the expiry timer too
@@ -869,7 +869,8 @@ class Router:
                              head_slo_s=head.deadline_s - head.arrival_s,
                              cycle_overhead_s=self.cycle_overhead_s,
                              rate_boost=1.0 if self.feedback is None else self.feedback.boost,
-                             head_images=min(head_req.remaining, len(q)))
+                             head_images=min(head_req.remaining, len(q)),
+                             head_queued_s=head.admitted_s, entry_share=self._entry_share)
             if self.feedback is not None:
                 view = self._with_feedback(view, now)
             plan = self.policy.decide(view, now)

@@ -65,6 +65,14 @@ class QueueView:
     # images of the head's own request still queued: they arrived with it, all at once, so
     # they are no evidence of a rate (SlackFit's rate guard counts only the images behind them)
     head_images: int = 1
+    # when the head's request entered the router's queue (the caller's clock; None: at its
+    # arrival, deadline - head_slo_s). A front end behind on its core hands requests over
+    # late: the queue behind the head came since it entered, not since its first byte
+    head_queued_s: float | None = None
+    # the share of its SLO the newest queued request still had when it entered the queue
+    # (1: all of it; None: unknown, taken as all): what the next arrivals bring with them
+    # when a front end behind on its core hands them over late (SlackFit's front_end_share)
+    entry_share: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

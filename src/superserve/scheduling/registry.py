@@ -1,6 +1,6 @@
 """`make_policy("slackfit:buckets=32", table)`: policies by name, as the CLI and configs say them.
 
-    slackfit[:buckets=N,cap=auto|F,early_drop=0|1,rate=F|0]    maxbatch     maxacc
+    slackfit[:buckets=N,cap=auto|F,early_drop=0|1,rate=F|0,front=F|0]    maxbatch     maxacc
     clipper:<subnet id>             clipper:<accuracy, e.g. 0.97>  (the closest subnet)
     clipper:id=N | clipper:accuracy=X
     infaas[:min_accuracy=X,load_ms=Y]
@@ -13,6 +13,7 @@ from typing import Any
 from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Policy
+from superserve.scheduling.feedback import FRONT_END_SHARE
 from superserve.scheduling.policies import Clipper, Infaas, MaxAcc, MaxBatch, SlackFit
 
 __all__ = ["POLICY_NAMES", "SLACKFIT_DEFAULTS", "make_policy"]
@@ -36,8 +37,14 @@ POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper", "infaas")
 # simulator's SlackFit lost to a fixed subnet at 2,000 (benchmarks/frontier_sim.py). Against a CPU hog on the worker's core it helps
 # only with the router's miss feedback raising F while requests miss (RouterConfig.feedback;
 # docs/scheduling.md has the figures behind the default).
-# The paper's rule exactly: slackfit:cap=1,early_drop=0,rate=0. A fixed guard: slackfit:cap=0.5.
-SLACKFIT_DEFAULTS: dict[str, Any] = {"cap": "auto", "early_drop": True, "rate": 1.1}
+# The paper's rule exactly: slackfit:cap=1,early_drop=0,rate=0,front=0. A fixed guard:
+# slackfit:cap=0.5.
+# The front-end rule (front=F, SlackFit's `front_end_share`): when the newest request reached
+# the router with under F of its SLO left, plan like the fastest fixed subnet (front=0: off).
+# F = FRONT_END_SHARE (0.5), the share below which the miss feedback takes a request as held
+# up by the front end; figures in benchmarks/frontend_sim.py and docs/scheduling.md.
+SLACKFIT_DEFAULTS: dict[str, Any] = {"cap": "auto", "early_drop": True, "rate": 1.1,
+                                     "front": FRONT_END_SHARE}
 
 
 def _kv(name: str, body: str, allowed: dict[str, type]) -> dict[str, Any]:
@@ -76,6 +83,15 @@ def _rate(v: str) -> float:
     return f
 
 
+def _front(v: str) -> float:
+    """The front-end rule's share of the SLO: 0 (off) or in (0, 1)."""
+    f = float(v)  # ValueError: reported as a bad value
+    if not 0 <= f < 1:
+        raise ConfigError(f"slackfit front must be 0 (off) or in (0, 1) (a share of the SLO "
+                          f"left when a request reaches the router), got {v}")
+    return f
+
+
 def _flag(v: str) -> bool:
     if v.lower() in ("1", "true", "yes", "on"):
         return True
@@ -91,8 +107,9 @@ def make_policy(spec: str, table: ProfileTable, **kw: Any) -> Policy:
     name = name.lower()
     if name == "slackfit":
         opts = _kv(name, body, {"buckets": int, "cap": _cap, "early_drop": _flag,
-                                "rate": _rate})
+                                "rate": _rate, "front": _front})
         opts.setdefault("early_drop", SLACKFIT_DEFAULTS["early_drop"])
+        opts["front_end_share"] = opts.pop("front", SLACKFIT_DEFAULTS["front"]) or None
         rate = opts.pop("rate", SLACKFIT_DEFAULTS["rate"])
         opts["rate_headroom"] = rate or None
         opts["workers"] = max(1, int(kw.get("workers") or 1))

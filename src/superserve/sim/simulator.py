@@ -20,6 +20,12 @@ A mis-profiled world: batches really take `latency_factor` x their profiled late
 that may change during the run, `factor_steps`), with optional jitter. With `calibrate` the
 policy plans as the live router does, with the online LatencyModel (scheduling/calibration.py)
 fed by every batch when it ends; without it, with the table as is (plus `overhead_s`).
+
+A front end behind on its core (`frontend_s`): every request first takes `frontend_s` of one
+FIFO stage (live: the HTTP parse and decode on the router's core, shared with a load generator)
+before the router's queue sees it; its deadline still counts from its arrival (the first
+byte). The router's rate and burst estimates see the queue's entries, and the miss feedback
+leaves out requests that entered with under `FRONT_END_SHARE` of their SLO left, as live.
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ from superserve.scheduling.base import Policy, rate_guard_binds_of
 from superserve.scheduling.batching import BatchWaitConfig, hold_until
 from superserve.scheduling.bursts import DEFAULT_BURST_HALF_LIFE_S, burst_levels
 from superserve.scheduling.calibration import CalibrationConfig, LatencyModel
-from superserve.scheduling.feedback import FeedbackConfig, MissFeedback
+from superserve.scheduling.feedback import FRONT_END_SHARE, FeedbackConfig, MissFeedback
 from superserve.scheduling.rate import ewma_levels, warmup_gain
 
-__all__ = ["SimConfig", "SimResult", "simulate"]
+__all__ = ["SimConfig", "SimResult", "frontend_entries", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class SimConfig:
     stall_s: float = 0.0
     stall_rate_per_s: float = 0.0
     actuation_s: float = 0.0  # paid when a worker's subnet changes (0 for SubNetAct)
+    # per request, one FIFO front-end stage ahead of the router's queue (0: none; see the
+    # module docstring): a burst reaches the queue at 1 / frontend_s, its deadlines unmoved
+    frontend_s: float = 0.0
     failures: tuple[tuple[float, int], ...] = ()  # (time_s, worker id): that worker dies
     restart_s: float | None = None  # a failed worker is back after this long (None: never)
     rate_tau_s: float = 1.0  # RateEstimator time constant (the router's default)
@@ -94,7 +103,7 @@ class SimConfig:
             raise ConfigError(f"busy_overhead_s must be in [0, overhead_s], got "
                               f"{self.busy_overhead_s!r}")
         for name in ("jitter", "actuation_s", "overhead_s", "preempt_s", "stall_s",
-                     "stall_rate_per_s"):
+                     "stall_rate_per_s", "frontend_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.rate_tau_s > 0:
@@ -146,8 +155,9 @@ class _View:
     every decision. Policies are pure and keep no reference to their view, so reuse is safe."""
 
     __slots__ = ("arrival_rate_qps", "burst_images", "burst_peaks", "cycle_overhead_s",
-                 "head_deadline_s", "head_images", "head_slo_s", "latency_scale", "length",
-                 "overhead_s", "rate_boost", "worker_id", "worker_subnet")
+                 "entry_share", "head_deadline_s", "head_images", "head_queued_s", "head_slo_s",
+                 "latency_scale", "length", "overhead_s", "rate_boost", "worker_id",
+                 "worker_subnet")
 
     def __init__(self, overhead_s: float, slo_s: float) -> None:
         self.length, self.head_deadline_s, self.worker_id = 0, 0.0, 0
@@ -160,6 +170,16 @@ class _View:
         self.cycle_overhead_s: float | None = None  # None: overhead_s (no calibration)
         self.rate_boost = 1.0
         self.head_images = 1  # every simulated request is one image
+        self.head_queued_s: float | None = None  # None: at its arrival (no front end)
+        self.entry_share: float | None = None  # None: the whole SLO (no front end)
+
+
+def frontend_entries(arr: np.ndarray, service_s: float) -> np.ndarray:
+    """When each of the sorted arrivals `arr` leaves a FIFO stage that serves one at a time
+    in `service_s`: e[i] = max(arr[i], e[i-1]) + service_s, in closed form (a running max of
+    arr[i] - i x service_s), so a burst leaves the stage at 1 / service_s."""
+    k = np.arange(len(arr)) * service_s
+    return np.maximum.accumulate(arr - k) + k + service_s
 
 
 def _latency_rows(table: ProfileTable) -> list[list[float]]:
@@ -175,15 +195,23 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     if len(arr) and np.any(np.diff(arr) < 0):
         arr = np.sort(arr)
     n = len(arr)
-    arrl: list[float] = arr.tolist()
-    levels: list[float] = ewma_levels(arr, cfg.rate_tau_s).tolist()
+    arrl: list[float] = arr.tolist()  # arrivals: the deadlines' clock
+    # entries into the router's queue (the same list without a front end), and per request
+    # prefix counts of those the miss feedback may count (`okc`; None: all of them)
+    ent, entl, okc = arr, arrl, None
+    if cfg.frontend_s > 0 and n:
+        ent = frontend_entries(arr, cfg.frontend_s)
+        entl = ent.tolist()
+        ok = (ent - arr) <= FRONT_END_SHARE * cfg.slo_s
+        okc = np.concatenate([[0], np.cumsum(ok)]).tolist()
+    levels: list[float] = ewma_levels(ent, cfg.rate_tau_s).tolist()
     tau = cfg.rate_tau_s
     # SlackFit's adaptive guard: the router's BurstTracker, for every arrival at once
     burst_window = getattr(policy, "burst_window_s", None)
     fractions = getattr(policy, "burst_fractions", (1.0,))
     # per arrival: the peak per window (one row per arrival)
     bursts: list[tuple[float, ...]] = (
-        list(zip(*(burst_levels(arr, f * burst_window).tolist() for f in fractions)))
+        list(zip(*(burst_levels(ent, f * burst_window).tolist() for f in fractions)))
         if burst_window and n else [])
     burst_tau = DEFAULT_BURST_HALF_LIFE_S / math.log(2)
     slo, overhead, jitter = cfg.slo_s, cfg.overhead_s, cfg.jitter
@@ -247,10 +275,10 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     while True:
         # requests arrived by now; time only moves forward, so search a short window first
         hi = tail + 64
-        if hi < n and arrl[hi] > now:
-            tail = bisect_right(arrl, now, tail, hi)
+        if hi < n and entl[hi] > now:
+            tail = bisect_right(entl, now, tail, hi)
         else:
-            tail = bisect_right(arrl, now, tail)
+            tail = bisect_right(entl, now, tail)
         # ---- dispatch to free workers while there is work
         if model is not None:
             scale = model.plan_scale
@@ -264,8 +292,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             # fastest x scale <=> arrival < now + overhead + fastest x scale - slo, at the
             # typical cost; and the policy's early drop, at the planned one, when its bar for
             # the queue as it stands is above the fastest choice
-            rate = (levels[tail - 1] * exp((arrl[tail - 1] - now) / tau)
-                    / warmup_gain(now - arrl[0], tau)) if tail else 0.0
+            rate = (levels[tail - 1] * exp((entl[tail - 1] - now) / tau)
+                    / warmup_gain(now - entl[0], tau)) if tail else 0.0
             bar = max(fastest, drop_slack(len(requeue) + (tail - head), rate)) \
                 if early_drop else fastest
             cut = now + drop_ovh + fastest * drop_scale - slo
@@ -274,13 +302,20 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             dropped = fresh = 0  # fresh: evidence for the feedback's next raise (is_fresh)
             fresh_from = fb.fresh_from(slo) if fb is not None else math.inf
             while requeue and arrl[requeue[0]] < cut:
-                fresh += arrl[requeue.pop(0)] >= fresh_from
-                dropped += 1
+                k = requeue.pop(0)
+                if okc is None or okc[k + 1] > okc[k]:
+                    fresh += arrl[k] >= fresh_from
+                    dropped += 1
             if head < tail and arrl[head] < cut:
                 new_head = bisect_left(arrl, cut, head, tail)
-                dropped += new_head - head
                 if fb is not None:
-                    fresh += new_head - bisect_left(arrl, fresh_from, head, new_head)
+                    first = bisect_left(arrl, fresh_from, head, new_head)
+                    if okc is None:
+                        dropped += new_head - head
+                        fresh += new_head - first
+                    else:
+                        dropped += okc[new_head] - okc[head]
+                        fresh += okc[new_head] - okc[first]
                 head = new_head
             if fb is not None:
                 fb.add(now, dropped, dropped, fresh, fresh)
@@ -298,11 +333,14 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             w = free[-1]
             view.length = qlen
             view.head_deadline_s = arrl[requeue[0] if requeue else head] + slo
+            if okc is not None:  # a front end: the router's view of when requests entered
+                view.head_queued_s = entl[requeue[0] if requeue else head]
+                view.entry_share = (arrl[tail - 1] + slo - entl[tail - 1]) / slo
             view.worker_id = w
             view.worker_subnet = worker_subnet[w]
             view.arrival_rate_qps = rate
             if bursts and tail:
-                decay = exp((arrl[tail - 1] - now) / burst_tau)
+                decay = exp((entl[tail - 1] - now) / burst_tau)
                 view.burst_peaks = peaks = tuple(p * decay for p in bursts[tail - 1])
                 view.burst_images = peaks[-1]
             if fb is not None:  # a raise only where it changes a plan (Router._with_feedback)
@@ -354,7 +392,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
         # ---- next event: a completion, a failure/restart, or (with a free worker) an arrival
         t_done = busy[0][0] if busy else math.inf
         t_event = events[0][0] if events else math.inf
-        t_arr = arrl[tail] if (free and tail < n) else math.inf
+        t_arr = entl[tail] if (free and tail < n) else math.inf
         nxt = t_done if t_done < t_event else t_event  # noqa: FURB136
         if t_arr < nxt:  # noqa: PLR1730
             nxt = t_arr
@@ -378,11 +416,17 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
                 if members is None:
                     late = bisect_left(arrl, late_before, lo, hi)
                     first = bisect_left(arrl, fresh_from, lo, hi)
-                    fb.add(done, hi - lo, late - lo, hi - first, max(0, late - first))
+                    if okc is None:
+                        fb.add(done, hi - lo, late - lo, hi - first, max(0, late - first))
+                    else:  # the same ranges, counting only what the feedback may
+                        fb.add(done, okc[hi] - okc[lo], okc[late] - okc[lo],
+                               okc[hi] - okc[first], max(0, okc[late] - okc[first]))
                 else:
-                    fb.add(done, len(members), sum(arrl[k] < late_before for k in members),
-                           sum(arrl[k] >= fresh_from for k in members),
-                           sum(fresh_from <= arrl[k] < late_before for k in members))
+                    seen = members if okc is None else \
+                        [k for k in members if okc[k + 1] > okc[k]]
+                    fb.add(done, len(seen), sum(arrl[k] < late_before for k in seen),
+                           sum(arrl[k] >= fresh_from for k in seen),
+                           sum(fresh_from <= arrl[k] < late_before for k in seen))
             if members is None:
                 done_lo.append(lo)
                 done_hi.append(hi)

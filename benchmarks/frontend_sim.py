@@ -1,0 +1,161 @@
+"""A front end behind on its core, in the simulator: SlackFit with and without its front-end
+rule (`slackfit:front=0` turns it off) against fixed subnets.
+
+Live, the router, its HTTP front end and the load generator share CPU 0 in the issue's
+placement. On the Azure code trace (bursts of ~400 requests within 50 ms) that core hands
+requests to the router late: they reach its queue with a fraction of their SLO left, while
+the worker idles much of the time. Here every request first takes `--frontend-ms` of one FIFO
+stage (`SimConfig.frontend_s`) before the router's queue sees it; its deadline still counts
+from its arrival. The world runs the shipped table x `--factor` with 10% jitter and
+`--busy-ms` of dispatch per batch, and the router plans with the online calibration, as live.
+
+Per cell: attainment and served accuracy (mean over `--seeds`), and, of the requests that
+entered the queue with some but under half of their SLO left, the share that met it: the
+requests only a quick answer saves.
+
+    python benchmarks/frontend_sim.py [--cells azure-code@1000:0,0.3,0.45 ...]
+        [--policies slackfit slackfit:front=0 clipper:0] [--seeds 3] [--duration 20]
+        [--factor 1.45] [--busy-ms 0.8] [--out results/frontend_sim]
+
+Writes frontend.json and frontend.png in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from superserve.profiling import default_table_path
+from superserve.profiling.table import ProfileTable
+from superserve.scheduling import make_policy
+from superserve.scheduling.feedback import FRONT_END_SHARE
+from superserve.sim.simulator import SimConfig, frontend_entries, simulate
+from superserve.traces import load_trace
+
+SLO_S = 0.050
+RESERVE_S = 0.004  # the per-batch reserve the router plans with at start (a live value)
+DEFAULT_CELLS = ("azure-code@1000:0,0.3,0.45", "bursty@2000:0,0.45,0.48")
+DEFAULT_POLICIES = ("slackfit", "slackfit:front=0", "clipper:0")
+
+
+def parse_cell(text: str) -> tuple[str, float, list[float]]:
+    """`KIND@RATE:MS,MS,...` -> (kind, rate, front-end ms per request)."""
+    try:
+        head, ms = text.split(":", 1)
+        kind, rate = head.split("@", 1)
+        fes = [float(x) for x in ms.split(",") if x]
+        r = float(rate)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"cell {text!r}: expected KIND@RATE:MS[,MS...]") from e
+    if kind not in ("azure-code", "bursty") or r <= 0 or not fes or min(fes) < 0:
+        raise argparse.ArgumentTypeError(
+            f"cell {text!r}: KIND is azure-code or bursty, RATE > 0, front-end ms >= 0")
+    return kind, r, fes
+
+
+def trace_spec(kind: str, rate: float, duration: float, seed: int) -> str:
+    if kind == "azure-code":  # the real timestamps, rescaled: one trace whatever the seed
+        return f"azure-llm:name=code,rate={rate:g},duration={duration:g}"
+    return (f"bursty:base={rate / 2:g},variant={rate / 2:g},cv2=4,duration={duration:g},"
+            f"seed={seed}")
+
+
+def cell(table: ProfileTable, spec: str, kind: str, rate: float, fe_ms: float,
+         args: argparse.Namespace) -> dict:
+    """Mean attainment, accuracy and the late entries' attainment of `spec` over the seeds."""
+    att, acc, late_met = [], [], []
+    for seed in range(args.seeds):
+        arr = np.asarray(load_trace(trace_spec(kind, rate, args.duration, seed)).arrivals_s)
+        cfg = SimConfig(slo_s=SLO_S, overhead_s=RESERVE_S, busy_overhead_s=args.busy_ms / 1e3,
+                        calibrate=True, latency_factor=args.factor, jitter=0.1, seed=seed,
+                        frontend_s=fe_ms / 1e3, record_batches=True)
+        r = simulate(arr, table, make_policy(spec, table, slo_s=SLO_S), cfg)
+        att.append(r.slo_attainment)
+        acc.append(r.mean_serving_accuracy)
+        left = arr + SLO_S - (frontend_entries(arr, fe_ms / 1e3) if fe_ms > 0 else arr)
+        late = (left > 0) & (left < FRONT_END_SHARE * SLO_S)
+        if late.any():
+            met = ~np.isnan(r.finish_s) & (r.finish_s - arr <= SLO_S + 1e-12)
+            late_met.append(float(met[late].mean()))
+    return {"spec": spec, "slo_attainment": float(np.mean(att)), "accuracy": float(np.mean(acc)),
+            "late_entries_met": float(np.mean(late_met)) if late_met else None}
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["trace"], row["rate"]), []).append(row)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    for ax, ((kind, rate), cells) in zip(axes[0], groups.items()):
+        fes = [c["frontend_ms"] for c in cells]
+        for k, spec in enumerate(r["spec"] for r in cells[0]["policies"]):
+            ys = [c["policies"][k]["slo_attainment"] for c in cells]
+            ax.plot(fes, ys, marker="o", label=spec)
+            for x, y, c in zip(fes, ys, cells):
+                ax.annotate(f"{100 * c['policies'][k]['accuracy']:.2f}%", (x, y), fontsize=6,
+                            textcoords="offset points", xytext=(4, 4 - 9 * k))
+        ax.set_title(f"{kind} at {rate:g} req/s", fontsize=9)
+        ax.set_xlabel("front end per request (ms)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("SLO attainment (labels: served accuracy)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("a front end behind on its core (simulated, calibrated)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "frontend.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cells", type=parse_cell, nargs="+",
+                   default=[parse_cell(c) for c in DEFAULT_CELLS],
+                   help="KIND@RATE:MS[,MS...]: a trace (azure-code or bursty, CV^2 4) at a "
+                        "mean rate, run at each front-end cost per request")
+    p.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--factor", type=float, default=1.45,
+                   help="the world runs the table x this (the live host: x1.38-x1.63)")
+    p.add_argument("--busy-ms", type=float, default=0.8,
+                   help="dispatch per batch that occupies the worker (ms)")
+    p.add_argument("--out", type=Path, default=Path("results/frontend_sim"))
+    args = p.parse_args()
+    if args.seeds < 1 or args.duration <= 0 or args.factor <= 0 or args.busy_ms < 0:
+        p.error("--seeds >= 1, --duration > 0, --factor > 0 and --busy-ms >= 0")
+    table = ProfileTable.load(default_table_path("resnet"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"world: table x{args.factor:g}, {args.busy_ms:g} ms dispatch per batch, 10% jitter, "
+          f"calibrated; {args.seeds} seed(s) x {args.duration:g} s per cell, SLO "
+          f"{SLO_S * 1e3:.0f} ms; 'late': entered with under {FRONT_END_SHARE:g} of the SLO",
+          flush=True)
+    print(f"{'trace':>10} {'rate':>6} {'fe ms':>6}  {'policy':<20} {'attain':>7} {'accuracy':>9}"
+          f" {'late met':>9}")
+    rows = []
+    for kind, rate, fes in args.cells:
+        for fe in fes:
+            res = [cell(table, spec, kind, rate, fe, args) for spec in args.policies]
+            for c in res:
+                lm = "-" if c["late_entries_met"] is None else f"{c['late_entries_met']:.3f}"
+                print(f"{kind:>10} {rate:6.0f} {fe:6.2f}  {c['spec']:<20} "
+                      f"{c['slo_attainment']:7.4f} {100 * c['accuracy']:8.2f}% {lm:>9}",
+                      flush=True)
+            rows.append({"trace": kind, "rate": rate, "frontend_ms": fe, "policies": res})
+    (args.out / "frontend.json").write_text(json.dumps(
+        {"slo_ms": SLO_S * 1e3, "factor": args.factor, "busy_ms": args.busy_ms,
+         "seeds": args.seeds, "duration_s": args.duration, "rows": rows}, indent=2))
+    plot(rows, args.out)
+    print(f"wrote {args.out / 'frontend.json'} and {args.out / 'frontend.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
