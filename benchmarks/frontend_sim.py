@@ -86,6 +86,8 @@ def cell(table: ProfileTable, spec: str, kind: str, rate: float, fe_ms: float,
 
 
 def plot(rows: list[dict], out: Path) -> None:
+    """Per trace: attainment (top) and served accuracy (bottom) against the front end's cost
+    per request, one line per policy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,19 +96,20 @@ def plot(rows: list[dict], out: Path) -> None:
     groups: dict[tuple[str, float], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["trace"], row["rate"]), []).append(row)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
-    for ax, ((kind, rate), cells) in zip(axes[0], groups.items()):
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 6.0), squeeze=False,
+                             sharex="col")
+    for col, ((kind, rate), cells) in enumerate(groups.items()):
         fes = [c["frontend_ms"] for c in cells]
         for k, spec in enumerate(r["spec"] for r in cells[0]["policies"]):
-            ys = [c["policies"][k]["slo_attainment"] for c in cells]
-            ax.plot(fes, ys, marker="o", label=spec)
-            for x, y, c in zip(fes, ys, cells):
-                ax.annotate(f"{100 * c['policies'][k]['accuracy']:.2f}%", (x, y), fontsize=6,
-                            textcoords="offset points", xytext=(4, 4 - 9 * k))
-        ax.set_title(f"{kind} at {rate:g} req/s", fontsize=9)
-        ax.set_xlabel("front end per request (ms)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("SLO attainment (labels: served accuracy)")
+            for row, key, mult in ((0, "slo_attainment", 1.0), (1, "accuracy", 100.0)):
+                axes[row][col].plot(fes, [c["policies"][k][key] * mult for c in cells],
+                                    marker="o", label=spec)
+        axes[0][col].set_title(f"{kind} at {rate:g} req/s", fontsize=9)
+        axes[1][col].set_xlabel("front end per request (ms)")
+        for row in (0, 1):
+            axes[row][col].grid(alpha=0.3)
+    axes[0][0].set_ylabel("SLO attainment")
+    axes[1][0].set_ylabel("served accuracy (%)")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("a front end behind on its core (simulated, calibrated)", fontsize=10)
     fig.tight_layout()

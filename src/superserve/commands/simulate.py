@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail", action="append", default=[], metavar="T:W",
                    help="worker W dies at time T seconds (repeatable)")
     p.add_argument("--restart-s", type=float, default=None)
+    p.add_argument("--frontend-ms", type=float, default=0.0,
+                   help="per request, a FIFO front end ahead of the router's queue (deadlines "
+                        "still from arrival): a front end behind on its core; 0: none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimConfig(slo_s=args.slo_ms / 1e3, workers=args.workers,
                     overhead_s=args.overhead_ms / 1e3, jitter=args.jitter,
                     actuation_s=args.actuation_ms / 1e3, failures=fails,
+                    frontend_s=args.frontend_ms / 1e3,
                     restart_s=args.restart_s, seed=args.seed)
     policy = make_policy(args.policy, table, slo_s=cfg.slo_s, workers=cfg.workers)
     trace = load_trace(args.trace)
