@@ -131,6 +131,36 @@ def test_the_router_tells_the_policy_how_late_requests_reach_it(table):
     assert v.head_deadline_s == pytest.approx(SLO)
 
 
+def test_a_request_refused_as_hopeless_still_says_how_late_requests_come(table):
+    """A request that reached the router too late to be met is refused at once, but it is the
+    newest news of the front end: the next plan sees its share."""
+    views = []
+
+    class Recording(GreedyPolicy):
+        def decide(self, view, now_s):
+            views.append(view)
+            return super().decide(view, now_s)
+
+    async def body():
+        clock = ManualClock()
+        pool = FakePool(table, clock, n_workers=1, restart_s=0.010)
+        router = Router(Recording(table), pool, clock, RouterConfig(batch_wait=None))
+        router.start()
+        clock.run_until(0.0)
+        busy = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
+        assert pool.busy(0)
+        queued = router.submit(np.zeros((1, 1, 28, 28), np.float32), slo_s=1.0)
+        late = router.submit(np.zeros((1, 1, 28, 28), np.float32), slo_s=SLO,
+                             arrival_s=-(SLO - 0.0001))
+        assert late.done()  # refused: 0.1 ms left
+        clock.advance(1.0)
+        assert busy.result().deadline_met and queued.result().deadline_met
+    asyncio.run(body())
+    first, second = views[0], views[-1]
+    assert first.entry_share == pytest.approx(1.0)
+    assert second.entry_share == pytest.approx(0.0001 / SLO)
+
+
 def test_on_a_trace_whose_front_end_falls_behind_the_rule_meets_more(shipped):
     """The Azure code trace at 1,000 req/s through a front end of 0.3 ms a request (its
     bursts reach the queue over ~100 ms, the later ones with little of their SLO left):

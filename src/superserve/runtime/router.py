@@ -300,8 +300,8 @@ class Router:
         self._hold: TimerHandle | None = None  # the batch wait's timer (scheduling/batching.py)
         self._hold_at = math.inf
         self._held_until = -math.inf  # the last hold that ran out: not held again
-        # the share of its SLO the newest queued request had left when it got here
-        # (QueueView.entry_share; None: none queued yet)
+        # the share of its SLO the newest request had left when it got here, queued or not
+        # (QueueView.entry_share; None: none yet)
         self._entry_share: float | None = None
         self._draining = False
         self._drained: asyncio.Event | None = None
@@ -559,6 +559,8 @@ class Router:
                                  deadline_s=t0 + slo_s, admitted_s=now)
         req = _Request(result, fut, len(images), on_done)
         self.stats.submitted += 1
+        if slo_s > 0:  # what it brings, whether it is queued or refused below
+            self._entry_share = (result.deadline_s - now) / slo_s
         n = len(images)
         self._rate.observe(now, n)  # images are what the policy batches
         if self._bursts is not None:
@@ -598,8 +600,6 @@ class Router:
                     f"fastest subnet, more than the {(result.deadline_s - now) * 1e3:.1f} ms "
                     "left of its SLO", self.config.retry_after_s))
         self._open[fut] = req
-        if slo_s > 0:
-            self._entry_share = (result.deadline_s - now) / slo_s
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
         self._dispatch()  # arms the expiry timer too

@@ -69,9 +69,10 @@ class QueueView:
     # arrival, deadline - head_slo_s). A front end behind on its core hands requests over
     # late: the queue behind the head came since it entered, not since its first byte
     head_queued_s: float | None = None
-    # the share of its SLO the newest queued request still had when it entered the queue
-    # (1: all of it; None: unknown, taken as all): what the next arrivals bring with them
-    # when a front end behind on its core hands them over late (SlackFit's front_end_share)
+    # the share of its SLO the newest request to reach the router (queued, or refused as
+    # hopeless) still had when it got there (1: all of it; None: unknown, taken as all): what
+    # the next arrivals bring with them when a front end behind on its core hands them over
+    # late (SlackFit's front_end_share)
     entry_share: float | None = None
 
 

@@ -112,8 +112,8 @@ class SlackFit:
     queues (light load) keep the plain drop rule. The queue, not the rate estimate, is the
     signal: it reacts within one batch, the rate's moving average within a second.
 
-    `front_end_share` (not in the paper): when the newest queued request entered the queue
-    with less than this share of its SLO left (`QueueView.entry_share`), a front end behind
+    `front_end_share` (not in the paper): when the newest request reached the router with
+    less than this share of its SLO left (`QueueView.entry_share`), a front end behind
     on its core is handing requests over late, and those still coming will have as little:
     only short batches answer them, and a batch planned for the head's slack holds them past
     their deadlines. SlackFit then plans like the fastest fixed subnet (the largest batch of
