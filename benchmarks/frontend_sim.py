@@ -33,11 +33,15 @@ from superserve.profiling import default_table_path
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling import make_policy
 from superserve.scheduling.feedback import FRONT_END_SHARE
-from superserve.sim.simulator import SimConfig, frontend_entries, simulate
+from superserve.sim.simulator import frontend_entries, simulate
+from superserve.sim.world import (
+    add_world_arguments,
+    check_world_arguments,
+    world_config,
+)
 from superserve.traces import load_trace
 
 SLO_S = 0.050
-RESERVE_S = 0.004  # the per-batch reserve the router plans with at start (a live value)
 DEFAULT_CELLS = ("azure-code@1000:0,0.3,0.45", "bursty@2000:0,0.45,0.48")
 DEFAULT_POLICIES = ("slackfit", "slackfit:front=0", "clipper:0")
 
@@ -70,9 +74,7 @@ def cell(table: ProfileTable, spec: str, kind: str, rate: float, fe_ms: float,
     att, acc, late_met = [], [], []
     for seed in range(args.seeds):
         arr = np.asarray(load_trace(trace_spec(kind, rate, args.duration, seed)).arrivals_s)
-        cfg = SimConfig(slo_s=SLO_S, overhead_s=RESERVE_S, busy_overhead_s=args.busy_ms / 1e3,
-                        calibrate=True, latency_factor=args.factor, jitter=0.1, seed=seed,
-                        frontend_s=fe_ms / 1e3, record_batches=True)
+        cfg = world_config(args, SLO_S, seed, frontend_s=fe_ms / 1e3, record_batches=True)
         r = simulate(arr, table, make_policy(spec, table, slo_s=SLO_S), cfg)
         att.append(r.slo_attainment)
         acc.append(r.mean_serving_accuracy)
@@ -124,16 +126,10 @@ def main() -> int:
                    help="KIND@RATE:MS[,MS...]: a trace (azure-code or bursty, CV^2 4) at a "
                         "mean rate, run at each front-end cost per request")
     p.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--factor", type=float, default=1.45,
-                   help="the world runs the table x this (the live host: x1.38-x1.63)")
-    p.add_argument("--busy-ms", type=float, default=0.8,
-                   help="dispatch per batch that occupies the worker (ms)")
+    add_world_arguments(p, seeds=3)
     p.add_argument("--out", type=Path, default=Path("results/frontend_sim"))
     args = p.parse_args()
-    if args.seeds < 1 or args.duration <= 0 or args.factor <= 0 or args.busy_ms < 0:
-        p.error("--seeds >= 1, --duration > 0, --factor > 0 and --busy-ms >= 0")
+    check_world_arguments(p, args)
     table = ProfileTable.load(default_table_path("resnet"))
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"world: table x{args.factor:g}, {args.busy_ms:g} ms dispatch per batch, 10% jitter, "

@@ -34,11 +34,16 @@ import numpy as np
 from superserve.profiling import default_table_path
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling import make_policy
-from superserve.sim.simulator import SimConfig, simulate
+from superserve.sim.simulator import simulate
+from superserve.sim.world import (
+    RESERVE_S,
+    add_world_arguments,
+    check_world_arguments,
+    world_config,
+)
 from superserve.traces import load_trace
 
 SLO_S = 0.050
-RESERVE_S = 0.004  # the per-batch reserve the router plans with at start (a live value)
 
 
 def cell(table: ProfileTable, spec: str, rate: float, seeds: int, args: argparse.Namespace
@@ -48,8 +53,7 @@ def cell(table: ProfileTable, spec: str, rate: float, seeds: int, args: argparse
     for seed in range(seeds):
         trace = load_trace(f"bursty:base={rate / 2},variant={rate / 2},cv2=4,"
                            f"duration={args.duration},seed={seed}")
-        cfg = SimConfig(slo_s=SLO_S, overhead_s=RESERVE_S, busy_overhead_s=args.busy_ms / 1e3,
-                        calibrate=True, latency_factor=args.factor, jitter=0.1, seed=seed)
+        cfg = world_config(args, SLO_S, seed)
         r = simulate(np.asarray(trace.arrivals_s), table,
                      make_policy(spec, table, slo_s=SLO_S), cfg)
         att.append(r.slo_attainment)
@@ -105,20 +109,14 @@ def plot(rows: list[dict], table: ProfileTable, out: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0, 1500.0, 2000.0])
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--factor", type=float, default=1.45,
-                   help="the world runs the table x this (the live host: x1.38-x1.63)")
-    p.add_argument("--busy-ms", type=float, default=0.8,
-                   help="dispatch per batch that occupies the worker (ms)")
+    add_world_arguments(p, seeds=4)
     p.add_argument("--policy", default="slackfit",
                    help="the adaptive policy's spec (default: slackfit, its default flags)")
     p.add_argument("--tol", type=float, default=0.0005,
                    help="a fixed subnet 'holds' SlackFit's attainment within this")
     p.add_argument("--out", type=Path, default=Path("results/frontier_sim"))
     args = p.parse_args()
-    if args.seeds < 1 or args.duration <= 0 or args.factor <= 0 or args.busy_ms < 0:
-        p.error("--seeds >= 1, --duration > 0, --factor > 0 and --busy-ms >= 0")
+    check_world_arguments(p, args)
     table = ProfileTable.load(default_table_path("resnet"))
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

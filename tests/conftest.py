@@ -60,6 +60,18 @@ class GreedyPolicy:
         return Plan(subnet=0, batch_size=max(fits) if fits else 1)
 
 
+class RecordingPolicy(GreedyPolicy):
+    """GreedyPolicy that keeps every view it is asked to plan for (`views`)."""
+
+    def __init__(self, table: ProfileTable) -> None:
+        super().__init__(table)
+        self.views: list[QueueView] = []
+
+    def decide(self, view: QueueView, now_s: float) -> Plan | None:
+        self.views.append(view)
+        return super().decide(view, now_s)
+
+
 @pytest.fixture
 def table() -> ProfileTable:
     return synthetic_table()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import GreedyPolicy
+from conftest import RecordingPolicy
 from superserve.errors import ConfigError
 from superserve.profiling import default_table_path
 from superserve.profiling.table import ProfileTable
@@ -106,26 +106,29 @@ def test_the_rate_guard_reads_the_queue_since_the_head_entered(shipped):
     assert policy._need_qps(entered, 1.0, now) == pytest.approx(40 / 0.020)
 
 
+def _router(table):
+    """A router on a manual clock over one fake worker, with a policy that keeps its views."""
+    clock = ManualClock()
+    pool = FakePool(table, clock, n_workers=1, restart_s=0.010)
+    policy = RecordingPolicy(table)
+    router = Router(policy, pool, clock, RouterConfig(batch_wait=None))
+    router.start()
+    clock.run_until(0.0)
+    return clock, pool, router, policy.views
+
+
 def test_the_router_tells_the_policy_how_late_requests_reach_it(table):
     views = []
 
-    class Recording(GreedyPolicy):
-        def decide(self, view, now_s):
-            views.append(view)
-            return super().decide(view, now_s)
-
     async def body():
-        clock = ManualClock()
-        pool = FakePool(table, clock, n_workers=1, restart_s=0.010)
-        router = Router(Recording(table), pool, clock, RouterConfig(batch_wait=None))
-        router.start()
-        clock.run_until(0.0)
+        clock, _pool, router, seen = _router(table)
+        views.append(seen)
         clock.advance(0.030)
         # its first byte came 30 ms ago: it enters with 0.4 of a 50 ms SLO left
         router.submit(np.zeros((1, 1, 28, 28), np.float32), slo_s=SLO, arrival_s=0.0)
         clock.advance(0.100)
     asyncio.run(body())
-    (v,) = views
+    (v,) = views[0]
     assert v.entry_share == pytest.approx(0.4)
     assert v.head_queued_s == pytest.approx(0.030)
     assert v.head_deadline_s == pytest.approx(SLO)
@@ -136,17 +139,9 @@ def test_a_request_refused_as_hopeless_still_says_how_late_requests_come(table):
     newest news of the front end: the next plan sees its share."""
     views = []
 
-    class Recording(GreedyPolicy):
-        def decide(self, view, now_s):
-            views.append(view)
-            return super().decide(view, now_s)
-
     async def body():
-        clock = ManualClock()
-        pool = FakePool(table, clock, n_workers=1, restart_s=0.010)
-        router = Router(Recording(table), pool, clock, RouterConfig(batch_wait=None))
-        router.start()
-        clock.run_until(0.0)
+        clock, pool, router, seen = _router(table)
+        views.append(seen)
         busy = router.submit(np.zeros((16, 1, 28, 28), np.float32), slo_s=1.0)
         assert pool.busy(0)
         queued = router.submit(np.zeros((1, 1, 28, 28), np.float32), slo_s=1.0)
@@ -156,7 +151,7 @@ def test_a_request_refused_as_hopeless_still_says_how_late_requests_come(table):
         clock.advance(1.0)
         assert busy.result().deadline_met and queued.result().deadline_met
     asyncio.run(body())
-    first, second = views[0], views[-1]
+    first, second = views[0][0], views[0][-1]
     assert first.entry_share == pytest.approx(1.0)
     assert second.entry_share == pytest.approx(0.0001 / SLO)
 

@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from conftest import GreedyPolicy, make_test_policy
+from conftest import GreedyPolicy, RecordingPolicy, make_test_policy
 from superserve.errors import (
     ConfigError,
     DeadlineExceededError,
@@ -83,15 +83,11 @@ def test_the_view_says_how_many_queued_images_came_with_the_head(table):
     """A request's images arrive together: the router tells the policy how many of them head
     the queue (`QueueView.head_images`), so SlackFit's rate guard does not read one large
     request as a rate."""
-    views = []
-
-    class Recording(GreedyPolicy):
-        def decide(self, view, now_s):
-            views.append(view)
-            return super().decide(view, now_s)
+    policy = RecordingPolicy(table)
+    views = policy.views
 
     async def body():
-        clock, _pool, router = make(table, policy=Recording(table), batch_wait=None)
+        clock, _pool, router = make(table, policy=policy, batch_wait=None)
         router.submit(np.zeros((5, 1, 28, 28), dtype=np.float32), slo_s=0.100)
         router.submit(np.zeros((3, 1, 28, 28), dtype=np.float32), slo_s=0.100)
         clock.advance(0.100)
