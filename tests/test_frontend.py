@@ -150,10 +150,35 @@ def test_a_request_refused_as_hopeless_still_says_how_late_requests_come(table):
         assert late.done()  # refused: 0.1 ms left
         clock.advance(1.0)
         assert busy.result().deadline_met and queued.result().deadline_met
+        assert router.entry_share == pytest.approx(0.0001 / SLO)
+        assert router.front_end_behind is False  # GreedyPolicy has no front-end rule
     asyncio.run(body())
     first, second = views[0][0], views[0][-1]
     assert first.entry_share == pytest.approx(1.0)
     assert second.entry_share == pytest.approx(0.0001 / SLO)
+
+
+def test_the_router_says_when_slackfits_front_end_rule_binds(shipped):
+    """`Router.front_end_behind` (the gauge superserve_calibration_front_end_behind): true
+    while the newest request reached the router with under SlackFit's share of its SLO."""
+    img = np.zeros((1, 1, 28, 28), np.float32)
+
+    async def body():
+        clock = ManualClock()
+        pool = FakePool(shipped, clock, n_workers=1, restart_s=0.010)
+        router = Router(make_policy("slackfit", shipped, slo_s=SLO), pool, clock,
+                        RouterConfig(batch_wait=None))
+        router.start()
+        clock.run_until(0.0)
+        assert router.entry_share == 1.0 and not router.front_end_behind
+        clock.advance(0.030)
+        late = router.submit(img, slo_s=SLO, arrival_s=0.0)  # 0.4 of its SLO left
+        assert router.front_end_behind
+        on_time = router.submit(img, slo_s=SLO)
+        assert not router.front_end_behind
+        clock.advance(0.2)
+        assert late.result().deadline_met and on_time.result().deadline_met
+    asyncio.run(body())
 
 
 def test_on_a_trace_whose_front_end_falls_behind_the_rule_meets_more(shipped):

@@ -149,7 +149,8 @@ def test_metrics_endpoint(srv):
                  "superserve_batch_size_bucket", 'superserve_subnet_requests_total{subnet="2"}',
                  "superserve_workers_alive 1.0", "superserve_slo_attainment",
                  "superserve_calibration_plan_scale", "superserve_calibration_steps",
-                 "superserve_calibration_rate_boost"):
+                 "superserve_calibration_rate_boost", "superserve_calibration_entry_share",
+                 "superserve_calibration_front_end_behind"):
         assert name in text, name
 
 

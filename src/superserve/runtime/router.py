@@ -360,6 +360,19 @@ class Router:
         return len(self._ready)
 
     @property
+    def entry_share(self) -> float:
+        """The share of its SLO the newest request had left when it reached the router (1.0
+        before any): under the policy's `front_end_share`, a front end behind on its core."""
+        return 1.0 if self._entry_share is None else self._entry_share
+
+    @property
+    def front_end_behind(self) -> bool:
+        """Whether the policy's front-end rule binds now (SlackFit plans like the fastest
+        fixed subnet while it does; a policy without the rule: never)."""
+        share = getattr(self.policy, "front_end_share", None)
+        return bool(share) and self.entry_share < share
+
+    @property
     def overhead_s(self) -> float:
         """Per-batch reserve beyond latency_scale x the profiled latency: the hand-set part
         plus, when calibrating, the model's fixed part and the response-writing tail."""

@@ -276,6 +276,13 @@ class ServerMetrics:
             ("miss_fraction", ("Miss feedback: recent fraction of requests late, dropped or "
                                "refused"),
              lambda: 0.0 if fb is None else fb.miss_fraction(router.clock.now())),
+            ("entry_share", ("Share of its SLO the newest request had left when it reached "
+                             "the router (below SlackFit's front= share: a front end behind)"),
+             lambda: getattr(router, "entry_share", 1.0)),
+            ("front_end_behind", ("1 while SlackFit's front-end rule binds: it plans like the "
+                                  "fastest fixed subnet until requests reach the router in "
+                                  "time"),
+             lambda: float(getattr(router, "front_end_behind", False))),
         ]
         for name, doc, fn in gauges:
             self._read_on_loop(Gauge(f"superserve_calibration_{name}", doc, registry=r), fn)
