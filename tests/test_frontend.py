@@ -24,6 +24,7 @@ from superserve.runtime.router import Router, RouterConfig
 from superserve.scheduling import make_policy
 from superserve.scheduling.base import QueueView
 from superserve.scheduling.feedback import FRONT_END_SHARE
+from superserve.scheduling.policies import SlackFit
 from superserve.sim.simulator import SimConfig, frontend_entries, simulate
 from superserve.traces import load_trace
 
@@ -65,7 +66,7 @@ def test_a_front_end_delays_entries_not_deadlines(shipped):
         SimConfig(frontend_s=-0.001)
 
 
-def _view(shipped, **kw):
+def _view(**kw):
     base = {"length": 1, "head_deadline_s": SLO, "arrival_rate_qps": 50.0, "head_slo_s": SLO}
     return QueueView(**(base | kw))
 
@@ -74,25 +75,26 @@ def test_slackfit_plans_like_the_fastest_subnet_while_the_front_end_is_behind(sh
     policy = make_policy("slackfit", shipped, slo_s=SLO)
     fastest = policy.lookup.fastest
     assert policy.front_end_share == FRONT_END_SHARE
-    calm = policy.decide(_view(shipped), 0.0)
+    calm = policy.decide(_view(), 0.0)
     assert calm.subnet != fastest  # a light load with the whole SLO: an accurate subnet
-    assert policy.decide(_view(shipped, entry_share=0.9), 0.0) == calm
-    behind = policy.decide(_view(shipped, entry_share=FRONT_END_SHARE - 0.01), 0.0)
+    assert policy.decide(_view(entry_share=0.9), 0.0) == calm
+    behind = policy.decide(_view(entry_share=FRONT_END_SHARE - 0.01), 0.0)
     assert behind.subnet == fastest and behind.batch_size == 1
     # ... the largest batch of it that the head's slack fits, the queue allowing
-    long = policy.decide(_view(shipped, length=40, entry_share=0.2), 0.0)
+    long = policy.decide(_view(length=40, entry_share=0.2), 0.0)
     assert long.subnet == fastest and long.batch_size >= 16
     off = make_policy("slackfit:front=0", shipped, slo_s=SLO)
     assert off.front_end_share is None
-    assert off.decide(_view(shipped, entry_share=0.1), 0.0) == calm
+    assert off.decide(_view(entry_share=0.1), 0.0) == calm
 
 
-def test_the_front_end_rule_is_validated():
-    table = ProfileTable.load(default_table_path("resnet"))
+def test_the_front_end_rule_is_validated(shipped):
     for bad in ("1", "1.5", "-0.1", "x"):
         with pytest.raises(ConfigError, match="front"):
-            make_policy(f"slackfit:front={bad}", table, slo_s=SLO)
-    assert make_policy("slackfit:front=0.3", table, slo_s=SLO).front_end_share == 0.3
+            make_policy(f"slackfit:front={bad}", shipped, slo_s=SLO)
+    assert make_policy("slackfit:front=0.3", shipped, slo_s=SLO).front_end_share == 0.3
+    with pytest.raises(ConfigError, match="front_end_share"):
+        SlackFit(shipped, front_end_share=1.0)
 
 
 def test_the_rate_guard_reads_the_queue_since_the_head_entered(shipped):
@@ -100,8 +102,8 @@ def test_the_rate_guard_reads_the_queue_since_the_head_entered(shipped):
     waited 40 ms in a front end makes its age there, not since its first byte, the window."""
     policy = make_policy("slackfit", shipped, slo_s=SLO)
     now = 0.045  # the head arrived at 0, due at 50 ms
-    arrived = _view(shipped, length=41)
-    entered = _view(shipped, length=41, head_queued_s=0.025)
+    arrived = _view(length=41)
+    entered = _view(length=41, head_queued_s=0.025)
     assert policy._need_qps(arrived, 1.0, now) == pytest.approx(40 / 0.045)
     assert policy._need_qps(entered, 1.0, now) == pytest.approx(40 / 0.020)
 

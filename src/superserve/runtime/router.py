@@ -301,8 +301,9 @@ class Router:
         self._hold_at = math.inf
         self._held_until = -math.inf  # the last hold that ran out: not held again
         # the share of its SLO the newest request had left when it got here, queued or not
-        # (QueueView.entry_share; None: none yet)
-        self._entry_share: float | None = None
+        # (QueueView.entry_share; all of it before any)
+        self._entry_share = 1.0
+        self._front_end_behind = getattr(policy, "front_end_behind", None)
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._rate = RateEstimator(rate_tau_s)
@@ -363,14 +364,14 @@ class Router:
     def entry_share(self) -> float:
         """The share of its SLO the newest request had left when it reached the router (1.0
         before any): under the policy's `front_end_share`, a front end behind on its core."""
-        return 1.0 if self._entry_share is None else self._entry_share
+        return self._entry_share
 
     @property
     def front_end_behind(self) -> bool:
-        """Whether the policy's front-end rule binds now (SlackFit plans like the fastest
-        fixed subnet while it does; a policy without the rule: never)."""
-        share = getattr(self.policy, "front_end_share", None)
-        return bool(share) and self.entry_share < share
+        """Whether the policy's front-end rule binds now (SlackFit.front_end_behind: it plans
+        like the fastest fixed subnet while it does; a policy without the rule: never)."""
+        f = self._front_end_behind
+        return f is not None and f(self._entry_share)
 
     @property
     def overhead_s(self) -> float:

@@ -141,8 +141,8 @@ class SlackFit:
             raise ConfigError(f"slackfit workers must be >= 1, got {workers}")
         if rate_headroom is not None and not rate_headroom > 0:
             raise ConfigError(f"slackfit rate_headroom must be > 0, got {rate_headroom}")
-        if front_end_share is not None and not 0 <= front_end_share <= 1:
-            raise ConfigError(f"slackfit front_end_share must be in [0, 1], got "
+        if front_end_share is not None and not 0 <= front_end_share < 1:
+            raise ConfigError(f"slackfit front_end_share must be in [0, 1), got "
                               f"{front_end_share}")
         self.table, self.buckets = table, buckets
         self.rate_headroom = rate_headroom
@@ -374,6 +374,12 @@ class SlackFit:
         self._rate_key, self._rate_mask = key, mask
         return mask
 
+    def front_end_behind(self, entry_share: float | None) -> bool:
+        """Whether the front-end rule binds for a newest request that reached the router with
+        `entry_share` of its SLO left (None: unknown, taken as all of it)."""
+        share = self.front_end_share
+        return bool(share) and entry_share is not None and entry_share < share
+
     def decide(self, view: QueueView, now_s: float) -> Plan | None:
         cap = self.cap_s
         if self.burst_window_s is not None:
@@ -386,9 +392,8 @@ class SlackFit:
             guard -= view.overhead_s
             cap = guard if cap is None else min(cap, guard)
         slack = table_slack_s(view, now_s, cap)
-        share = view.entry_share
-        if self.front_end_share and share is not None and share < self.front_end_share:
-            # a front end behind: plan like the fastest fixed subnet until it catches up
+        if self.front_end_behind(view.entry_share):
+            # plan like the fastest fixed subnet until the front end catches up
             fast = self.lookup.fastest
             j = self.lookup.largest_batch(fast, slack, self.lookup.cover(view.length))
             return Plan(fast, self.table.batch_sizes[max(j, 0)])

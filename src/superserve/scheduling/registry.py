@@ -34,9 +34,10 @@ POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper", "infaas")
 # Measured live at 1,000-2,000 req/s: 0.1-0.3 points more accuracy at the same attainment; in
 # the simulator neutral to slightly better. F = 1.1 (1.2 until 2026-12-01): live, paired,
 # +0.02-0.07 points at 1,500 and +0.06-1.48 at 2,000 req/s at the same attainment; at 1.2 the
-# simulator's SlackFit lost to a fixed subnet at 2,000 (benchmarks/frontier_sim.py). Against a CPU hog on the worker's core it helps
-# only with the router's miss feedback raising F while requests miss (RouterConfig.feedback;
-# docs/scheduling.md has the figures behind the default).
+# simulator's SlackFit lost to a fixed subnet at 2,000 (benchmarks/frontier_sim.py). Against
+# a CPU hog on the worker's core it helps only with the router's miss feedback raising F
+# while requests miss (RouterConfig.feedback; docs/scheduling.md has the figures behind the
+# default).
 # The paper's rule exactly: slackfit:cap=1,early_drop=0,rate=0,front=0. A fixed guard:
 # slackfit:cap=0.5.
 # The front-end rule (front=F, SlackFit's `front_end_share`): when the newest request reached
