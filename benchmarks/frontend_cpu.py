@@ -10,6 +10,7 @@ to the worker and the worker itself (the live figure, `calibration_live.py --ser
 --worker-kind noop`, counts them; on a shared machine it is noisy, this one is not).
 
     python benchmarks/frontend_cpu.py [--requests 20000] [--concurrency 8] [--binary]
+        [--late [--no-late-at-door]]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class FakeTransport:
     def set_protocol(self, protocol: Any) -> None: ...
 
 
-def request_bytes(binary: bool, seed: int = 0) -> bytes:
+def request_bytes(binary: bool, seed: int = 0, slo_ms: float | None = 50.0) -> bytes:
     from open_loop_client import bodies  # the independent client's own JSON bodies
 
     from superserve.data import load_mnist
@@ -72,10 +73,11 @@ def request_bytes(binary: bool, seed: int = 0) -> bytes:
         head = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
                                        "datatype": "FP32",
                                        "parameters": {"binary_data_size": len(raw)}}],
-                           "parameters": {"slo_ms": 50}}).encode()
+                           **({} if slo_ms is None else {"parameters": {"slo_ms": slo_ms}})
+                           }).encode()
         body, extra = head + raw, b"inference-header-content-length: %d\r\n" % len(head)
     else:
-        body, extra = bodies(img, 50.0)[0], b""
+        body, extra = bodies(img, slo_ms)[0], b""
     return (b"POST /v2/models/resnet/infer HTTP/1.1\r\nhost: 127.0.0.1:8000\r\n"
             b"content-type: application/json\r\n" + extra
             + b"content-length: %d\r\n\r\n" % len(body) + body)
@@ -93,19 +95,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from superserve.server.config import ServeConfig
 
     table, _, _ = resolve_table("resnet", None, check_family=False)
-    cfg = ServeConfig(http_port=0, grpc_port=-1)
+    cfg = ServeConfig(http_port=0, grpc_port=-1, late_at_door=args.late_at_door)
     pool = FakePool(table, LoopClock(), latency_scale=0.0)
     running = await start_server(cfg, table, make_policy("slackfit", table, slo_s=0.05), pool)
     await running.wait_ready(30)
     config: uvicorn.Config = running._uvicorn.config
     state = ServerState()
-    msg = request_bytes(args.binary)
+    # --late: under the default SLO, whose every bit was spent before the bytes were read
+    msg = request_bytes(args.binary, slo_ms=None if args.late else 50.0)
     conns = []
     for _ in range(args.concurrency):
         proto = config.http_protocol_class(config=config, server_state=state,
                                            app_state={})
         t = FakeTransport()
         proto.connection_made(t)
+        if args.late:  # as if the bytes had waited a second in the socket buffer
+            proto._rx_wait = lambda: 1.0
         conns.append((proto, t))
 
     loop = asyncio.get_running_loop()
@@ -135,6 +140,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         proto.connection_lost(None)
     await running.stop(drain_timeout_s=1.0)
     return {"requests": n, "protocol": "binary" if args.binary else "json",
+            "late": args.late, "late_at_door": args.late_at_door,
             "concurrency": args.concurrency, "cpu_us_per_request": cpu / n * 1e6,
             "wall_us_per_request": wall / n * 1e6,
             "statuses": {k.decode(): v for k, v in statuses.items()}}
@@ -145,6 +151,11 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--binary", action="store_true", help="the binary extension, not JSON")
+    ap.add_argument("--late", action="store_true",
+                    help="requests under the default SLO that arrive already too late (each "
+                         "sat 1 s in the socket buffer): the cost of refusing one (504)")
+    ap.add_argument("--late-at-door", action=argparse.BooleanOptionalAction, default=True,
+                    help="the server's --late-at-door (default on, as `superserve serve`)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     import logging
@@ -159,7 +170,9 @@ def cli(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{out['protocol']}: {out['cpu_us_per_request']:.1f} us of CPU per request "
+        late = (" late, " + ("refused at the door" if args.late_at_door else
+                             "decoded, then refused")) if args.late else ""
+        print(f"{out['protocol']}{late}: {out['cpu_us_per_request']:.1f} us of CPU per request "
               f"({out['requests']} requests, {out['concurrency']} at a time; statuses "
               f"{out['statuses']})")
     return 0

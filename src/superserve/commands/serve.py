@@ -124,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start an HTTP request's clock when its bytes reached the "
                              "kernel's socket buffer (Linux TCP_INFO), not when the busy loop "
                              "read them (default on)")
+    parser.add_argument("--late-at-door", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer 504 at once, before decoding its body, to an HTTP request "
+                             "under the default SLO that is already too late for the fastest "
+                             "subnet when its last byte is read (a front end behind on its "
+                             "core spends no CPU on answers nobody can use; default on)")
     parser.add_argument("--keep-alive-timeout-s", type=float, default=30.0,
                         help="an idle keep-alive HTTP connection is closed after this many "
                              "seconds (default 30; keep it above a load balancer's idle "
@@ -169,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
                       tls_key=args.tls_key, insecure=args.insecure,
                       request_read_timeout_s=args.request_read_timeout_s,
                       keep_alive_timeout_s=args.keep_alive_timeout_s,
-                      socket_wait=args.socket_wait)
+                      socket_wait=args.socket_wait, late_at_door=args.late_at_door)
 
     def ready(running) -> None:
         grpc = f", grpc {cfg.host}:{running.grpc_port}" if running.grpc_port >= 0 else ""

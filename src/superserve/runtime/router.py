@@ -267,6 +267,7 @@ class _Stats:
     hung: int = 0  # workers the watchdog killed
     workers_lost: int = 0  # deaths (crash, kill, hang); a removal is not one
     workers_removed: int = 0  # taken out by the operator (retire_worker, then the pool)
+    late_at_door: int = 0  # refused as late before their bodies were decoded (refuse_if_late)
 
 
 class Router:
@@ -566,19 +567,9 @@ class Router:
         if self._poll is not None and now - self._polled_s >= _POLL_EVERY_S:
             self._polled_s = now  # a finished batch frees its worker now, not after the
             self._poll()  # rest of this loop iteration's requests have been parsed
-        fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        rid = next(self._ids)
-        t0 = now if arrival_s is None or arrival_s > now else arrival_s
-        result = InferenceResult(request_id=rid, outcome=Outcome.REJECTED, arrival_s=t0,
-                                 deadline_s=t0 + slo_s, admitted_s=now)
-        req = _Request(result, fut, len(images), on_done)
-        self.stats.submitted += 1
-        if slo_s > 0:  # what it brings, whether it is queued or refused below
-            self._entry_share = (result.deadline_s - now) / slo_s
         n = len(images)
-        self._rate.observe(now, n)  # images are what the policy batches
-        if self._bursts is not None:
-            self._bursts.observe(now, n)
+        req = self._arrive(now, n, slo_s, arrival_s, on_done)
+        result = req.result
         if self._draining:
             return self._refuse(req, Outcome.REJECTED, ShuttingDownError(
                 "server is shutting down and admits no new requests"))
@@ -601,10 +592,7 @@ class Router:
         dscale, doverhead = self.drop_scale, self.drop_overhead_s
         if cannot_meet(result.deadline_s, now, self.table, doverhead,
                        min_latency_s=self.min_latency_s, latency_scale=dscale):
-            return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
-                f"SLO of {slo_s * 1e3:.3g} ms cannot be met: "
-                f"{(now - t0) * 1e3:.3g} ms have passed since the request's first byte and the "
-                f"fastest choice needs {(self.min_latency_s * dscale + doverhead) * 1e3:.3g} ms"))
+            return self._refuse_late(req, now, slo_s, dscale, doverhead)
         if self.config.admission_check and self._ready:  # final too: the typical cost
             wait = self._clear_time_s(len(self._queue) + n, dscale, doverhead)
             if now + wait > result.deadline_s:
@@ -613,11 +601,56 @@ class Router:
                     f"serving them and it takes at least {wait * 1e3:.1f} ms even on the "
                     f"fastest subnet, more than the {(result.deadline_s - now) * 1e3:.1f} ms "
                     "left of its SLO", self.config.retry_after_s))
-        self._open[fut] = req
+        self._open[req.future] = req
         for i in range(n):
             self._queue.push(result.deadline_s, _Job(req, i, images[i]))
         self._dispatch()  # arms the expiry timer too
-        return fut
+        return req.future
+
+    def refuse_if_late(self, images: int, slo_s: float, arrival_s: float,
+                       on_done: OnDone | None = None
+                       ) -> asyncio.Future[InferenceResult] | None:
+        """The admission's deadline test alone, for a front end that has not decoded the
+        request yet: a request of `images` images whose first byte arrived at `arrival_s`
+        and whose SLO is already spent beyond what the fastest choice needs ends here as
+        DROPPED_DEADLINE, counted as `submit` counts it (the rate and burst estimates see
+        it, the entry share too), and its future is returned, done. None: it may still be
+        met; decode it and `submit` it. Shedding a late request before its body is parsed
+        and validated is what keeps a front end that fell behind on its core from spending
+        its CPU on answers nobody can use (docs/serving.md, "Late at the door")."""
+        now = self.clock.now()
+        if self._draining:  # submit says why it refuses
+            return None
+        if not cannot_meet(arrival_s + slo_s, now, self.table, self.drop_overhead_s,
+                           min_latency_s=self.min_latency_s, latency_scale=self.drop_scale):
+            return None
+        req = self._arrive(now, images, slo_s, arrival_s, on_done)
+        self.stats.late_at_door += 1
+        return self._refuse_late(req, now, slo_s, self.drop_scale, self.drop_overhead_s)
+
+    def _arrive(self, now: float, images: int, slo_s: float, arrival_s: float | None,
+                on_done: OnDone | None) -> _Request:
+        """A request's record from its arrival on: its id, future and deadline (from its first
+        byte, `arrival_s`, never later than now), and what the estimates learn from it."""
+        fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        t0 = now if arrival_s is None or arrival_s > now else arrival_s
+        result = InferenceResult(request_id=next(self._ids), outcome=Outcome.REJECTED,
+                                 arrival_s=t0, deadline_s=t0 + slo_s, admitted_s=now)
+        self.stats.submitted += 1
+        if slo_s > 0:  # what it brings, whether it is queued or refused
+            self._entry_share = (result.deadline_s - now) / slo_s
+        self._rate.observe(now, images)  # images are what the policy batches
+        if self._bursts is not None:
+            self._bursts.observe(now, images)
+        return _Request(result, fut, images, on_done)
+
+    def _refuse_late(self, req: _Request, now: float, slo_s: float, scale: float,
+                     overhead: float) -> asyncio.Future[InferenceResult]:
+        return self._refuse(req, Outcome.DROPPED_DEADLINE, DeadlineExceededError(
+            f"SLO of {slo_s * 1e3:.3g} ms cannot be met: "
+            f"{(now - req.result.arrival_s) * 1e3:.3g} ms have passed since the request's "
+            f"first byte and the fastest choice needs "
+            f"{(self.min_latency_s * scale + overhead) * 1e3:.3g} ms"))
 
     def _clear_time_s(self, images: int, scale: float, overhead: float) -> float:
         """A lower bound on the time the ready workers need to serve `images` queued images:

@@ -185,7 +185,8 @@ async def start_server(cfg: ServeConfig, table: ProfileTable, policy: Policy,
         batch_log=cfg.batch_log or ""))
     metrics = ServerMetrics(lambda: router.queue_depth, lambda: router.ready_workers, router)
     router.listener = metrics
-    service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes)
+    service = InferenceService(name, router, table, io, cfg.default_slo_s, cfg.max_body_bytes,
+                               late_at_door=cfg.late_at_door)
     router.start()
 
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)

@@ -83,6 +83,7 @@ __all__ = [
     "request_images",
     "result_parameters",
     "tensor_bytes",
+    "undecoded_images",
 ]
 
 INPUT_NAME = "input"
@@ -230,6 +231,38 @@ def _requested_outputs(outputs: Any, default_binary: bool, io: ModelIO
         binary[name] = flag(f"binary_data of output {name!r}", p["binary_data"]) \
             if "binary_data" in p else default_binary
     return names, binary, classification
+
+
+def undecoded_images(body: bytes, header_length: bytes | None) -> int | None:
+    """What a front end can tell of a REST infer body without decoding it, for the deadline
+    test at the door (`Router.refuse_if_late`): the number of images its first `shape`
+    declares (1 when that is not a plain leading integer), or None when the request may carry
+    an SLO of its own (`slo_ms`, `timeout`, or a backslash that could escape either name) or
+    its JSON's length is not a plain integer: such a request is decoded and judged as usual.
+    Only the JSON part is read (the binary extension's tensor bytes could hold anything)."""
+    head = body
+    if header_length is not None:
+        h = header_length.strip()
+        if not (h.isdigit() and len(h) <= 12):
+            return None
+        head = body[:int(h)]
+    if b"slo_ms" in head or b"timeout" in head or b"\\" in head:
+        return None
+    i = head.find(b'"shape"')
+    if i < 0:
+        return 1
+    j = head.find(b"[", i + 7)
+    if j < 0:
+        return 1
+    k = j + 1
+    n = len(head)
+    while k < n and head[k] in b" \t\r\n":
+        k += 1
+    e = k
+    while e < n and 48 <= head[e] <= 57 and e - k < 6:
+        e += 1
+    images = int(head[k:e]) if e > k and head[e:e + 1] in (b",", b"]", b" ") else 0
+    return images if images > 0 else 1
 
 
 def decode_http(body: bytes, header_length: str | None, io: ModelIO) -> Decoded:

@@ -59,6 +59,10 @@ class ServeConfig:
     # an HTTP request's clock starts when its bytes reached the kernel, not when the loop read
     # them (server/rx_wait.py; Linux TCP); False: at the read
     socket_wait: bool = True
+    # an HTTP request under the default SLO that is already too late when its last byte is
+    # read ends 504 before its body is decoded (InferenceService.refuse_if_late); False: every
+    # request is decoded first
+    late_at_door: bool = True
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_queue", "max_images",

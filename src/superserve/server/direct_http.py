@@ -173,8 +173,13 @@ class DirectInfer:
             if not self._authorized():
                 return True
             try:
-                decoded = handler.decode_small(self.model, self.version,
-                                               dict(scope["headers"]), bytes(self.body))
+                headers, body = dict(scope["headers"]), bytes(self.body)
+                late = handler.refuse_if_late(self.model, self.version, headers, body,
+                                              scope.get(FIRST_BYTE_KEY), self._resolved)
+                if late is not None:  # a 504 from `_resolved`, its body never decoded
+                    self.future = late
+                    return True
+                decoded = handler.decode_small(self.model, self.version, headers, body)
                 if decoded.encoded is not None:
                     self.decoded = decoded  # encoded images: decoded off the loop, in run_asgi
                     return False

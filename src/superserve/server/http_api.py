@@ -32,6 +32,7 @@ from superserve.server.codec import (
     decode_http,
     encode_http,
     request_images,
+    undecoded_images,
 )
 from superserve.server.limits import ON_DISCONNECT_KEY
 from superserve.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -41,7 +42,7 @@ from superserve.server.openapi import allowed_methods, openapi_document
 # ASGI scope key: when the read holding the request's first byte was handled (loop time),
 # set by server.app's uvicorn protocol
 FIRST_BYTE_KEY = "superserve.first_byte_s"
-from superserve.runtime.router import InferenceResult
+from superserve.runtime.router import InferenceResult, OnDone
 from superserve.server.service import InferenceService, http_status
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,19 @@ class InferFastPath:
         decoded = decode_http(body, hl.decode("latin-1") if hl is not None else None,
                               service.io)
         return decoded
+
+    def refuse_if_late(self, model: str, version: str, headers: dict[bytes, bytes],
+                       body: bytes, arrival_s: float | None, on_done: OnDone
+                       ) -> asyncio.Future[InferenceResult] | None:
+        """A small request whose SLO was spent before its last byte was read, refused (504,
+        through `on_done`) before its body is decoded: InferenceService.refuse_if_late. None:
+        decode it (`decode_small`). Raises SuperServeError (a wrong model: 404)."""
+        service = self.service
+        if not service.late_at_door or arrival_s is None:
+            return None
+        service.check_model(model, version)
+        return service.refuse_if_late(undecoded_images(body, headers.get(_HEADER_LENGTH_KEY)),
+                                      arrival_s, on_done)
 
     def encoded(self, decoded: Decoded, result: InferenceResult
                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult]:

@@ -231,12 +231,17 @@ class ServerMetrics:
         holds = self._own.counter("superserve_batch_holds",
                                   "Times an idle worker held its next batch for company "
                                   "(the batch wait, --batch-wait-ms)")
+        late = self._own.counter("superserve_late_at_door",
+                                 "Requests refused as late (504) before their bodies were "
+                                 "decoded: their SLO was spent when their last byte was read "
+                                 "(--late-at-door)")
         stats = getattr(router, "stats", None)  # duck-typed routers may keep none
 
-        def copy_holds() -> None:
+        def copy_counts() -> None:
             holds.values[""] = float(getattr(stats, "holds", 0))
+            late.values[""] = float(getattr(stats, "late_at_door", 0))
 
-        self._snapshots.insert(0, copy_holds)  # before the loop-owned series are copied
+        self._snapshots.insert(0, copy_counts)  # before the loop-owned series are copied
         m = router.calibration
         fb = getattr(router, "feedback", None)  # MissFeedback, or None when off
         gauges = [  # (name, help, read at scrape time)

@@ -36,13 +36,14 @@ EXTENSIONS = ["binary_tensor_data", "parameters", "metrics"]
 
 class InferenceService:
     def __init__(self, model: str, router: Router, table: ProfileTable, io: ModelIO,
-                 default_slo_s: float, max_body_bytes: int) -> None:
+                 default_slo_s: float, max_body_bytes: int, late_at_door: bool = True) -> None:
         self.model = model
         self.router = router
         self.table = table
         self.io = io
         self.default_slo_s = default_slo_s
         self.max_body_bytes = max_body_bytes
+        self.late_at_door = late_at_door  # refuse_if_late: on (ServerConfig.late_at_door)
 
     # ------------------------------------------------------------------ health / metadata
     def live(self) -> bool:
@@ -119,6 +120,20 @@ class InferenceService:
             raise NoWorkerReadyError("no worker is ready to serve requests (starting, or "
                                      "restarting after a failure); retry shortly")
         return self.router.submit(images, slo_s or self.default_slo_s, arrival_s, on_done)
+
+    def refuse_if_late(self, images: int | None, arrival_s: float | None,
+                       on_done: OnDone | None = None
+                       ) -> asyncio.Future[InferenceResult] | None:
+        """The deadline test at the door, before a request is decoded: a request of `images`
+        images (None: one that may name its own SLO; it is not judged here) whose first byte
+        arrived at `arrival_s` under the default SLO, already too late for the fastest
+        choice, ends DROPPED_DEADLINE now (its future, done; `on_done` as in `submit`).
+        None: decode it and `submit` it (also with no worker ready: `submit` says 503)."""
+        if not self.late_at_door or images is None or arrival_s is None or \
+                self.router.ready_workers == 0:
+            return None
+        return self.router.refuse_if_late(min(images, self.io.max_images), self.default_slo_s,
+                                          arrival_s, on_done)
 
     async def infer(self, images: np.ndarray, slo_s: float | None,
                     arrival_s: float | None = None) -> InferenceResult:
