@@ -68,10 +68,11 @@ def test_a_request_already_late_ends_at_the_door_and_is_counted_as_submit_counts
     table = synthetic_table()
 
     async def body():
-        clock, router = _router(table)
+        _, router = _router(table)
         seen = []
-        fut = router.refuse_if_late(3, 0.030, 0.960, on_done=seen.append)
-        assert fut is not None and fut.done()
+        assert router.late(0.960, 0.030)
+        fut = router.refuse_late(3, 0.030, 0.960, on_done=seen.append)
+        assert fut.done()
         r = fut.result()
         assert r.outcome is Outcome.DROPPED_DEADLINE and "40 ms have passed" in str(r.error)
         assert (router.stats.submitted, router.stats.late_at_door) == (1, 1)
@@ -82,7 +83,7 @@ def test_a_request_already_late_ends_at_the_door_and_is_counted_as_submit_counts
         await asyncio.sleep(0)
         assert seen == [fut]  # answered through on_done, as submit's refusals are
         # one that came 10 ms ago still has 20 ms: not judged here, nothing counted
-        assert router.refuse_if_late(1, 0.030, 0.990) is None
+        assert not router.late(0.990, 0.030)
         assert (router.stats.submitted, router.stats.late_at_door) == (1, 1)
         # and submit's own test refuses what the door refuses, with the same words
         late = router.submit(np.zeros((1, 1, 28, 28), np.float32), 0.030, 0.960).result()
@@ -96,10 +97,10 @@ def test_a_draining_router_leaves_the_answer_to_submit():
     table = synthetic_table()
 
     async def body():
-        clock, router = _router(table)
+        _, router = _router(table)
+        assert router.late(0.0, 0.030)
         router._draining = True
-        assert router.refuse_if_late(1, 0.030, 0.0) is None
-        assert router.stats.submitted == 0
+        assert not router.late(0.0, 0.030)
     asyncio.run(body())
 
 

@@ -267,7 +267,7 @@ class _Stats:
     hung: int = 0  # workers the watchdog killed
     workers_lost: int = 0  # deaths (crash, kill, hang); a removal is not one
     workers_removed: int = 0  # taken out by the operator (retire_worker, then the pool)
-    late_at_door: int = 0  # refused as late before their bodies were decoded (refuse_if_late)
+    late_at_door: int = 0  # refused as late before their bodies were decoded (refuse_late)
 
 
 class Router:
@@ -607,23 +607,24 @@ class Router:
         self._dispatch()  # arms the expiry timer too
         return req.future
 
-    def refuse_if_late(self, images: int, slo_s: float, arrival_s: float,
-                       on_done: OnDone | None = None
-                       ) -> asyncio.Future[InferenceResult] | None:
-        """The admission's deadline test alone, for a front end that has not decoded the
-        request yet: a request of `images` images whose first byte arrived at `arrival_s`
-        and whose SLO is already spent beyond what the fastest choice needs ends here as
-        DROPPED_DEADLINE, counted as `submit` counts it (the rate and burst estimates see
-        it, the entry share too), and its future is returned, done. None: it may still be
-        met; decode it and `submit` it. Shedding a late request before its body is parsed
-        and validated is what keeps a front end that fell behind on its core from spending
-        its CPU on answers nobody can use (docs/serving.md, "Late at the door")."""
+    def late(self, arrival_s: float, slo_s: float) -> bool:
+        """The admission's deadline test alone: whether a request whose first byte arrived at
+        `arrival_s` with this SLO can no longer be met even by the fastest choice (what
+        `submit` refuses as DROPPED_DEADLINE). False while the router drains (`submit` says
+        why it refuses then)."""
+        return not self._draining and cannot_meet(
+            arrival_s + slo_s, self.clock.now(), self.table, self.drop_overhead_s,
+            min_latency_s=self.min_latency_s, latency_scale=self.drop_scale)
+
+    def refuse_late(self, images: int, slo_s: float, arrival_s: float,
+                    on_done: OnDone | None = None) -> asyncio.Future[InferenceResult]:
+        """A request of `images` images that a front end found `late` before decoding it ends
+        here as DROPPED_DEADLINE, counted as `submit` counts it (the rate and burst estimates
+        see it, the entry share too); its future is returned, done. Shedding a late request
+        before its body is parsed and validated keeps a front end that fell behind on its
+        core from spending its CPU on answers nobody can use (docs/serving.md, "Late at the
+        door")."""
         now = self.clock.now()
-        if self._draining:  # submit says why it refuses
-            return None
-        if not cannot_meet(arrival_s + slo_s, now, self.table, self.drop_overhead_s,
-                           min_latency_s=self.min_latency_s, latency_scale=self.drop_scale):
-            return None
         req = self._arrive(now, images, slo_s, arrival_s, on_done)
         self.stats.late_at_door += 1
         return self._refuse_late(req, now, slo_s, self.drop_scale, self.drop_overhead_s)

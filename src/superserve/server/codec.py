@@ -235,7 +235,7 @@ def _requested_outputs(outputs: Any, default_binary: bool, io: ModelIO
 
 def undecoded_images(body: bytes, header_length: bytes | None) -> int | None:
     """What a front end can tell of a REST infer body without decoding it, for the deadline
-    test at the door (`Router.refuse_if_late`): the number of images its first `shape`
+    test at the door (`InferenceService.refuse_if_late`): the number of images its first `shape`
     declares (1 when that is not a plain leading integer), or None when the request may carry
     an SLO of its own (`slo_ms`, `timeout`, or a backslash that could escape either name) or
     its JSON's length is not a plain integer: such a request is decoded and judged as usual.

@@ -205,8 +205,8 @@ class InferFastPath:
         if not service.late_at_door or arrival_s is None:
             return None
         service.check_model(model, version)
-        return service.refuse_if_late(undecoded_images(body, headers.get(_HEADER_LENGTH_KEY)),
-                                      arrival_s, on_done)
+        return service.refuse_if_late(
+            arrival_s, lambda: undecoded_images(body, headers.get(_HEADER_LENGTH_KEY)), on_done)
 
     def encoded(self, decoded: Decoded, result: InferenceResult
                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -121,19 +122,24 @@ class InferenceService:
                                      "restarting after a failure); retry shortly")
         return self.router.submit(images, slo_s or self.default_slo_s, arrival_s, on_done)
 
-    def refuse_if_late(self, images: int | None, arrival_s: float | None,
+    def refuse_if_late(self, arrival_s: float | None, images: Callable[[], int | None],
                        on_done: OnDone | None = None
                        ) -> asyncio.Future[InferenceResult] | None:
-        """The deadline test at the door, before a request is decoded: a request of `images`
-        images (None: one that may name its own SLO; it is not judged here) whose first byte
-        arrived at `arrival_s` under the default SLO, already too late for the fastest
-        choice, ends DROPPED_DEADLINE now (its future, done; `on_done` as in `submit`).
-        None: decode it and `submit` it (also with no worker ready: `submit` says 503)."""
-        if not self.late_at_door or images is None or arrival_s is None or \
-                self.router.ready_workers == 0:
+        """The deadline test at the door, before a request is decoded: a request whose first
+        byte arrived at `arrival_s`, already too late under the default SLO for the fastest
+        choice, ends DROPPED_DEADLINE now (its future, done; `on_done` as in `submit`) if
+        `images()`, read from its raw bytes only then, says how many images it holds (None:
+        it may name an SLO of its own; not judged here). None: decode it and `submit` it
+        (also with no worker ready: `submit` says 503)."""
+        router = self.router
+        if not self.late_at_door or arrival_s is None or router.ready_workers == 0 or \
+                not router.late(arrival_s, self.default_slo_s):
             return None
-        return self.router.refuse_if_late(min(images, self.io.max_images), self.default_slo_s,
-                                          arrival_s, on_done)
+        n = images()
+        if n is None:
+            return None
+        return router.refuse_late(min(n, self.io.max_images), self.default_slo_s, arrival_s,
+                                  on_done)
 
     async def infer(self, images: np.ndarray, slo_s: float | None,
                     arrival_s: float | None = None) -> InferenceResult:
