@@ -496,6 +496,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
            # the whole client process (warm-up and start-up included) per timed request
            "client_cpu_us_per_request": client_cpu_s * 1e6 / max(report["requests"], 1),
            "server_slo_attainment_gauge": after.get("superserve_slo_attainment"),
+           # requests refused as late before their bodies were decoded (--late-at-door)
+           "late_at_door": after.get("superserve_late_at_door_total"),
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
            "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
@@ -531,6 +533,9 @@ def print_row(r: dict[str, Any]) -> None:
         print(f"{'':24s}CPU 1 just before: {'steady' if n['steady'] else 'NOT steady'}, "
               f"{n['stalls_per_s']:.1f} stalls/s (>= {n['stall_ms']:g} ms, longest "
               f"{n['longest_stall_ms']:.0f} ms), swing x{n['swing']:.2f} over {n['seconds']:.0f} s")
+    if r.get("late_at_door"):
+        print(f"{'':24s}refused late at the door (504, body never decoded): "
+              f"{r['late_at_door']:.0f}")
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")

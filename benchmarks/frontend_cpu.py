@@ -97,7 +97,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     table, _, _ = resolve_table("resnet", None, check_family=False)
     cfg = ServeConfig(http_port=0, grpc_port=-1, late_at_door=args.late_at_door)
     pool = FakePool(table, LoopClock(), latency_scale=0.0)
-    running = await start_server(cfg, table, make_policy("slackfit", table, slo_s=0.05), pool)
+    running = await start_server(cfg, table, make_policy(args.policy, table, slo_s=0.05), pool)
     await running.wait_ready(30)
     config: uvicorn.Config = running._uvicorn.config
     state = ServerState()
@@ -156,6 +156,7 @@ def cli(argv: list[str] | None = None) -> int:
                          "sat 1 s in the socket buffer): the cost of refusing one (504)")
     ap.add_argument("--late-at-door", action=argparse.BooleanOptionalAction, default=True,
                     help="the server's --late-at-door (default on, as `superserve serve`)")
+    ap.add_argument("--policy", default="slackfit", help="the router's policy (default slackfit)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     import logging
