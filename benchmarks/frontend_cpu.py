@@ -138,9 +138,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     n = waves * args.concurrency
     for proto, _ in conns:
         proto.connection_lost(None)
+    at_door = running.router.stats.late_at_door  # warm-up included
     await running.stop(drain_timeout_s=1.0)
     return {"requests": n, "protocol": "binary" if args.binary else "json",
-            "late": args.late, "late_at_door": args.late_at_door,
+            "late": args.late, "late_at_door": args.late_at_door, "refused_at_door": at_door,
             "concurrency": args.concurrency, "cpu_us_per_request": cpu / n * 1e6,
             "wall_us_per_request": wall / n * 1e6,
             "statuses": {k.decode(): v for k, v in statuses.items()}}

@@ -141,3 +141,21 @@ def test_a_late_request_is_answered_504_before_its_body_is_read(monkeypatch, lat
         assert stats.terminal[Outcome.COMPLETED] == 1
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("door", [[], ["--no-late-at-door"]])
+def test_the_cpu_benchmark_refuses_every_late_request(capsys, door):
+    """benchmarks/frontend_cpu.py --late: every request is a 504, at the door or after its
+    decode (the figure in docs/serving.md is the CPU of each)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import frontend_cpu
+
+    assert frontend_cpu.cli(["--late", "--requests", "32", "--concurrency", "4", "--json",
+                             *door]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["statuses"] == {"504": 32} and out["late_at_door"] is (not door)
+    assert (out["refused_at_door"] >= 32) is (not door)  # the warm-up's requests too
+    assert (out["refused_at_door"] == 0) is bool(door)
