@@ -3,6 +3,8 @@ deadline-aware policy, so router and server tests do not depend on trained artif
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from superserve.profiling.table import ProfileTable, SubnetProfile
@@ -130,3 +132,29 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+@contextlib.contextmanager
+def socket_wait_server(monkeypatch, wait_s: float, settle_s: float = 0.2, **cfg_kw):
+    """A real server (fake pool, one worker) on which every request's bytes read as having
+    waited `wait_s` in the kernel's socket buffer before the loop read them (a stand-in for a
+    busy loop), and an HTTP connection to it, opened `settle_s` before it is handed out:
+    yields (server, connection)."""
+    import http.client
+    import time
+
+    from superserve.runtime.fake import FakePool
+    from superserve.server import rx_wait
+
+    monkeypatch.setattr(rx_wait, "socket_wait_reader", lambda sock: (lambda: wait_s))
+    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1), **cfg_kw)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.running.http_port, timeout=10)
+        conn.connect()
+        time.sleep(settle_s)
+        try:
+            yield s, conn
+        finally:
+            conn.close()
+    finally:
+        s.close()

@@ -6,18 +6,15 @@ that names its own SLO, is decoded and judged as before."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
-import time
 
 import numpy as np
 import pytest
 
-from conftest import GreedyPolicy, ServerThread, synthetic_table
+from conftest import GreedyPolicy, socket_wait_server, synthetic_table
 from superserve.runtime.clock import ManualClock
 from superserve.runtime.fake import FakePool
 from superserve.runtime.router import Router, RouterConfig
-from superserve.server import rx_wait
 from superserve.server.codec import undecoded_images
 from superserve.types import Outcome
 
@@ -110,14 +107,7 @@ def test_a_late_request_is_answered_504_before_its_body_is_read(monkeypatch, lat
     default 50 ms SLO: a well-formed request is a 504 either way; a malformed one is a 504
     at the door (never decoded), and a 400 without the door (decoded first). A request that
     names its own, longer SLO is decoded and served."""
-    monkeypatch.setattr(rx_wait, "socket_wait_reader", lambda sock: (lambda: 0.3))
-    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
-                     late_at_door=late_at_door)
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", s.running.http_port, timeout=10)
-        conn.connect()
-        time.sleep(0.2)
-
+    with socket_wait_server(monkeypatch, 0.3, late_at_door=late_at_door) as (s, conn):
         def post(body: bytes) -> tuple[int, bytes]:
             conn.request("POST", "/v2/models/resnet/infer", body=body,
                          headers={"content-type": "application/json"})
@@ -134,13 +124,10 @@ def test_a_late_request_is_answered_504_before_its_body_is_read(monkeypatch, lat
         metrics = conn.getresponse().read()
         want = float(2 if late_at_door else 0)
         assert f"superserve_late_at_door_total {want}".encode() in metrics
-        conn.close()
         stats = s.running.router.stats
         assert stats.late_at_door == (2 if late_at_door else 0)
         assert stats.terminal[Outcome.DROPPED_DEADLINE] == (2 if late_at_door else 1)
         assert stats.terminal[Outcome.COMPLETED] == 1
-    finally:
-        s.close()
 
 
 @pytest.mark.parametrize("door", [[], ["--no-late-at-door"]])

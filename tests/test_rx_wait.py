@@ -13,8 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ServerThread, synthetic_table
-from superserve.runtime.fake import FakePool
+from conftest import socket_wait_server
 from superserve.server import rx_wait
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
@@ -86,15 +85,7 @@ def test_a_request_whose_bytes_waited_past_its_slo_is_a_miss_on_arrival(monkeypa
     read them (a stand-in for a busy loop): with the socket wait its clock starts 0.3 s before
     the read, past its deadline, and it is answered 504 at once; without, its clock starts at
     the read and it is served."""
-    import http.client
-
-    monkeypatch.setattr(rx_wait, "socket_wait_reader", lambda sock: (lambda: 0.3))
-    s = ServerThread(synthetic_table(), lambda t, c: FakePool(t, c, n_workers=1),
-                     socket_wait=socket_wait)
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", s.running.http_port, timeout=10)
-        conn.connect()
-        time.sleep(0.5)
+    with socket_wait_server(monkeypatch, 0.3, 0.5, socket_wait=socket_wait) as (_, conn):
         conn.request("POST", "/v2/models/resnet/infer", body=BODY,
                      headers={"content-type": "application/json"})
         r = conn.getresponse()
@@ -102,9 +93,6 @@ def test_a_request_whose_bytes_waited_past_its_slo_is_a_miss_on_arrival(monkeypa
         if want == 504:
             # the error says how much of the SLO had passed: the kernel's 0.3 s
             assert b"ms have passed since the request's first byte" in r.read()
-        conn.close()
-    finally:
-        s.close()
 
 
 def test_a_wait_beyond_any_request_is_read_as_none():
