@@ -1,13 +1,16 @@
-"""CPU per request of the server's own Python path, deterministic: no sockets, no client.
+"""CPU per request of the server's own Python path, the same work every run: no sockets, no
+client.
 
 The real HTTP protocol class `superserve serve` uses (uvicorn's httptools protocol with the
-direct infer route and the slow-client guard), the real router, policy (SlackFit on the
-shipped table) and metrics, in one uvloop loop; a fake transport in place of the socket and a
+direct infer route and the slow-client guard), the real router, policy (`--policy`, SlackFit on
+the shipped table by default) and metrics, in one uvloop loop; a fake transport in place of the socket and a
 no-latency fake pool in place of the worker processes. Each "connection" is fed one KServe v2
 JSON request at a time, in waves of `--concurrency` connections, and the process CPU time over
 all of them is divided by the requests. What it leaves out: the socket system calls, the pipe
 to the worker and the worker itself (the live figure, `calibration_live.py --server-args
---worker-kind noop`, counts them; on a shared machine it is noisy, this one is not).
+--worker-kind noop`, counts them, and is noisier). The work is fixed, but its CPU time still
+moves with a shared host's speed: on 2026-12-01 a served JSON request read 120-177 us from
+run to run, so compare arms run back to back, and repeat them.
 
     python benchmarks/frontend_cpu.py [--requests 20000] [--concurrency 8] [--binary]
         [--late [--no-late-at-door]]
