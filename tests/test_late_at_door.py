@@ -106,13 +106,17 @@ def test_a_late_request_is_answered_504_before_its_body_is_read(monkeypatch, lat
     """Bytes the kernel held 0.3 s (a stand-in for a front end behind on its core) under the
     default 50 ms SLO: a well-formed request is a 504 either way; a malformed one is a 504
     at the door (never decoded), and a 400 without the door (decoded first). A request that
-    names its own, longer SLO is decoded and served."""
+    names its own, longer SLO is decoded and served; one for a model the server does not
+    serve is a 404 either way."""
     with socket_wait_server(monkeypatch, 0.3, late_at_door=late_at_door) as (s, conn):
-        def post(body: bytes) -> tuple[int, bytes]:
-            conn.request("POST", "/v2/models/resnet/infer", body=body,
+        def post(body: bytes, model: str = "resnet") -> tuple[int, bytes]:
+            conn.request("POST", f"/v2/models/{model}/infer", body=body,
                          headers={"content-type": "application/json"})
             r = conn.getresponse()
             return r.status, r.read()
+
+        status, text = post(_json([1, 1, 28, 28]), model="nope")  # late, but no such model
+        assert status == 404 and b"unknown model" in text, text
 
         status, text = post(_json([1, 1, 28, 28]))
         assert status == 504 and b"ms have passed since the request's first byte" in text

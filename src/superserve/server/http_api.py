@@ -200,13 +200,15 @@ class InferFastPath:
                        ) -> asyncio.Future[InferenceResult] | None:
         """A small request whose SLO was spent before its last byte was read, refused (504,
         through `on_done`) before its body is decoded: InferenceService.refuse_if_late. None:
-        decode it (`decode_small`). Raises SuperServeError (a wrong model: 404)."""
+        decode it (`decode_small`). Raises SuperServeError (a late request for a wrong model:
+        404, as it would be decoded)."""
         service = self.service
-        if not service.late_at_door or arrival_s is None:
-            return None
-        service.check_model(model, version)
-        return service.refuse_if_late(
-            arrival_s, lambda: undecoded_images(body, headers.get(_HEADER_LENGTH_KEY)), on_done)
+
+        def images() -> int | None:  # read only for a late request
+            service.check_model(model, version)
+            return undecoded_images(body, headers.get(_HEADER_LENGTH_KEY))
+
+        return service.refuse_if_late(arrival_s, images, on_done)
 
     def encoded(self, decoded: Decoded, result: InferenceResult
                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], InferenceResult]:

@@ -129,8 +129,9 @@ class InferenceService:
         byte arrived at `arrival_s`, already too late under the default SLO for the fastest
         choice, ends DROPPED_DEADLINE now (its future, done; `on_done` as in `submit`) if
         `images()`, read from its raw bytes only then, says how many images it holds (None:
-        it may name an SLO of its own; not judged here). None: decode it and `submit` it
-        (also with no worker ready: `submit` says 503)."""
+        it may name an SLO of its own; not judged here; a SuperServeError it raises, e.g. a
+        wrong model, propagates). None: decode it and `submit` it (also with no worker ready:
+        `submit` says 503)."""
         router = self.router
         if not self.late_at_door or arrival_s is None or router.ready_workers == 0 or \
                 not router.late(arrival_s, self.default_slo_s):
