@@ -309,6 +309,20 @@ def server_attainment(before: dict[str, float], after: dict[str, float]) -> floa
     return (met(after) - met(before)) / n if n > 0 else None
 
 
+def plan_rules(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """Batches dispatched over the timed run by the rule that planned them (the deltas of
+    `superserve_plans_total{rule=...}`; SlackFit: front, fastest, light, rate, guard,
+    bucket)."""
+    pre = "superserve_plans_total{rule=\""
+    out = {}
+    for k, v in after.items():
+        if k.startswith(pre):
+            n = round(v - before.get(k, 0.0))
+            if n > 0:
+                out[k[len(pre):-2]] = n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def ratio_quantiles(before: dict[str, float], after: dict[str, float],
                     qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float | None]:
     """Quantiles of observed / planned batch time over the timed run, from the deltas of the
@@ -501,6 +515,8 @@ def run_cell(policy: str, rate: float, args: argparse.Namespace, work: Path,
            "calibration": {k: v for k, v in after.items()
                            if k.startswith("superserve_calibration_")},
            "batch_ratio_observed_over_planned": ratio_quantiles(before, after),
+           # batches over the timed run by the policy rule that planned them
+           "plan_rules": plan_rules(before, after),
            "worker_cpu_noise": None if noise is None else noise.to_dict(),
            "timeline": report["timeline"]}
     if args.hog_at is not None:
@@ -539,6 +555,12 @@ def print_row(r: dict[str, Any]) -> None:
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")
+    rules = r.get("plan_rules")
+    if rules:
+        n = sum(rules.values())
+        print(f"{'':24s}batches by planning rule: "
+              + ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in rules.items())
+              + f" ({n} batches)")
     for k, v in r["calibration"].items():  # histograms stay in the JSON
         if not re.search(r"_(bucket|created|sum|count)\b", k):
             print(f"{'':24s}{k} {v:.6g}")

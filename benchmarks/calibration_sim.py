@@ -104,11 +104,14 @@ def compare(args: argparse.Namespace) -> dict:
             rows[mode] = {"slo_attainment": round(r.slo_attainment, 4),
                           "mean_serving_accuracy": round(r.mean_serving_accuracy, 4),
                           "completed_late": r.completed_late, "dropped": r.dropped,
-                          "mean_batch_size": round(r.mean_batch_size, 2)}
+                          "mean_batch_size": round(r.mean_batch_size, 2),
+                          "plans": r.plans}
             series[(rate, mode)] = (arr, r)
+            rules = " ".join(f"{k} {100 * v / max(r.batches, 1):.0f}%" for k, v in
+                             sorted(r.plans.items(), key=lambda kv: -kv[1]))
             print(f"rate {rate:6.0f}  {mode:13s} attainment {r.slo_attainment:.4f}  "
                   f"accuracy {100 * r.mean_serving_accuracy:.2f}%  late {r.completed_late:6d}"
-                  f"  dropped {r.dropped:6d}", file=sys.stderr)
+                  f"  dropped {r.dropped:6d}  plans: {rules}", file=sys.stderr)
         out["rates"][str(rate)] = rows
     plot(series, args, table)
     return out

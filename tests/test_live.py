@@ -166,6 +166,27 @@ def test_calibration_live_server_attainment_is_over_the_timed_run():
     assert cal.trace_spec("azure-code", 1000, 20, 0).startswith("azure-llm:name=code,rate=1000")
 
 
+def test_calibration_live_counts_batches_by_planning_rule_over_the_timed_run(capsys):
+    """The rule counts are the deltas of superserve_plans_total over the timed run, largest
+    first (none: left out), and the row prints their shares."""
+    cal = _bench("calibration_live")
+    before = {'superserve_plans_total{rule="bucket"}': 5.0,
+              'superserve_plans_total{rule="rate"}': 2.0}
+    after = {'superserve_plans_total{rule="bucket"}': 35.0,
+             'superserve_plans_total{rule="rate"}': 2.0,
+             'superserve_plans_total{rule="front"}': 10.0, "superserve_queue_depth": 3.0}
+    rules = cal.plan_rules(before, after)
+    assert rules == {"bucket": 30, "front": 10} and list(rules) == ["bucket", "front"]
+    row = {"policy": "slackfit", "rate": 500.0, "slo_attainment": 0.97,
+           "server_slo_attainment": None, "profiled_accuracy": 0.97, "realized_accuracy": 0.97,
+           "latency_ms_p99": 60.0, "max_send_lag_ms": 3.0, "outcomes": {"200": 10},
+           "batch_ratio_observed_over_planned": {"p50": 0.5, "p99": 1.1, "batches": 40},
+           "calibration": {}, "plan_rules": rules}
+    cal.print_row(row)
+    assert "batches by planning rule: bucket 75.0%, front 25.0% (40 batches)" in \
+        capsys.readouterr().out
+
+
 def test_calibration_live_passes_client_args_to_the_load_generator(tmp_path):
     """--client-args reaches `superserve loadgen` (binary, grpc) and the JSON client, split
     like a shell would."""

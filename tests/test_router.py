@@ -761,6 +761,13 @@ def test_batch_log_writes_one_csv_line_per_finished_batch(table, tmp_path):
     assert tuple(rows[0]) == BATCH_LOG_FIELDS
     assert len(rows) == router.stats.batches >= 1
     assert sum(int(r["batch"]) for r in rows) == 5
+    # the SlackFit rule that planned each batch, counted in the stats too
+    from collections import Counter
+
+    from superserve.scheduling.policies import SLACKFIT_RULES
+
+    assert dict(Counter(r["rule"] for r in rows)) == router.stats.plans
+    assert set(router.stats.plans) <= set(SLACKFIT_RULES)
     for r in rows:
         assert float(r["observed_ms"]) > 0 and float(r["profiled_ms"]) > 0
         assert float(r["planned_ms"]) >= float(r["profiled_ms"]) * 0.5
@@ -768,3 +775,18 @@ def test_batch_log_writes_one_csv_line_per_finished_batch(table, tmp_path):
         assert float(r["plan_scale"]) > 0 and float(r["reserve_ms"]) >= 0
         assert float(r["response_tail_ms"]) >= 0
     assert all(res.deadline_met for res in results)
+
+
+def test_a_one_rule_policy_counts_its_batches_under_its_name(table):
+    """`stats.plans` (superserve_plans_total{rule}): a policy whose plans name no rule counts
+    every batch under its own name."""
+    async def body():
+        clock, _pool, router = make(table)
+        futs = [router.submit(IMG, slo_s=0.050) for _ in range(5)]
+        clock.advance(0.2)
+        router.close()
+        return router, [f.result() for f in futs]
+
+    router, _results = run(body)
+    assert router.stats.batches >= 1
+    assert router.stats.plans == {router.policy.name: router.stats.batches}

@@ -11,7 +11,7 @@ from superserve.errors import ConfigError
 from superserve.profiling.table import ProfileTable, SubnetProfile
 from superserve.scheduling import QueueView, SlackFit, cannot_meet, make_policy
 from superserve.scheduling.base import Plan
-from superserve.scheduling.policies import DEFAULT_BUCKETS, Lookup
+from superserve.scheduling.policies import DEFAULT_BUCKETS, SLACKFIT_RULES, Lookup
 
 MS = 1e-3
 
@@ -167,12 +167,12 @@ def test_burst_guard_follows_the_measured_burst():
     assert sf.guard_s(0, queued=12) == pytest.approx(4 * MS)
     assert t.latency_s(*_plan(sf.decide(backlog, 0.0))) <= 4 * MS
     bursty = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000)
-    assert sf.decide(bursty, 0.0) == Plan(0, 4)
+    assert sf.decide(bursty, 0.0) == Plan(0, 4, rule="guard")
     # with a per-batch overhead the guard still means the batch's whole cost: at the floor,
     # the plan is the fastest subnet's largest batch, not something longer by the overhead
     heavy = QueueView(length=16, head_deadline_s=12.5 * MS, burst_images=1000,
                       overhead_s=3 * MS)
-    assert sf.decide(heavy, 0.0) == Plan(0, 4)
+    assert sf.decide(heavy, 0.0) == Plan(0, 4, rule="guard")
 
 
 def test_burst_guard_reads_the_bursts_shape():
@@ -444,3 +444,36 @@ def test_slackfit_throughputs_equal_the_plain_loop_over_the_table():
             want.append(best)
             want_any.append(best_any)
         assert sf._throughputs(view) == (want, want_any)
+
+
+def test_every_slackfit_plan_says_which_rule_made_it():
+    """Plan.rule, from the first rule that applies (T3, 12 buckets): the front-end rule, no
+    choice fitting, a short queue served by a more accurate subnet, the rate guard's swap,
+    the burst guard's cap, and the paper's bucket of the head's own slack."""
+    t = table(T3)
+
+    def rule(policy, qlen, slack_ms, **kw):
+        return policy.decide(QueueView(length=qlen, head_deadline_s=slack_ms * MS, **kw),
+                             0.0).rule
+
+    plain = SlackFit(t, buckets=12)
+    assert rule(plain, 8, 12.5) == "bucket"  # id2 at batch 4, the head's own slack
+    assert rule(plain, 8, 0.5) == "fastest"  # below every choice
+    assert rule(plain, 1, 3.5) == "light"  # one request: id1 at batch 1 beats id0 at 4
+    assert rule(plain, 3, 100.0) == "bucket"  # the bucket's own subnet at the covering size
+    guarded = SlackFit(t, buckets=12, rate_headroom=1.0)
+    assert rule(guarded, 4, 12.5, arrival_rate_qps=900) == "rate"
+    assert rule(guarded, 4, 12.5, arrival_rate_qps=300) == "bucket"  # every subnet keeps up
+    capped = SlackFit(t, buckets=12, cap_s=5 * MS)
+    assert rule(capped, 8, 12.5) == "guard"
+    assert rule(capped, 8, 4.5) == "bucket"  # the cap is above the slack: it did not bind
+    front = SlackFit(t, buckets=12, front_end_share=0.5)
+    assert rule(front, 8, 12.5, entry_share=0.2) == "front"
+    assert rule(front, 8, 12.5, entry_share=0.9) == "bucket"
+    seen = {rule(plain, 8, 12.5), rule(plain, 8, 0.5), rule(plain, 1, 3.5),
+            rule(guarded, 4, 12.5, arrival_rate_qps=900), rule(capped, 8, 12.5),
+            rule(front, 8, 12.5, entry_share=0.2)}
+    assert seen == set(SLACKFIT_RULES)
+    # a one-rule policy leaves it empty: the router and simulator count it under its name
+    assert make_policy("clipper:0", t).decide(QueueView(length=4, head_deadline_s=0.05),
+                                              0.0).rule == ""

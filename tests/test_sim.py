@@ -118,6 +118,9 @@ def test_hand_worked_run_on_one_worker():
     r = simulate([0.0, 0.001, 0.002, 0.003], t, make_policy("slackfit", t),
                  SimConfig(slo_s=0.010, workers=1, record_batches=True))
     assert [(s, b) for _, s, b, _ in r.batch_log] == [(2, 1), (0, 3)]
+    # the first: the bucket's own subnet (id2 at batch 2, 8 ms) at the covering size; then
+    # the rate guard's swap
+    assert r.plans == {"bucket": 1, "rate": 1}
     assert r.completed_in_slo == 4 and r.dropped == 0
     assert r.mean_serving_accuracy == pytest.approx((0.99 + 3 * 0.90) / 4)
     assert r.latency_ms_p50 == pytest.approx(4.25)  # latencies 4, 5.5, 4.5, 3.5 ms

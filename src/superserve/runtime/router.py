@@ -107,10 +107,11 @@ __all__ = ["BATCH_LOG_FIELDS", "InferenceResult", "Router", "RouterConfig", "Rou
 # subnet and batch size, then (ms) the table's latency (plus actuation), what the plan
 # reserved, what it took from dispatch to result, the worker's own compute, the head's slack
 # at dispatch (deadline - dispatch), how many of its requests' deadlines had passed; then the
-# calibration after it: the plan's scale, its compute reserve and the response-writing tail (ms)
+# calibration after it: the plan's scale, its compute reserve and the response-writing tail (ms);
+# last, the policy rule that planned it (Plan.rule; a one-rule policy: its name)
 BATCH_LOG_FIELDS = ("t_s", "worker", "subnet", "batch", "profiled_ms", "planned_ms",
                     "observed_ms", "compute_ms", "head_slack_ms", "late", "plan_scale",
-                    "reserve_ms", "response_tail_ms")
+                    "reserve_ms", "response_tail_ms", "rule")
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,7 @@ class _InFlight:
     load_s: float = 0.0
     planned_s: float = 0.0  # what the plan reserved for it (scale x profiled + overhead)
     hang_at_s: float = math.inf  # the watchdog declares its worker hung from then on
+    rule: str = ""  # the policy rule that planned it (Plan.rule, or the policy's name)
 
 
 @dataclass
@@ -268,6 +270,8 @@ class _Stats:
     workers_lost: int = 0  # deaths (crash, kill, hang); a removal is not one
     workers_removed: int = 0  # taken out by the operator (retire_worker, then the pool)
     late_at_door: int = 0  # refused as late before their bodies were decoded (refuse_late)
+    # dispatched batches by the rule that planned them (Plan.rule; a one-rule policy: its name)
+    plans: dict[str, int] = field(default_factory=dict)
 
 
 class Router:
@@ -501,7 +505,7 @@ class Router:
                 f"{now:.6f},{worker_id},{fl.subnet},{len(fl.jobs)},{profiled * 1e3:.4f},"
                 f"{fl.planned_s * 1e3:.4f},{observed * 1e3:.4f},{compute_s * 1e3:.4f},"
                 f"{slack * 1e3:.4f},{late},{m.plan_scale:.4f},{m.reserve_s * 1e3:.4f},"
-                f"{self.response_tail_s * 1e3:.4f}\n")
+                f"{self.response_tail_s * 1e3:.4f},{fl.rule}\n")
         scale = m.plan_scale
         if abs(math.log(scale / self._logged_scale)) > math.log(1.25):
             log.info("calibration: batches now cost x%.2f of the table + %.2f ms (compute fit "
@@ -877,7 +881,7 @@ class Router:
             v = dataclasses.replace(view, overhead_s=self.batch_overhead_s(b))
             p = self.policy.decide(v, now)
             if p is not None and p.batch_size >= b:
-                best, lo = (v, Plan(p.subnet, b, p.load_s)), mid + 1
+                best, lo = (v, Plan(p.subnet, b, p.load_s, p.rule)), mid + 1
             else:
                 hi = mid
         return best
@@ -940,12 +944,14 @@ class Router:
                        * view.latency_scale + view.overhead_s)
             hang_at = now + max(planned * self.config.hang_factor,
                                 planned + self.config.hang_min_s)
+            rule = plan.rule or self.policy.name
             self._inflight[wid] = _InFlight(bid, plan.subnet, jobs, now, plan.load_s, planned,
-                                            hang_at)
+                                            hang_at, rule)
             if hang_at < self._watchdog_at:
                 self._arm_watchdog(hang_at)
             self._worker_subnet[wid] = plan.subnet
             self.stats.batches += 1
+            self.stats.plans[rule] = self.stats.plans.get(rule, 0) + 1
             if self.listener is not None:
                 self.listener.on_batch(plan.subnet, len(jobs))
             self.pool.submit(wid, BatchTask(bid, plan.subnet, images, plan.load_s))

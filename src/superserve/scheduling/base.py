@@ -83,6 +83,10 @@ class Plan:
     subnet: int
     batch_size: int
     load_s: float = 0.0  # actuation delay the worker pays first (switching a loaded model)
+    # which of the policy's rules made the choice (SlackFit: one of SLACKFIT_RULES; "": the
+    # policy has one rule). Counted per batch by the router (`superserve_plans_total{rule}`)
+    # and the simulator (`SimResult.plans`), so a fall in accuracy says which rule chose it
+    rule: str = ""
 
 
 @runtime_checkable

@@ -27,9 +27,18 @@ from superserve.profiling.table import ProfileTable
 from superserve.scheduling.base import Plan, QueueView, table_slack_s
 from superserve.scheduling.bursts import BURST_FRACTIONS
 
-__all__ = ["DEFAULT_BUCKETS", "Clipper", "Infaas", "Lookup", "MaxAcc", "MaxBatch", "SlackFit"]
+__all__ = ["DEFAULT_BUCKETS", "SLACKFIT_RULES", "Clipper", "Infaas", "Lookup", "MaxAcc",
+           "MaxBatch", "SlackFit"]
 
 DEFAULT_BUCKETS = 64  # SlackFit latency buckets (docs/scheduling.md: why 64)
+# which rule made a SlackFit plan (Plan.rule), from the first that applies:
+RULE_FRONT = "front"  # the front-end rule: the fastest subnet while entries come late
+RULE_FASTEST = "fastest"  # no choice fits the slack: the fastest subnet at batch 1
+RULE_LIGHT = "light"  # a queue shorter than the bucket's batch, served by a more accurate one
+RULE_RATE = "rate"  # the rate guard swapped the bucket's subnet for one that keeps up
+RULE_GUARD = "guard"  # the bucket of the slack as the burst guard capped it
+RULE_BUCKET = "bucket"  # the paper's rule: the bucket of the head's own slack
+SLACKFIT_RULES = (RULE_FRONT, RULE_FASTEST, RULE_LIGHT, RULE_RATE, RULE_GUARD, RULE_BUCKET)
 EARLY_DROP_SHARE = 4  # SlackFit early drop: a head needs slack for >= queue / 4 (see SlackFit)
 # the rate guard's backlog bound (SlackFit._need_qps) counts the queue as arrived within the
 # head's age, but over no less than this share of the SLO
@@ -396,7 +405,7 @@ class SlackFit:
             # plan like the fastest fixed subnet until the front end catches up
             fast = self.lookup.fastest
             j = self.lookup.largest_batch(fast, slack, self.lookup.cover(view.length))
-            return Plan(fast, self.table.batch_sizes[max(j, 0)])
+            return Plan(fast, self.table.batch_sizes[max(j, 0)], rule=RULE_FRONT)
         k = int((slack - self._lo) / self._width) if slack >= self._lo else -1
         k = self._below[min(k, self.buckets - 1)] if k >= 0 else -1
         choice = self.bucket_choices[k] if k >= 0 else None
@@ -404,13 +413,16 @@ class SlackFit:
             k = self._below[k - 1] if k > 0 else -1  # may not fit; take the one below
             choice = self.bucket_choices[k] if k >= 0 else None
         if choice is None:
-            return Plan(self.lookup.fastest, 1)
+            return Plan(self.lookup.fastest, 1, rule=RULE_FASTEST)
         subnet, batch, _ = choice
+        # the burst guard bound the slack (the cap, not the head's deadline, sized the plan)
+        rule = (RULE_GUARD if cap is not None
+                and view.head_deadline_s - now_s - view.overhead_s > cap else RULE_BUCKET)
         ok = self.rate_ok(view, now_s) if self.rate_headroom is not None else None
         if ok is not None and not ok[subnet]:  # the rate guard: a subnet that keeps up ...
             alt = self.lookup.most_accurate_of(self._col[batch], slack, ok)
             if alt >= 0:  # ... within the slack; else SlackFit's own choice, which fits it
-                subnet = alt
+                subnet, rule = alt, RULE_RATE
                 # ... at the largest batch it fits (the queue allowing): the guard swapped
                 # for throughput, and the bucket's batch was sized for a slower subnet
                 j = self.lookup.largest_batch(alt, slack, self.lookup.cover(view.length))
@@ -420,9 +432,9 @@ class SlackFit:
             better = (self.lookup.most_accurate(j, slack) if ok is None
                       else self.lookup.most_accurate_of(j, slack, ok))
             if better >= 0 and self.table.acc[better] > self.table.acc[subnet]:
-                return Plan(better, self.table.batch_sizes[j])
-            return Plan(subnet, min(batch, self.table.batch_sizes[j]))
-        return Plan(subnet, batch)
+                return Plan(better, self.table.batch_sizes[j], rule=RULE_LIGHT)
+            return Plan(subnet, min(batch, self.table.batch_sizes[j]), rule=rule)
+        return Plan(subnet, batch, rule=rule)
 
 
 class MaxAcc:

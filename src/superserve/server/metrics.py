@@ -235,11 +235,17 @@ class ServerMetrics:
                                  "Requests refused as late (504) before their bodies were "
                                  "decoded: their SLO was spent when their last byte was read "
                                  "(--late-at-door)")
+        plans = self._own.counter("superserve_plans",
+                                  "Dispatched batches by the policy rule that planned them "
+                                  "(SlackFit: front, fastest, light, rate, guard, bucket; "
+                                  "docs/scheduling.md, \"Which rule planned a batch\")",
+                                  "rule")
         stats = getattr(router, "stats", None)  # duck-typed routers may keep none
 
         def copy_counts() -> None:
             holds.values[""] = float(getattr(stats, "holds", 0))
             late.values[""] = float(getattr(stats, "late_at_door", 0))
+            plans.values.update(getattr(stats, "plans", {}))
 
         self._snapshots.insert(0, copy_counts)  # before the loop-owned series are copied
         m = router.calibration

@@ -138,6 +138,8 @@ class SimResult:
     batches: int
     mean_batch_size: float
     lost_batches: int = 0  # batches lost to worker failures (their requests re-queued)
+    # dispatched batches by the rule that planned them (Plan.rule; a one-rule policy: its name)
+    plans: dict[str, int] = field(default_factory=dict)
     batch_log: list[tuple[float, int, int, int]] = field(default_factory=list, repr=False)
     # with record_batches: per request, its finish time (nan: never served) and the served
     # subnet's accuracy; per dispatch, the planned latency scale (calibration timelines)
@@ -263,6 +265,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     scale = drop_scale = 1.0
     plan_ovh = drop_ovh = overhead
     decide = policy.decide
+    plans: dict[str, int] = {}
     actuation = cfg.actuation_s
     now = 0.0
     bisect_left, bisect_right = bisect.bisect_left, bisect.bisect_right
@@ -386,6 +389,8 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
             seq += 1
             batches += 1
             batch_items += b
+            rule = plan.rule or policy.name
+            plans[rule] = plans.get(rule, 0) + 1
             if record:
                 log.append((now, subnet, b, w))
                 scale_log.append((now, scale))
@@ -461,6 +466,7 @@ def simulate(arrivals_s: Sequence[float] | np.ndarray, table: ProfileTable, poli
     finish = finish + (overhead - busy_ovh)  # the client-side part of the overhead
     res = _result(arr, finish, served_acc, slo, time.perf_counter() - t_wall, batches,
                   batch_items, lost, log)
+    res.plans = plans
     if record:
         res.finish_s, res.served_accuracy, res.scale_log = finish, served_acc, scale_log
     return res
