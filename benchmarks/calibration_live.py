@@ -60,6 +60,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from superserve.bench.server_proc import parse_metrics, plan_rules
 from superserve.profiling.noise import measure_host_noise
 
 HERE = Path(__file__).resolve().parent
@@ -260,13 +261,7 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            m = re.match(r"^(superserve_[A-Za-z0-9_]+(?:\{[^}]*\})?)\s+(\S+)$", line)
-            if m:
-                out[m.group(1)] = float(m.group(2))
-        return out
+            return parse_metrics(r.read().decode())
 
     def stop(self) -> None:
         kill(self.proc)
@@ -307,20 +302,6 @@ def server_attainment(before: dict[str, float], after: dict[str, float]) -> floa
 
     n = total(after) - total(before)
     return (met(after) - met(before)) / n if n > 0 else None
-
-
-def plan_rules(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
-    """Batches dispatched over the timed run by the rule that planned them (the deltas of
-    `superserve_plans_total{rule=...}`; SlackFit: front, fastest, light, rate, guard,
-    bucket)."""
-    pre = "superserve_plans_total{rule=\""
-    out = {}
-    for k, v in after.items():
-        if k.startswith(pre):
-            n = round(v - before.get(k, 0.0))
-            if n > 0:
-                out[k[len(pre):-2]] = n
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def ratio_quantiles(before: dict[str, float], after: dict[str, float],

@@ -34,6 +34,14 @@ def test_demo_tiny_run_writes_summary_plots_and_progress(tmp_path, capsys):
                 "outcomes"} <= set(p)
         assert 0 <= p["slo_attainment"] <= 1 and 0 <= p["mean_accuracy"] <= 1
         assert p["requests"] == sum(p["outcomes"].values()) == doc["requests_per_run"]
+    # the batches of the timed run by the rule that planned them (superserve_plans_total)
+    from superserve.scheduling.policies import SLACKFIT_RULES
+
+    sf, fixed = doc["policies"]["slackfit"]["plans"], next(
+        p["plans"] for name, p in doc["policies"].items() if name != "slackfit")
+    assert sf and set(sf) <= set(SLACKFIT_RULES) and all(v > 0 for v in sf.values())
+    assert list(fixed) == ["clipper:5"] and fixed["clipper:5"] > 0
+    assert "SlackFit's batches by the rule that planned them" in cap.out
     for name in ("timeline.png", "tradeoff.png", "slackfit.timeline.png"):
         assert (out / name).stat().st_size > 1000
     # stderr is not a terminal here: plain progress lines, one per run at least

@@ -175,6 +175,11 @@ def test_calibration_live_counts_batches_by_planning_rule_over_the_timed_run(cap
     after = {'superserve_plans_total{rule="bucket"}': 35.0,
              'superserve_plans_total{rule="rate"}': 2.0,
              'superserve_plans_total{rule="front"}': 10.0, "superserve_queue_depth": 3.0}
+    text = ('# HELP superserve_plans_total Dispatched batches\n'
+            'superserve_plans_total{rule="bucket"} 35.0\nsuperserve_queue_depth 3.0\n'
+            'process_cpu_seconds_total 1.5\n')
+    assert cal.parse_metrics(text) == {'superserve_plans_total{rule="bucket"}': 35.0,
+                                       "superserve_queue_depth": 3.0}
     rules = cal.plan_rules(before, after)
     assert rules == {"bucket": 30, "front": 10} and list(rules) == ["bucket", "front"]
     row = {"policy": "slackfit", "rate": 500.0, "slo_attainment": 0.97,

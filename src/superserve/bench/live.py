@@ -29,7 +29,7 @@ from superserve.bench.loadgen import (
     summarize,
     write_csv,
 )
-from superserve.bench.server_proc import ServerProcess
+from superserve.bench.server_proc import ServerProcess, plan_rules
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run_live(run: LiveRun, arrivals_s: Sequence[float], slo_ms: float, out_dir: 
         cfg = LoadgenConfig(url=url, slo_ms=slo_ms, protocol=protocol,
                             max_duration_s=float(max(arrivals_s, default=0.0)) + 60.0)
         _warmup(cfg, x, y)
+        before = _scrape(srv)
         stop, kills = threading.Event(), []
         t0 = time.perf_counter()
         killer = None
@@ -98,12 +99,23 @@ def run_live(run: LiveRun, arrivals_s: Sequence[float], slo_ms: float, out_dir: 
             stop.set()
             if killer is not None:
                 killer.join(5)
+        after = _scrape(srv)
     summary = summarize(records, slo_ms)
-    summary.update(name=run.name, policy=run.policy, workers=run.workers, kills=len(kills))
+    summary.update(name=run.name, policy=run.policy, workers=run.workers, kills=len(kills),
+                   plans=plan_rules(before, after) if before and after else {})
     write_csv(records, out_dir / f"{run.name}.requests.csv")
     plot_timeseries(records, out_dir / f"{run.name}.timeseries.png",
                     title=f"{run.name}: attainment {summary['slo_attainment']:.4f}")
     return LiveResult(run, summary, records, kills)
+
+
+def _scrape(srv: ServerProcess) -> dict[str, float]:
+    """The server's metrics, or {} when it cannot answer (a run that killed it)."""
+    try:
+        return srv.metrics()
+    except Exception as e:  # noqa: BLE001 -- a figure is missing, the run is not lost
+        log.warning("could not read the server's /metrics: %s", e)
+        return {}
 
 
 def _warmup(cfg: LoadgenConfig, x: np.ndarray, y: np.ndarray, n: int = 20) -> None:

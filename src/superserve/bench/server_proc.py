@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,34 @@ from superserve.errors import SuperServeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerProcess", "free_port", "kill_all"]
+__all__ = ["ServerProcess", "free_port", "kill_all", "parse_metrics", "plan_rules"]
+
+_SAMPLE = re.compile(r"^(superserve_[A-Za-z0-9_]+(?:\{[^}]*\})?)\s+(\S+)$")
+_PLANS = "superserve_plans_total{rule=\""
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The `superserve_*` samples of a /metrics page, keyed by name and labels as written
+    (`superserve_plans_total{rule="rate"}`)."""
+    out = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def plan_rules(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """Batches dispatched between two scrapes by the policy rule that planned them (the
+    deltas of `superserve_plans_total{rule=...}`; SlackFit: front, fastest, light, rate,
+    guard, bucket; a one-rule policy: its name), largest first, none left out."""
+    out = {}
+    for k, v in after.items():
+        if k.startswith(_PLANS):
+            n = round(v - before.get(k, 0.0))
+            if n > 0:
+                out[k[len(_PLANS):-2]] = n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 _RUNNING: set[int] = set()  # process groups of the servers this process started and still owns
 
@@ -106,6 +134,12 @@ class ServerProcess:
         self.stop()
         raise SuperServeError(f"the server was not ready within {self.ready_timeout_s:.0f} s; "
                               f"its log:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        """The server's /metrics now (parse_metrics)."""
+        import httpx
+
+        return parse_metrics(httpx.get(f"{self.http_url}/metrics", timeout=5.0).text)
 
     def log_tail(self, n: int = 30) -> str:
         try:

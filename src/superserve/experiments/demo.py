@@ -248,6 +248,12 @@ def _report(rows: list[dict[str, Any]], out: Path, speed: float = 1.0) -> None:
         print(f"  {r['name']:18s} {r['sim_slo_attainment']:.4f} / "
               f"{100 * r['sim_mean_serving_accuracy']:.2f}%")
     sf = next((r for r in rows if r["policy"].startswith("slackfit")), None)
+    if sf is not None and sf.get("plans"):
+        n = sum(sf["plans"].values())
+        print("SlackFit's batches by the rule that planned them (docs/scheduling.md, \"Which "
+              "rule planned a batch\"): "
+              + ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in sf["plans"].items())
+              + f" of {n}")
     if sf is not None:
         _verdict(sf, [r for r in rows if r is not sf])
     print(f"\nplots: {out / 'timeline.png'}, {out}/<run>.timeline.png, {out / 'tradeoff.png'}; "

@@ -112,7 +112,7 @@ def write_summary(rows: list[dict[str, Any]], path: Path, **extra: Any) -> dict[
     requests met), profiled_accuracy, requests, outcomes, ...}}, **extra}`."""
     keep = ("policy", "workers", "latency_ms_p50", "latency_ms_p99", "completed_late",
             "max_send_lag_ms", "slo_attainment_from_schedule", "kills", "sim_slo_attainment",
-            "sim_mean_serving_accuracy", "timeline")
+            "sim_mean_serving_accuracy", "plans", "timeline")
     doc = {"policies": {r["name"]: {
         "slo_attainment": r["slo_attainment"],
         "mean_accuracy": r["realized_accuracy"],
