@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-log", default=None, metavar="CSV",
                         help="write one line per finished batch (time, worker, subnet, batch, "
                              "profiled / planned / observed / compute ms, head slack, late "
-                             "requests) to this CSV, for studying the calibration offline")
+                             "requests, the policy rule that planned it) to this CSV, for "
+                             "studying the calibration offline")
     parser.add_argument("--worker-cpus", default=None,
                         help="CPU ids or ranges (1,2,4-7; Linux): worker i is pinned to the "
                              "i-th group of --threads-per-worker CPUs of the list (wrapping), "
