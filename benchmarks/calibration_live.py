@@ -60,7 +60,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from superserve.bench.server_proc import parse_metrics, plan_rules
+from superserve.bench.server_proc import format_rules, parse_metrics, plan_rules
 from superserve.profiling.noise import measure_host_noise
 
 HERE = Path(__file__).resolve().parent
@@ -536,12 +536,8 @@ def print_row(r: dict[str, Any]) -> None:
     q = r["batch_ratio_observed_over_planned"]
     print(f"{'':24s}observed/planned batch time over the run: p50 <= {fmt(q['p50'], '.2f')}, "
           f"p99 <= {fmt(q['p99'], '.2f')} ({q['batches']:.0f} batches)")
-    rules = r.get("plan_rules")
-    if rules:
-        n = sum(rules.values())
-        print(f"{'':24s}batches by planning rule: "
-              + ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in rules.items())
-              + f" ({n} batches)")
+    if r.get("plan_rules"):
+        print(f"{'':24s}batches by planning rule: {format_rules(r['plan_rules'])}")
     for k, v in r["calibration"].items():  # histograms stay in the JSON
         if not re.search(r"_(bucket|created|sum|count)\b", k):
             print(f"{'':24s}{k} {v:.6g}")

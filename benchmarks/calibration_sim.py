@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from superserve.bench.server_proc import format_rules
 from superserve.profiling import default_table_path
 from superserve.profiling.table import ProfileTable
 from superserve.scheduling import make_policy
@@ -107,11 +108,10 @@ def compare(args: argparse.Namespace) -> dict:
                           "mean_batch_size": round(r.mean_batch_size, 2),
                           "plans": r.plans}
             series[(rate, mode)] = (arr, r)
-            rules = " ".join(f"{k} {100 * v / max(r.batches, 1):.0f}%" for k, v in
-                             sorted(r.plans.items(), key=lambda kv: -kv[1]))
             print(f"rate {rate:6.0f}  {mode:13s} attainment {r.slo_attainment:.4f}  "
                   f"accuracy {100 * r.mean_serving_accuracy:.2f}%  late {r.completed_late:6d}"
-                  f"  dropped {r.dropped:6d}  plans: {rules}", file=sys.stderr)
+                  f"  dropped {r.dropped:6d}  plans: {format_rules(r.plans)}",
+                  file=sys.stderr)
         out["rates"][str(rate)] = rows
     plot(series, args, table)
     return out

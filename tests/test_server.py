@@ -153,15 +153,14 @@ def test_metrics_endpoint(srv):
                  "superserve_calibration_front_end_behind"):
         assert name in text, name
     # every dispatched batch is counted once, under the SlackFit rule that planned it
+    from superserve.bench.server_proc import parse_metrics, plan_rules
     from superserve.scheduling.policies import SLACKFIT_RULES
 
-    def series(prefix):
-        return {line.split("{")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines() if line.startswith(prefix + "{")}
-
-    plans = series("superserve_plans_total")
+    samples = parse_metrics(text)
+    plans = plan_rules({}, samples)
     assert plans and set(plans) <= set(SLACKFIT_RULES), plans
-    assert sum(plans.values()) == sum(series("superserve_subnet_batches_total").values())
+    assert sum(plans.values()) == sum(v for k, v in samples.items()
+                                      if k.startswith("superserve_subnet_batches_total{"))
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -21,7 +21,14 @@ from superserve.errors import SuperServeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerProcess", "free_port", "kill_all", "parse_metrics", "plan_rules"]
+__all__ = [
+    "ServerProcess",
+    "format_rules",
+    "free_port",
+    "kill_all",
+    "parse_metrics",
+    "plan_rules",
+]
 
 _SAMPLE = re.compile(r"^(superserve_[A-Za-z0-9_]+(?:\{[^}]*\})?)\s+(\S+)$")
 _PLANS = "superserve_plans_total{rule=\""
@@ -49,6 +56,13 @@ def plan_rules(before: dict[str, float], after: dict[str, float]) -> dict[str, i
             if n > 0:
                 out[k[len(_PLANS):-2]] = n
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def format_rules(rules: dict[str, int]) -> str:
+    """`rate 85.7%, guard 10.6% (3130 batches)`: each rule's share, largest first."""
+    n = sum(rules.values())
+    shares = sorted(rules.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {100 * v / max(n, 1):.1f}%" for k, v in shares) + f" ({n} batches)"
 
 _RUNNING: set[int] = set()  # process groups of the servers this process started and still owns
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from superserve.bench.live import LiveRun, compare, plot_tradeoff, print_table
+from superserve.bench.server_proc import format_rules
 from superserve.profiling.noise import HostNoise, measure_host_noise, on_cpu
 from superserve.profiling.table import ProfileTable
 
@@ -249,11 +250,8 @@ def _report(rows: list[dict[str, Any]], out: Path, speed: float = 1.0) -> None:
               f"{100 * r['sim_mean_serving_accuracy']:.2f}%")
     sf = next((r for r in rows if r["policy"].startswith("slackfit")), None)
     if sf is not None and sf.get("plans"):
-        n = sum(sf["plans"].values())
         print("SlackFit's batches by the rule that planned them (docs/scheduling.md, \"Which "
-              "rule planned a batch\"): "
-              + ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in sf["plans"].items())
-              + f" of {n}")
+              f"rule planned a batch\"): {format_rules(sf['plans'])}")
     if sf is not None:
         _verdict(sf, [r for r in rows if r is not sf])
     print(f"\nplots: {out / 'timeline.png'}, {out}/<run>.timeline.png, {out / 'tradeoff.png'}; "
